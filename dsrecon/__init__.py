@@ -1,0 +1,68 @@
+"""dsrecon: dynamical-systems reconstruction.
+
+Six verbs run the whole pipeline::
+
+    import dsrecon
+    train_data = dsrecon.simulate("lorenz63", n_steps=100_000, seed=0)   # or dsrecon.load(path)
+    model = dsrecon.make_model("shplrnn", obs_dim=3, latent_dim=3, hidden_dim=50)
+    result = dsrecon.train(model, train_data)
+    x_gen = dsrecon.generate(model, train_data.x[:1], n_steps=10_000)
+    report = dsrecon.evaluate(model, test_data)
+    table = dsrecon.compare("grid.toml")
+
+Only the names in ``__all__`` are public; they are imported lazily so that ``import dsrecon`` and
+``dsrecon --version`` stay fast and free of side effects.
+"""
+
+from importlib import import_module
+
+from dsrecon._version import __version__
+
+# public name -> module that defines it
+_PUBLIC = {
+    # data
+    "Trajectory": "dsrecon.data",
+    "load": "dsrecon.data",
+    "standardize": "dsrecon.data",
+    "train_test_split": "dsrecon.data",
+    "delay_embed": "dsrecon.embedding",
+    "choose_delay": "dsrecon.embedding",
+    "choose_embedding_dim": "dsrecon.embedding",
+    "simulate": "dsrecon.systems",
+    # models
+    "Model": "dsrecon.models.base",
+    "make_model": "dsrecon.models",
+    "MODELS": "dsrecon.models",
+    # training
+    "generate": "dsrecon.rollout",
+    "GTF": "dsrecon.forcing",
+    "AdaptiveGTF": "dsrecon.forcing",
+    "SparseTF": "dsrecon.forcing",
+    "NoForcing": "dsrecon.forcing",
+    "TeacherForcing": "dsrecon.forcing",
+    "make_forcing": "dsrecon.forcing",
+    "TrainConfig": "dsrecon.train",
+    "TrainResult": "dsrecon.train",
+    "train": "dsrecon.train",
+    "save_checkpoint": "dsrecon.checkpoint",
+    "load_checkpoint": "dsrecon.checkpoint",
+    # evaluation
+    "EvalConfig": "dsrecon.evaluate",
+    "Report": "dsrecon.evaluate",
+    "evaluate": "dsrecon.evaluate",
+    "compare": "dsrecon.compare",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dsrecon' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,5 @@
+import sys
+
+from dsrecon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""Shared fixtures: the GTF paper's benchmark files (by path, never copied) and device markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtf_icml2023"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA; no GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def gtf_data_dir() -> Path:
+    """Folder with the GTF paper's files; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def lorenz63_paper_test(gtf_data_dir) -> np.ndarray:
+    """The GTF paper's clean z-scored Lorenz-63 test trajectory, (100000, 3) float32."""
+    return np.load(gtf_data_dir / "lorenz63_test.npy")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)  # tests only: library code never touches the global seed
+    yield
