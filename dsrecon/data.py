@@ -227,7 +227,8 @@ def load(
             traj = simulate(key, dt=dt) if dt is not None else simulate(key)
             return _finish(traj, name, standardize, min_steps)
         if key in RECORDINGS:
-            return _finish(_load_santafe(), name, standardize, min_steps)
+            traj = _load_santafe()
+            return _finish(replace(traj, dt=dt) if dt is not None else traj, name, standardize, min_steps)
         path_text, file_key = split_key(text)
         path = Path(path_text)
         if path.suffix.lower() not in SUFFIXES and not path.exists():

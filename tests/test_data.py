@@ -173,6 +173,7 @@ def test_santafe_loads_offline():
     assert traj.x.shape == (10_093, 1) and traj.dt == 1.0
     assert traj.x[:5, 0].tolist() == [86, 141, 95, 41, 22]
     assert traj.x.min() >= 0 and traj.x.max() <= 255
+    assert load("santafe", dt=0.5, standardize=True).dt == 0.5
 
 
 def test_santafe_without_reservoirpy_says_how_to_install(monkeypatch):
