@@ -34,6 +34,15 @@ def lorenz63_paper_test(gtf_data_dir) -> np.ndarray:
     return np.load(gtf_data_dir / "lorenz63_test.npy")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Simulation and kernel caches of the test session go to a temp folder, not the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DSRECON_CACHE_DIR", str(tmp_path_factory.mktemp("dsrecon_cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)  # tests only: library code never touches the global seed
