@@ -13,6 +13,16 @@ from dsrecon.metrics import hellinger_distance, power_spectrum, prediction_error
 from dsrecon.models.base import Model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny per-step tensors gain nothing from more, and on a shared machine
+    OpenMP spinning made these tests 10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ------------------------------------------------------------------ helpers (test-only)
 def _lorenz_rhs(s):
     x, y, z = s[..., 0], s[..., 1], s[..., 2]
