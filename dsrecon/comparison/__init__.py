@@ -1,0 +1,145 @@
+"""Scripted comparisons: ``compare(grid)`` trains and evaluates every (model, forcing, dataset,
+seed) of a grid under one shared budget and aggregates the results over seeds.
+
+Parts: ``grid`` (TOML layout, checks, run identities), ``runner`` (one run, in any process),
+``executors`` (serial, worker processes, Ray), ``table`` (aggregation, CSV/Markdown, figure).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from dsrecon.comparison.executors import EXECUTORS, check_executor, run_tasks
+from dsrecon.comparison.grid import Grid, RunSpec, load_grid
+from dsrecon.comparison.runner import dataset_lambda_max, execute_run, is_finished, prepare_dataset
+from dsrecon.comparison.table import METRICS, CompareResult, aggregate, plot_comparison, run_record
+
+
+def compare(grid, *, out_dir=None, executor: str = "process", workers: int | None = None,
+            progress: bool = True, figure: bool = True, retry_failed: bool = True) -> CompareResult:
+    """Run a comparison grid and return its results table.
+
+    Parameters
+    ----------
+    grid : str, Path or dict
+        A TOML grid file or its parsed table (layout: ``dsrecon.comparison.grid``). Every model,
+        forcing, budget field and data file is checked before anything runs.
+    out_dir : str or Path, optional
+        Output folder (default: the grid's ``out_dir`` key, else ``./compare_<grid name>``).
+        Holds ``data/`` (prepared datasets), ``runs/<slug>-<hash>/`` (one folder per run),
+        ``results.csv``, ``results.md``, ``runs.csv`` and ``figure.png``.
+    executor : {"process", "serial", "ray"}
+        ``"process"``: a pool of spawned worker processes, one torch thread each (default);
+        ``"serial"``: in this process; ``"ray"``: one Ray task per run (``pip install dsrecon[ray]``).
+    workers : int, optional
+        Parallel runs (default: the cores available; 1 for serial).
+    progress : bool
+        tqdm bar with runs done, running and failed.
+    figure : bool
+        Write attractor and spectrum panels (needs matplotlib; skipped without it).
+    retry_failed : bool
+        Run again the runs whose folder holds an ``error.json`` (default). Runs with a
+        ``result.json`` are never run again, so an interrupted grid continues where it stopped
+        (a run stopped mid-training resumes from its last checkpoint).
+
+    Returns
+    -------
+    CompareResult
+        ``rows`` aggregated per (model, forcing, dataset): mean, standard error and median over
+        seeds of D_stsp, D_H, PE(20), |lambda_max error| and training time, plus the parameter
+        count; ``runs`` one record per run; ``to_csv()``, ``to_markdown()``.
+
+    Notes
+    -----
+    A failing run (divergence, a bad model argument, any exception) writes ``error.json`` with its
+    traceback and the others go on; the failures are listed in ``results.md`` and warned about.
+    Two ``compare`` calls must not share an ``out_dir`` at the same time. The process executor
+    starts workers with "spawn", which re-imports the calling script: in a script, call
+    ``compare`` under ``if __name__ == "__main__":``.
+    """
+    _resolve_public_verbs()
+    g = load_grid(grid)
+    executor, workers = check_executor(executor, workers)
+    out_dir = Path(out_dir) if out_dir is not None else (g.out_dir or Path.cwd() / f"compare_{g.name}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_dirs = {d["label"]: prepare_dataset(d, out_dir / "data") for d in g.datasets}
+    _check_lengths(g, data_dirs)
+    specs = g.runs()
+    run_dirs = [_run_dir(out_dir / "runs", s) for s in specs]
+    todo = [i for i, d in enumerate(run_dirs)
+            if not is_finished(d) and (retry_failed or not (d / "error.json").is_file())]
+    tasks = [(specs[i].to_dict(), str(run_dirs[i]), str(data_dirs[specs[i].dataset["label"]])) for i in todo]
+
+    bar = _progress(len(specs), len(specs) - len(todo), executor, progress)
+    counts = {"done": len(specs) - len(todo), "failed": 0, "running": 0}
+
+    def on_start(n_running):
+        counts["running"] = n_running
+        _postfix(bar, counts)
+
+    def on_done(_, summary):
+        counts["done" if summary["status"] == "done" else "failed"] += 1
+        if bar is not None:
+            bar.update(1)
+        _postfix(bar, counts)
+
+    try:
+        run_tasks(tasks, executor=executor, workers=workers, on_done=on_done, on_start=on_start)
+    finally:
+        if bar is not None:
+            bar.close()
+    refs = {d["label"]: dataset_lambda_max(d, data_dirs[d["label"]], g.eval) for d in g.datasets}
+    records = [run_record(s, d, refs[s.dataset["label"]]) for s, d in zip(specs, run_dirs)]
+    result = CompareResult(rows=aggregate(records), runs=records, out_dir=out_dir, n_executed=len(todo),
+                           n_skipped=len(specs) - len(todo), title=g.name)
+    result.save(out_dir)
+    if figure:
+        plot_comparison(result, data_dirs, out_dir / "figure.png")
+    if result.n_failed:
+        warnings.warn(f"{result.n_failed} of {len(specs)} runs failed; see results.md and the runs' "
+                      f"error.json in {out_dir / 'runs'}", RuntimeWarning, stacklevel=2)
+    return result
+
+
+def _resolve_public_verbs() -> None:
+    """Resolve ``dsrecon.train`` and ``dsrecon.evaluate`` through the lazy public API before this
+    package imports their modules: the first import of a submodule binds the module to the package
+    attribute of the same name, which would hide the public function from the caller afterwards."""
+    import dsrecon
+
+    dsrecon.train, dsrecon.evaluate  # noqa: B018
+
+
+def _run_dir(root: Path, spec: RunSpec) -> Path:
+    """The run's folder: an existing one with the same hash (labels may have changed), else new."""
+    existing = sorted(root.glob(f"*-{spec.key}")) if root.is_dir() else []
+    return existing[0] if existing else root / spec.folder_name
+
+
+def _check_lengths(g: Grid, data_dirs: dict) -> None:
+    import json
+
+    need = int(g.budget.get("seq_len", 200)) + 1
+    for label, folder in data_dirs.items():
+        n = json.loads((Path(folder) / "meta.json").read_text())["n_train"]
+        if n < need:
+            raise ValueError(f"dataset {label!r} has {n} training steps but [budget] seq_len needs at least "
+                             f"{need}; use a longer series or a shorter seq_len")
+
+
+def _progress(total, initial, executor, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"compare ({executor})", unit="run", dynamic_ncols=True)
+
+
+def _postfix(bar, counts) -> None:
+    if bar is not None:
+        bar.set_postfix(done=counts["done"], running=counts["running"], failed=counts["failed"])
+
+
+__all__ = ["compare", "CompareResult", "Grid", "RunSpec", "load_grid", "EXECUTORS", "METRICS",
+           "execute_run"]

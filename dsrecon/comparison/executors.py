@@ -1,0 +1,120 @@
+"""Where the runs of a grid execute: in this process, in worker processes, or as Ray tasks.
+
+Every executor takes the same list of tasks (argument tuples for ``execute_run``) and reports
+each finished task to ``on_done(index, summary)`` in the calling process, in completion order.
+A worker that dies (out of memory, killed) is reported as a failed run, never as a crash of the
+whole grid.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+from dsrecon.comparison.runner import execute_run
+
+EXECUTORS = ("process", "serial", "ray")
+
+
+def default_workers() -> int:
+    """Cores available to this process (``os.sched_getaffinity`` where the OS has it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def check_executor(executor: str, workers) -> tuple[str, int]:
+    key = str(executor).lower()
+    if key not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if workers is None:
+        workers = 1 if key == "serial" else default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if key == "ray":
+        import_ray()
+    return key, workers
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("executor='ray' needs Ray, which is not installed; fix: pip install dsrecon[ray]") from None
+    return ray
+
+
+def run_tasks(tasks: list[tuple], *, executor: str, workers: int, on_done, on_start=None) -> None:
+    """Execute ``execute_run(*task)`` for every task; ``on_done(i, summary)`` as each finishes.
+
+    ``on_start(n_running)`` is called whenever the number of tasks in flight changes (for progress
+    displays).
+    """
+    if not tasks:
+        return
+    if executor == "serial":
+        for i, task in enumerate(tasks):
+            if on_start:
+                on_start(1)
+            on_done(i, execute_run(*task, threads=None))
+    elif executor == "process":
+        _run_processes(tasks, workers, on_done, on_start)
+    elif executor == "ray":
+        _run_ray(tasks, workers, on_done, on_start)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+
+
+def _lost(task, err) -> dict:
+    return {"status": "failed", "run_dir": str(task[1]), "error": f"worker: {type(err).__name__}: {err}"}
+
+
+def _run_processes(tasks, workers, on_done, on_start) -> None:
+    # spawn: a fresh interpreter per worker (fork after torch has started threads can deadlock);
+    # each worker runs with one torch thread, so K workers use K cores.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        pending = {pool.submit(execute_run, *task, threads=1): i for i, task in enumerate(tasks)}
+        while pending:
+            if on_start:
+                on_start(min(workers, len(pending)))
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                try:
+                    summary = future.result()
+                except Exception as err:  # BrokenProcessPool: the worker died
+                    summary = _lost(tasks[i], err)
+                on_done(i, summary)
+
+
+def _run_ray(tasks, workers, on_done, on_start) -> None:
+    """One Ray task per run (``num_cpus=1``). Uses a running Ray instance if one is initialized
+    (a cluster: the output folder must then be on a file system all nodes share), else starts a
+    local one with ``workers`` CPUs and shuts it down afterwards."""
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(execute_run)
+        pending = {remote.remote(*task, threads=1): i for i, task in enumerate(tasks)}
+        while pending:
+            if on_start:
+                on_start(min(workers, len(pending)))
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i = pending.pop(ref)
+                try:
+                    summary = ray.get(ref)
+                except Exception as err:  # the task's worker died
+                    summary = _lost(tasks[i], err)
+                on_done(i, summary)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["EXECUTORS", "run_tasks", "check_executor", "default_workers", "import_ray"]

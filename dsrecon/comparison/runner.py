@@ -1,0 +1,262 @@
+"""One run of a comparison grid, and the data it reads.
+
+The parent process prepares each dataset once (load, split, truncate, standardize) into
+``<out_dir>/data/<label>-<hash>/{train,test}.npy``; each run, in whatever worker executes it,
+reads those arrays, builds its model and forcing, trains, evaluates and writes into its folder::
+
+    spec.json      the run's configuration (RunSpec.to_dict())
+    train/         the trainer's folder: config.json, history.csv, checkpoints/last.pt
+    report.json    dsrecon.evaluate's Report
+    generated.npy  a free-running sample (float32, up to 5,000 steps after a 25% transient)
+    result.json    written last, atomically: the run is finished iff this file exists
+    error.json     instead of result.json when a stage failed: stage, error, traceback
+
+A run interrupted during training resumes from its last checkpoint the next time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from dsrecon.comparison.grid import _slug, _strip
+
+RESULT, ERROR, SPEC, REPORT, SAMPLE = "result.json", "error.json", "spec.json", "report.json", "generated.npy"
+SAMPLE_STEPS = 5_000
+
+
+def _write_json(path: Path, obj) -> None:
+    from dsrecon.checkpoint import write_json
+
+    write_json(path, obj)
+
+
+def _key(entry: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(_strip(entry), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_dataset(entry: dict, data_root: Path) -> Path:
+    """Load, split, truncate and (optionally) standardize one dataset entry, once.
+
+    Returns the folder holding ``train.npy``, ``test.npy`` (float64, ``(T, N)``) and ``meta.json``
+    (dt, sizes, source, standardization). Standardization uses the training part's mean and std for
+    both parts, so the test data are in the coordinates the model was trained in.
+    """
+    from dsrecon.data import train_test_split
+
+    folder = Path(data_root) / f"{_slug(entry['label'])}-{_key(entry)}"
+    if (folder / "meta.json").is_file():
+        return folder
+    train = _load(entry["train"], entry.get("simulate"), entry.get("dt"))
+    if "test" in entry:
+        test = _load(entry["test"], entry.get("simulate_test"), entry.get("dt", train.dt))
+    else:
+        train, test = train_test_split(train, entry["test_fraction"])
+    x_train, x_test = train.x[: entry.get("max_train_steps")], test.x[: entry.get("max_test_steps")]
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(f"dataset {entry['label']!r}: train has N = {x_train.shape[1]} columns but test "
+                         f"has N = {x_test.shape[1]}; they must observe the same variables")
+    meta = {"label": entry["label"], "dt": float(entry.get("dt", train.dt)), "n_train": len(x_train),
+            "n_test": len(x_test), "n_dims": int(x_train.shape[1]), "entry": entry}
+    if entry.get("standardize"):
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)  # (N,)
+        if np.any(std == 0):
+            raise ValueError(f"dataset {entry['label']!r}: a training column is constant; cannot standardize")
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        meta.update(mean=mean.tolist(), std=std.tolist())
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, x in (("train", x_train), ("test", x_test)):
+        tmp = folder / f".tmp-{name}.npy"
+        np.save(tmp, np.ascontiguousarray(x, dtype=np.float64))
+        tmp.replace(folder / f"{name}.npy")
+    _write_json(folder / "meta.json", meta)
+    return folder
+
+
+def _load(source: str, simulate_kwargs: dict | None, dt):
+    from dsrecon.data import load
+
+    if simulate_kwargs is not None:
+        from dsrecon.systems import simulate
+
+        kwargs = dict(simulate_kwargs, **({"dt": dt} if dt is not None else {}))
+        return simulate(source, **{"progress": False, **kwargs})
+    return load(source, dt=dt)
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / RESULT).is_file()
+
+
+def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1) -> dict:
+    """Train and evaluate one run; never raises (failures go to ``error.json``).
+
+    Parameters
+    ----------
+    spec : dict
+        ``RunSpec.to_dict()``.
+    run_dir, data_dir : str
+        The run's folder and its prepared dataset folder.
+    threads : int or None
+        ``torch.set_num_threads`` for this process (1 in parallel workers, so K workers use K
+        cores); None leaves it unchanged.
+
+    Returns
+    -------
+    dict with ``status`` ("done" or "failed"), ``run_dir`` and, on failure, ``error``.
+    """
+    import torch
+
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    stage, t0 = "setup", time.perf_counter()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR).unlink(missing_ok=True)
+        _write_json(run_dir / SPEC, spec)
+        stage = "data"
+        meta = json.loads((data_dir / "meta.json").read_text())
+        x_train = np.load(data_dir / "train.npy")  # (T, N)
+        x_test = np.load(data_dir / "test.npy")  # (T', N)
+        stage = "model"
+        from dsrecon.models import make_model
+
+        model = make_model(spec["model"]["name"], obs_dim=meta["n_dims"], seed=spec["seed"],
+                           **spec["model"]["params"])
+        stage = "forcing"
+        from dsrecon.forcing import make_forcing
+
+        forcing = make_forcing(spec["forcing"]["name"], **spec["forcing"]["params"])
+        stage = "train"
+        result = _train(model, forcing, spec, x_train, meta["dt"], run_dir / "train")
+        stage = "evaluate"
+        t_eval = time.perf_counter()
+        from dsrecon.data import Trajectory
+        from dsrecon.evaluate import EvalConfig, evaluate
+
+        report = evaluate(model, Trajectory(x_test, dt=meta["dt"], name=meta["label"]), EvalConfig(**spec["eval"]))
+        report.save(run_dir / REPORT)
+        eval_time = time.perf_counter() - t_eval
+        stage = "sample"
+        np.save(run_dir / SAMPLE, _sample(report, x_test))
+        stage = "result"
+        out = {"status": "done", "spec": spec, "key": run_dir.name.rsplit("-", 1)[-1],
+               "metrics": report_metrics(report), "n_params": int(model.n_params),
+               "train_time_s": float(result.train_time_s), "eval_time_s": eval_time,
+               "epochs": int(result.epochs), "n_updates": int(result.n_updates),
+               "recoveries": int(result.recoveries),
+               "final_loss": float(result.history[-1]["loss"]) if result.history else float("nan"),
+               "host": platform.node(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write_json(run_dir / RESULT, _finite_or_none(out))
+        return {"status": "done", "run_dir": str(run_dir)}
+    except Exception as err:  # a failed run is recorded; the grid goes on
+        error = {"status": "failed", "stage": stage, "error_type": type(err).__name__, "error": str(err),
+                 "traceback": traceback.format_exc(), "spec": spec, "elapsed_s": time.perf_counter() - t0,
+                 "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        try:
+            _write_json(run_dir / ERROR, error)
+        except OSError:
+            pass
+        return {"status": "failed", "run_dir": str(run_dir), "error": f"{stage}: {type(err).__name__}: {err}"}
+
+
+def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir: Path):
+    """Train with the shared budget; continue from a checkpoint left by an interrupted run."""
+    import torch
+
+    from dsrecon.data import Trajectory
+    from dsrecon.train import TrainConfig, train
+
+    config = TrainConfig(**spec["budget"], seed=spec["seed"])
+    resume = (train_dir / "checkpoints" / "last.pt").is_file()
+    if not resume and train_dir.exists():
+        shutil.rmtree(train_dir)  # started but never checkpointed: start over
+    result = train(model, Trajectory(x_train, dt=dt), config, forcing, run_dir=train_dir, resume=resume,
+                   progress=False)
+    if not all(bool(torch.all(torch.isfinite(p))) for p in model.parameters()):
+        raise RuntimeError("training diverged: the model has non-finite parameters")
+    return result
+
+
+def _sample(report, x_test: np.ndarray) -> np.ndarray:
+    """The first <= 5,000 steps of the series ``evaluate`` compared (after its warm-up)."""
+    return np.asarray(report.generated[:SAMPLE_STEPS], dtype=np.float32)  # (n, N)
+
+
+def report_metrics(report) -> dict:
+    """The numbers the results table aggregates, from a ``dsrecon.evaluate.Report``.
+
+    ``lambda_max_data`` is None unless the evaluation estimated it (``EvalConfig.lambda_max_data``);
+    the table then uses the dataset's reference value (``dataset_lambda_max``).
+    """
+    return {"d_stsp": report.d_stsp, "d_h": report.d_h, "pe": report.pe,
+            "lambda_max_model": report.lambda_max_model, "lambda_max_data": report.lambda_max_data}
+
+
+def dataset_lambda_max(entry: dict, data_dir: Path, eval_fields: dict) -> float:
+    """Reference lambda_max of a dataset's test series (per time unit), computed once per grid.
+
+    The dataset's ``lambda_max`` key if given (e.g. a literature value); else Rosenstein's
+    estimate on the test series with the evaluation's Rosenstein settings (the same call
+    ``evaluate`` makes with ``lambda_max_data=True``), cached in the data folder. NaN if the
+    evaluation computes no model exponent (``lyapunov = false``) or the estimate fails.
+    """
+    import hashlib
+    import warnings
+
+    from dsrecon.evaluate import EvalConfig
+
+    if "lambda_max" in entry:
+        return float(entry["lambda_max"])
+    cfg = EvalConfig(**eval_fields)
+    if not cfg.lyapunov:
+        return float("nan")
+    settings = {k: getattr(cfg, k) for k in ("rosenstein_points", "rosenstein_emb_dim",
+                                             "rosenstein_trajectory_len", "rosenstein_fit_offset")}
+    cache = Path(data_dir) / f"lambda_max-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    if cache.is_file():
+        value = json.loads(cache.read_text())["lambda_max"]
+        return float("nan") if value is None else float(value)
+    import torch
+
+    from dsrecon.rosenstein import rosenstein_lambda_max
+
+    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    x = torch.as_tensor(np.load(Path(data_dir) / "test.npy")[: cfg.rosenstein_points])  # (T, N)
+    try:
+        value = float(rosenstein_lambda_max(x, emb_dim=cfg.rosenstein_emb_dim,
+                                            trajectory_len=cfg.rosenstein_trajectory_len,
+                                            fit_offset=cfg.rosenstein_fit_offset, tau=meta["dt"]))
+    except (ValueError, RuntimeError) as err:
+        warnings.warn(f"dataset {entry['label']!r}: Rosenstein lambda_max failed ({err}); the lambda_max "
+                      "error is left empty (give the dataset a lambda_max = ... reference)", RuntimeWarning,
+                      stacklevel=3)
+        value = float("nan")
+    _write_json(cache, {"lambda_max": value if math.isfinite(value) else None, "settings": settings,
+                        "method": "rosenstein", "units": "per time unit (tau = dt)"})
+    return value
+
+
+def _finite_or_none(obj):
+    """JSON has no NaN/inf: store them as None (read back as NaN by the table)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+__all__ = ["execute_run", "prepare_dataset", "is_finished", "report_metrics", "dataset_lambda_max"]

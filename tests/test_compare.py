@@ -1,0 +1,194 @@
+"""dsrecon.compare: a tiny grid runs end to end, finished runs are skipped, failures are recorded,
+bad names fail before anything runs; the table's statistics; the CLI; the Ray executor."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+import dsrecon
+from dsrecon.cli import main as cli_main
+from dsrecon.comparison import RunSpec, load_grid
+from dsrecon.comparison.table import aggregate
+
+BUDGET = {"epochs": 1, "batches_per_epoch": 2, "batch_size": 4, "seq_len": 20}
+EVAL = {"lyapunov_steps": 200, "lyapunov_transient": 50, "lyapunov_initial": 2}  # fast, not accurate
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    """A noisy 2-d limit cycle: 400 training and 300 test steps, as .npy files."""
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    t = np.arange(700) * 0.2
+    x = np.stack([np.sin(t), np.cos(t)], axis=1) + 0.05 * rng.standard_normal((700, 2))
+    np.save(folder / "train.npy", x[:400])
+    np.save(folder / "test.npy", x[400:])
+    return folder
+
+
+def tiny_grid(data_files, models=None, forcings=None, seeds=(0, 1)):
+    return {
+        "seeds": list(seeds),
+        "budget": dict(BUDGET),
+        "eval": dict(EVAL),
+        "models": models or [{"name": "rnn", "hidden_dim": 4}, {"name": "lstm", "hidden_dim": 3, "label": "LSTM"}],
+        "forcings": forcings or [{"name": "gtf", "alpha": 0.2}],
+        "datasets": [{"label": "cycle", "train": str(data_files / "train.npy"),
+                      "test": str(data_files / "test.npy"), "lambda_max": 0.0}],  # a limit cycle
+    }
+
+
+def read_csv(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_tiny_grid_runs_in_worker_processes_and_is_not_rerun(data_files, tmp_path):
+    out = tmp_path / "out"
+    result = dsrecon.compare(tiny_grid(data_files), out_dir=out, executor="process", workers=2, progress=False)
+    assert (result.n_executed, result.n_skipped, result.n_failed) == (4, 0, 0)
+    assert [(r["model"], r["forcing"], r["dataset"]) for r in result.rows] == [
+        ("rnn(hidden_dim=4)", "gtf(alpha=0.2)", "cycle"), ("LSTM", "gtf(alpha=0.2)", "cycle")]
+    for row in result.rows:
+        assert row["n_done"] == 2 and row["n_failed"] == 0
+        # barely trained models may sit on a fixed point (D_H undefined, NaN); these are always defined:
+        for key in ("d_stsp_mean", "pe_mean", "lambda_max_error_mean", "train_time_s_mean"):
+            assert math.isfinite(row[key]) and row[key] >= 0, key
+    # parameter counts are the models' own: RNN H^2 + H + HN + N, LSTM 4H^2 + 4H + HN + N
+    assert [r["n_params"] for r in result.rows] == [16 + 4 + 8 + 2, 36 + 12 + 6 + 2]
+    rows = read_csv((out / "results.csv").read_text())
+    assert len(rows) == 2 and rows[1]["model"] == "LSTM" and rows[1]["n_done"] == "2"
+    assert len(read_csv((out / "runs.csv").read_text())) == 4
+    md = (out / "results.md").read_text()
+    assert "| LSTM | gtf(alpha=0.2) | cycle | 2/0 |" in md and "D_stsp" in md
+    results = sorted((out / "runs").glob("*/result.json"))
+    assert len(results) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/train/checkpoints/last.pt")}
+
+    again = dsrecon.compare(tiny_grid(data_files), out_dir=out, executor="serial", progress=False)
+    assert (again.n_executed, again.n_skipped) == (0, 4)
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps  # nothing was re-trained
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+    assert again.to_csv() == result.to_csv()  # same table (NaN-safe comparison)
+
+
+def test_failing_run_is_recorded_and_the_others_finish(data_files, tmp_path):
+    grid = tiny_grid(data_files, models=[{"name": "rnn", "hidden_dim": 4}, {"name": "gru", "hidden_dim": 0}],
+                     seeds=[0])
+    with pytest.warns(RuntimeWarning, match="1 of 2 runs failed"):
+        result = dsrecon.compare(grid, out_dir=tmp_path, executor="serial", progress=False, figure=False)
+    ok, bad = result.rows
+    assert (ok["n_done"], ok["n_failed"], bad["n_done"], bad["n_failed"]) == (1, 0, 0, 1)
+    (failed,) = result.failed
+    assert "hidden_dim must be a positive integer" in failed["error"]
+    error = json.loads(next(tmp_path.glob("runs/gru*/error.json")).read_text())
+    assert error["stage"] == "model" and "Traceback" in error["traceback"]
+    assert "Failed runs:" in result.to_markdown()
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda g: g["models"].append({"name": "lsmt", "hidden_dim": 3}), "unknown model 'lsmt'; valid names: gru, lem"),
+    (lambda g: g["forcings"].append({"name": "gtff"}), "unknown forcing 'gtff'; valid names:"),
+    (lambda g: g["budget"].update(epoch=3), r"\[budget\] unknown field\(s\) \['epoch'\]"),
+    (lambda g: g["budget"].pop("epochs"), "need a \\[budget\\] table with at least epochs"),
+    (lambda g: g["models"][0].update(obs_dim=3), "fills in from the data"),
+    (lambda g: g.update(seeds=[0, 0]), "duplicates"),
+    (lambda g: g.update(modles=[]), "unknown key"),
+])
+def test_bad_grid_fails_before_anything_runs(data_files, tmp_path, change, match):
+    grid = tiny_grid(data_files)
+    change(grid)
+    with pytest.raises(ValueError, match=match):
+        dsrecon.compare(grid, out_dir=tmp_path / "out", executor="serial", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_file_fails_before_anything_runs(data_files, tmp_path):
+    grid = tiny_grid(data_files)
+    grid["datasets"][0]["test"] = str(tmp_path / "nope.npy")
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        dsrecon.compare(grid, out_dir=tmp_path / "out", executor="serial", progress=False)
+
+
+def test_run_identity_is_stable_and_ignores_labels(data_files):
+    a = load_grid(tiny_grid(data_files)).runs()
+    b = load_grid(tiny_grid(data_files)).runs()
+    assert [r.key for r in a] == [r.key for r in b] and len({r.key for r in a}) == 4
+    relabelled = tiny_grid(data_files)
+    relabelled["models"][1]["label"] = "an LSTM"
+    assert [r.key for r in load_grid(relabelled).runs()] == [r.key for r in a]
+    longer = tiny_grid(data_files)
+    longer["budget"]["epochs"] = 2
+    assert not {r.key for r in load_grid(longer).runs()} & {r.key for r in a}
+    assert isinstance(a[0], RunSpec) and a[0].folder_name.endswith(a[0].key)
+
+
+def test_aggregate_mean_sem_median_over_seeds():
+    """mean, std(ddof=1)/sqrt(n), median; a NaN metric is excluded and counted."""
+    base = {"model": "m", "forcing": "f", "dataset": "d", "status": "done", "n_params": 10, "d_h": 0.1,
+            "pe": 0.0, "lambda_max_error": 0.0, "train_time_s": 1.0}
+    runs = [dict(base, d_stsp=v) for v in (1.0, 2.0, 6.0)] + [dict(base, d_stsp=float("nan"))]
+    runs.append(dict(base, status="failed", error="x"))
+    (row,) = aggregate(runs)
+    assert (row["n_runs"], row["n_done"], row["n_failed"], row["n_nonfinite"]) == (5, 4, 1, 1)
+    assert row["d_stsp_mean"] == pytest.approx(3.0)
+    assert row["d_stsp_sem"] == pytest.approx(np.std([1, 2, 6], ddof=1) / math.sqrt(3))
+    assert row["d_stsp_median"] == 2.0
+    assert row["pe_sem"] == 0.0 and row["d_h_median"] == pytest.approx(0.1)
+
+
+def test_cli_runs_a_toml_grid(data_files, tmp_path, capsys):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f"""
+seeds = 1
+
+[budget]
+epochs = 1
+batches_per_epoch = 2
+batch_size = 4
+seq_len = 20
+
+[[models]]
+name = "lem"
+hidden_dim = 3
+
+[[forcings]]
+name = "tf"
+
+[[datasets]]
+label = "cycle"
+train = "{data_files / 'train.npy'}"
+test = "{data_files / 'test.npy'}"
+lambda_max = 0.0
+""" + ("\n[eval]\n" + "".join(f"{k} = {v!r}\n" for k, v in EVAL.items()) if EVAL else ""))
+    rc = cli_main(["compare", str(grid), "--out", str(tmp_path / "out"), "--executor", "serial",
+                   "--no-progress", "--no-figure"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "| lem(hidden_dim=3) | tf | cycle | 1/0 |" in text and "1 run(s) executed" in text
+    assert cli_main(["compare", str(tmp_path / "missing.toml")]) == 1
+
+
+def test_ray_executor_needs_ray_with_a_clear_message(monkeypatch, data_files, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ImportError, match=r"pip install dsrecon\[ray\]"):
+        dsrecon.compare(tiny_grid(data_files), out_dir=tmp_path, executor="ray")
+
+
+def test_ray_executor_on_a_local_instance(data_files, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        grid = tiny_grid(data_files, models=[{"name": "gru", "hidden_dim": 3}])
+        result = dsrecon.compare(grid, out_dir=tmp_path, executor="ray", workers=2, progress=False, figure=False)
+    finally:
+        ray.shutdown()
+    assert (result.n_executed, result.n_failed) == (2, 0)
+    assert result.rows[0]["n_done"] == 2
