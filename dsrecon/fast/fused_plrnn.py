@@ -49,32 +49,6 @@ from dsrecon.models.base import Model
 from dsrecon.rollout import ForcedRollout
 
 
-def stack_weights(A, W1, W2, h1, h2, clipped: bool):
-    """Stacked one-matmul form of the step for K models.
-
-    Parameters
-    ----------
-    A : (K, M); W1 : (K, M, L); W2 : (K, L, M); h1 : (K, M); h2 : (K, L)
-    clipped : bool
-
-    Returns
-    -------
-    Wbig : (K, M, D), b : (K, D), W1c : (K, M, R)
-        ``R = 2L`` (clipped) or ``L``, ``D = R + M``.
-    """
-    W2t = W2.transpose(1, 2)  # (K, M, L)
-    diagA = torch.diag_embed(A)  # (K, M, M)
-    if clipped:
-        Wbig = torch.cat([W2t, W2t, diagA], dim=2)  # (K, M, 2L + M)
-        b = torch.cat([h2, torch.zeros_like(h2), h1], dim=1)  # (K, 2L + M)
-        W1c = torch.cat([W1, -W1], dim=2)  # (K, M, 2L)
-    else:
-        Wbig = torch.cat([W2t, diagA], dim=2)  # (K, M, L + M)
-        b = torch.cat([h2, h1], dim=1)  # (K, L + M)
-        W1c = W1  # (K, M, L)
-    return Wbig, b, W1c.contiguous()
-
-
 class FusedShPLRNNRollout(torch.autograd.Function):
     """Forced rollout of K stacked shPLRNNs: ``(z1, A, W1, W2, h1, h2) -> Z (K, T, B, M)``.
 
@@ -85,24 +59,19 @@ class FusedShPLRNNRollout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z1, A, W1, W2, h1, h2, alpha, Q, ac, clipped: bool, backend: str):
-        with torch.no_grad():
-            Wbig, b, W1c = stack_weights(A, W1, W2, h1, h2, clipped)
-            args = [t.detach().contiguous() for t in (Wbig, b, W1c, alpha.to(ac.dtype), Q, ac)]
-            Zt, Z = _kernels.forward(backend, z1.detach().contiguous(), *args)  # (K, T, B, M) each
-        ctx.save_for_backward(Zt, *args[:5])
-        ctx.clipped, ctx.backend, ctx.L = clipped, backend, W1.shape[-1]
-        return Z
+        dtype = ac.dtype
+        weights = [t.detach().contiguous() for t in (A, W1, W2.transpose(1, 2), h1, h2)]  # W2 as W2^T
+        forcing = [t.detach().to(dtype).contiguous() for t in (alpha, Q, ac)]
+        Zt, Z = _kernels.forward(backend, z1.detach().contiguous(), *weights, clipped, *forcing)
+        ctx.save_for_backward(Zt, *weights, *forcing[:2])
+        ctx.clipped, ctx.backend = clipped, backend
+        return Z  # (K, T, B, M)
 
     @staticmethod
     def backward(ctx, gZ):
-        Zt, Wbig, b, W1c, alpha, Q = ctx.saved_tensors
-        L, M, R = ctx.L, Zt.shape[-1], W1c.shape[-1]
-        dz1, dWbig, db, dW1c = _kernels.backward(ctx.backend, gZ.contiguous(), Zt, Wbig, b, W1c, alpha, Q)
-        dA = torch.diagonal(dWbig[:, :, R:], dim1=1, dim2=2)  # (K, M)
-        dh1 = db[:, R:]  # (K, M)
-        dh2 = db[:, :L]  # (K, L)
-        dW2t = dWbig[:, :, :L] + dWbig[:, :, L:R] if ctx.clipped else dWbig[:, :, :L]  # (K, M, L)
-        dW1 = dW1c[:, :, :L] - dW1c[:, :, L:] if ctx.clipped else dW1c  # (K, M, L)
+        Zt, A, W1, W2t, h1, h2, alpha, Q = ctx.saved_tensors
+        dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(ctx.backend, gZ.contiguous(), Zt, A, W1, W2t, h1, h2,
+                                                         ctx.clipped, alpha, Q)
         return dz1, dA, dW1, dW2t.transpose(1, 2), dh1, dh2, None, None, None, None, None
 
 
