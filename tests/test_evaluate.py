@@ -1,0 +1,180 @@
+"""The evaluation protocol, the Report and `dsrecon evaluate`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dsrecon.data import Trajectory
+from dsrecon.evaluate import EvalConfig, Report, evaluate
+from dsrecon.models.base import Model
+from dsrecon.rollout import generate
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-step tensors; avoids OpenMP spinning on a shared machine
+    yield
+    torch.set_num_threads(n)
+
+
+class Lorenz63RK4(Model):
+    """Lorenz-63 discretized by one RK4 step of dt (float64), identity observation (test-only).
+    Its Jacobian is the contract's torch.func default."""
+
+    name = "lorenz63_rk4"
+
+    def __init__(self, dt: float = 0.01):
+        super().__init__()
+        self.dt = dt
+        self.anchor = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64), requires_grad=False)
+        self.obs_dim = self.state_dim = 3
+
+    @staticmethod
+    def rhs(z):
+        x, y, w = z.unbind(-1)
+        return torch.stack([10 * (y - x), x * (28 - w) - y, x * y - 8 / 3 * w], dim=-1)
+
+    def step(self, z):
+        k1 = self.rhs(z)
+        k2 = self.rhs(z + self.dt / 2 * k1)
+        k3 = self.rhs(z + self.dt / 2 * k2)
+        k4 = self.rhs(z + self.dt * k3)
+        return z + self.dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    def initial_state(self, x0):
+        return x0
+
+    def observe(self, z):
+        return z
+
+    def state_from_obs(self, x, z):
+        return x
+
+
+class Scale(Model):
+    """z -> a z (test-only); a > 1 diverges."""
+
+    name = "scale"
+
+    def __init__(self, a: float, n: int = 3):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a, dtype=torch.float64), requires_grad=False)
+        self.obs_dim = self.state_dim = n
+
+    def initial_state(self, x0):
+        return x0
+
+    def step(self, z):
+        return self.a * z
+
+    def observe(self, z):
+        return z
+
+    def state_from_obs(self, x, z):
+        return x
+
+
+@pytest.fixture(scope="module")
+def lorenz_data():
+    """4,000 steps of the RK4 model itself from a point on the attractor, as a Trajectory."""
+    model = Lorenz63RK4()
+    x0 = generate(model, torch.tensor([1.0, 1.0, 20.0], dtype=torch.float64), 1000)[-1]  # transient
+    x = generate(model, x0, 4000).numpy()
+    return model, Trajectory(x, dt=0.01, name="lorenz63_rk4")
+
+
+FAST = EvalConfig(lyapunov_steps=1000, lyapunov_initial=4)
+
+
+def test_protocol_generates_from_the_first_point_and_drops_a_quarter(lorenz_data):
+    """For the true map the generated series is the data's own continuation: after dropping
+    0.25 T = 1,000 steps, generated[t] = x[1000 + t] (same operations, so to rounding)."""
+    model, test = lorenz_data
+    report = evaluate(model, test, FAST)
+    assert report.generated.shape == (4000, 3)
+    np.testing.assert_allclose(report.generated[:3000], test.x[1000:], rtol=0, atol=1e-9)
+    assert report.pe < 1e-20  # PE(20) of the true map on its own data
+    assert report.pe_steps == 20 and report.n_steps == 4000 and report.obs_dim == 3
+    assert 0 <= report.d_stsp < 1.0 and 0 <= report.d_h < 0.2
+    # exponents per time unit (dt = 0.01): lambda_1 0.906 and the exact sum -13.667, loosely for 4 x 10 time units
+    assert report.lyapunov_units == "per time unit"
+    assert report.lambda_max_model == pytest.approx(0.906, abs=0.35)
+    assert sum(report.lyapunov_spectrum) == pytest.approx(-13.667, abs=0.01)
+    assert report.kaplan_yorke == pytest.approx(2.06, abs=0.05)
+    assert report.data_sha256 == __import__("hashlib").sha256(test.x.tobytes()).hexdigest()
+    assert "D_stsp" in str(report) and "Kaplan-Yorke" in str(report)
+
+
+def test_report_json_round_trip(tmp_path, lorenz_data):
+    model, test = lorenz_data
+    report = evaluate(model, test, EvalConfig(lyapunov=False))
+    report.d_stsp = math.nan  # NaN is written as null and read back as NaN
+    path = report.save(tmp_path / "report.json")
+    raw = json.loads(path.read_text())
+    assert raw["d_stsp"] is None and "generated" not in raw and raw["lyapunov_spectrum"] is None
+    back = Report.load(path)
+    assert math.isnan(back.d_stsp)
+    for key, value in report.to_dict().items():
+        if key != "d_stsp":
+            assert getattr(back, key) == value, key
+    assert back.generated is None and back.config == report.config
+
+
+def test_array_input_gives_per_step_exponents_and_rejects_wrong_dims(lorenz_data):
+    model, test = lorenz_data
+    report = evaluate(model, test.x, EvalConfig(lyapunov_steps=500, lyapunov_initial=2, lyapunov_transient=100))
+    assert report.dt is None and report.lyapunov_units == "per step"
+    assert report.lambda_max_model == pytest.approx(0.906 * 0.01, abs=0.01)
+    with pytest.raises(ValueError, match=r"\(T, 3\)"):
+        evaluate(model, test.x[:, :2])
+
+
+def test_diverging_model_gives_nan_scores_not_an_error():
+    x = np.random.default_rng(0).standard_normal((2000, 3))
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        report = evaluate(Scale(1.5), x, EvalConfig(lyapunov_steps=200, lyapunov_transient=0))
+    assert math.isnan(report.d_stsp) and math.isnan(report.d_h)
+    assert report.lambda_max_model == pytest.approx(math.log(1.5))
+    assert math.isfinite(report.pe)
+
+
+def test_rosenstein_lambda_of_data_and_generated():
+    """The true RK4 map on 20,000 raw (unstandardized) steps: Rosenstein on the observed vectors,
+    line over 0.5-2.5 time units, is within 10% of lambda_1 = 0.906 (measured 0.85), for the data
+    and for the generated continuation alike."""
+    model = Lorenz63RK4()
+    x0 = generate(model, torch.tensor([1.0, 1.0, 20.0], dtype=torch.float64), 1000)[-1]
+    test = Trajectory(generate(model, x0, 20_000).numpy(), dt=0.01, name="rk4")
+    report = evaluate(model, test, EvalConfig(lyapunov=False, lambda_max_data=True))
+    assert report.lambda_max_data == pytest.approx(0.906, rel=0.1)
+    assert report.lambda_max_generated == pytest.approx(0.906, rel=0.1)
+    assert "Rosenstein" in str(report)
+
+
+def test_cli_evaluate_writes_report_and_plots(tmp_path, lorenz63_paper_test, capsys):
+    checkpoint = pytest.importorskip("dsrecon.checkpoint")
+    pytest.importorskip("dsrecon.models.plrnn")
+    pytest.importorskip("matplotlib")
+    from dsrecon.cli import main
+    from dsrecon.models import make_model
+
+    model = make_model("shplrnn", obs_dim=3, latent_dim=3, hidden_dim=20)
+    run_dir = tmp_path / "run"
+    checkpoint.save_checkpoint(run_dir / "checkpoints" / "last.pt", model)
+    data = tmp_path / "test.npy"
+    np.save(data, lorenz63_paper_test[:3000])
+    rc = main(["evaluate", str(run_dir), "--data", str(data), "--lyapunov-steps", "300"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "D_stsp" in out and "report.json" in out
+    report = Report.load(run_dir / "report.json")
+    assert report.n_steps == 3000 and report.model_name == "shplrnn"
+    for name in ("attractor.png", "spectra.png", "lyapunov.png", "report.png"):
+        assert (run_dir / name).stat().st_size > 10_000, name
+    assert main(["evaluate", str(tmp_path / "nowhere"), "--data", str(data)]) == 1
