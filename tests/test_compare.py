@@ -176,6 +176,17 @@ lambda_max = 0.0
     assert cli_main(["compare", str(tmp_path / "missing.toml")]) == 1
 
 
+def test_a_dead_worker_is_recorded_as_a_failed_run(data_files, tmp_path):
+    from dsrecon.comparison.executors import _lost
+    from dsrecon.comparison.table import run_record
+
+    (spec,) = load_grid(tiny_grid(data_files, models=[{"name": "rnn", "hidden_dim": 2}], seeds=[0])).runs()
+    summary = _lost((spec.to_dict(), str(tmp_path / "run"), str(tmp_path)), RuntimeError("killed (OOM)"))
+    assert summary["status"] == "failed"
+    record = run_record(spec, tmp_path / "run")
+    assert record["status"] == "failed" and "killed (OOM)" in record["error"]
+
+
 def test_ray_executor_needs_ray_with_a_clear_message(monkeypatch, data_files, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ImportError, match=r"pip install dsrecon\[ray\]"):

@@ -80,6 +80,7 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
 
     def on_done(_, summary):
         counts["done" if summary["status"] == "done" else "failed"] += 1
+        counts["running"] = max(0, counts["running"] - 1)
         if bar is not None:
             bar.update(1)
         _postfix(bar, counts)

@@ -68,14 +68,28 @@ def run_tasks(tasks: list[tuple], *, executor: str, workers: int, on_done, on_st
 
 
 def _lost(task, err) -> dict:
-    return {"status": "failed", "run_dir": str(task[1]), "error": f"worker: {type(err).__name__}: {err}"}
+    """A task whose worker died: record it in the run's error.json, as a failed run would."""
+    import json
+    import traceback
+    from pathlib import Path
+
+    message = f"worker: {type(err).__name__}: {err}"
+    try:
+        Path(task[1]).mkdir(parents=True, exist_ok=True)
+        (Path(task[1]) / "error.json").write_text(json.dumps({
+            "status": "failed", "stage": "worker", "error_type": type(err).__name__, "error": str(err),
+            "traceback": "".join(traceback.format_exception(err)), "spec": task[0]}, indent=1))
+    except OSError:
+        pass
+    return {"status": "failed", "run_dir": str(task[1]), "error": message}
 
 
 def _run_processes(tasks, workers, on_done, on_start) -> None:
     # spawn: a fresh interpreter per worker (fork after torch has started threads can deadlock);
     # each worker runs with one torch thread, so K workers use K cores.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx)
+    try:
         pending = {pool.submit(execute_run, *task, threads=1): i for i, task in enumerate(tasks)}
         while pending:
             if on_start:
@@ -88,6 +102,12 @@ def _run_processes(tasks, workers, on_done, on_start) -> None:
                 except Exception as err:  # BrokenProcessPool: the worker died
                     summary = _lost(tasks[i], err)
                 on_done(i, summary)
+    except BaseException:
+        # Ctrl-C or an error in a callback: drop the queued runs instead of waiting for them all
+        # (the runs in progress end with their process; finished results and checkpoints stay)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _run_ray(tasks, workers, on_done, on_start) -> None:

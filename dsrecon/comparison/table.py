@@ -142,8 +142,9 @@ class CompareResult:
                   "'-': no finite value.", "", *(f"- {METRICS[m][0]}: {METRICS[m][1]}" for m in METRICS)]
         nonfinite = sum(r["n_nonfinite"] for r in self.rows)
         if nonfinite:
-            lines.append(f"- {nonfinite} finished run(s) had a non-finite metric (e.g. an orbit that left "
-                         "the data's range); statistics use the finite values only.")
+            lines.append(f"- {nonfinite} finished run(s) had an undefined (NaN) D_stsp, D_H or PE: a diverged "
+                         "orbit, or a fixed point (constant output), whose power spectrum is undefined; "
+                         "statistics use the finite values only.")
         if self.failed:
             lines += ["", "Failed runs:"]
             lines += [f"- {r['model']} / {r['forcing']} / {r['dataset']} / seed {r['seed']}: {r['error']}"
