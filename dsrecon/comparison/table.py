@@ -24,7 +24,7 @@ METRICS = {
     "d_stsp": ("D_stsp", "state-space divergence (KL), test data vs generated"),
     "d_h": ("D_H", "mean Hellinger distance of the smoothed power spectra"),
     "pe": ("PE(20)", "mean squared 20-step prediction error"),
-    "lambda_max_error": ("|dlambda_max|", "|lambda_max(model) - lambda_max(data)|, per time unit"),
+    "lambda_max_error": ("lambda_max err", "abs(lambda_max(model) - lambda_max(data)), per time unit"),
     "train_time_s": ("train time [s]", "wall-clock training time of one run"),
 }
 
@@ -137,7 +137,7 @@ class CompareResult:
                 mean, sem, med = r[f"{m}_mean"], r[f"{m}_sem"], r[f"{m}_median"]
                 cells.append(f"{_fmt(mean)} ± {_fmt(sem, 2)} ({_fmt(med)})" if math.isfinite(mean) else "-")
             cells.append(str(r["n_params"]) if r["n_params"] is not None else "-")
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines += ["", "Cells: mean ± standard error (median) over the seeds whose run finished; "
                   "'-': no finite value.", "", *(f"- {METRICS[m][0]}: {METRICS[m][1]}" for m in METRICS)]
         nonfinite = sum(r["n_nonfinite"] for r in self.rows)
