@@ -52,12 +52,7 @@ def _rel(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
-@pytest.mark.parametrize("clipped", [True, False])
-@pytest.mark.parametrize("kind", ["gtf", "agtf", "stf", "none", "tf"])
-@pytest.mark.parametrize("reg_weight", [0.0, 1e-2])
-def test_fused_gradients_equal_plain(backend, observation, M, clipped, kind, reg_weight):
+def _check_against_plain(backend, observation, M, clipped, kind, reg_weight):
     model = ShPLRNN(3, M, 20, clipped=clipped, observation=observation, seed=3, dtype=torch.float64)
     x = torch.randn(5, 41, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     alphas = _alphas(kind, 41, model, x)
@@ -73,6 +68,23 @@ def test_fused_gradients_equal_plain(backend, observation, M, clipped, kind, reg
     assert set(g) == set(g_ref)  # every parameter, the initial-state map C / observation B included
     for name in g_ref:
         assert _rel(g[name], g_ref[name]) < RTOL, name
+
+
+@pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
+@pytest.mark.parametrize("clipped", [True, False])
+@pytest.mark.parametrize("kind", ["gtf", "agtf", "stf", "none", "tf"])
+@pytest.mark.parametrize("reg_weight", [0.0, 1e-2])
+def test_fused_gradients_equal_plain(observation, M, clipped, kind, reg_weight):
+    """The default backend (the C kernel where it builds) over every option."""
+    _check_against_plain(BACKENDS[0], observation, M, clipped, kind, reg_weight)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
+@pytest.mark.parametrize("clipped", [True, False])
+def test_other_backends_equal_plain(backend, observation, M, clipped):
+    """NumPy and PyTorch loops; STF alphas contain both 0 and 1, and the regularizer is on."""
+    _check_against_plain(backend, observation, M, clipped, "stf", 1e-2)
 
 
 @pytest.mark.parametrize("kind", ["gtf", "stf"])
@@ -160,10 +172,26 @@ def test_train_fused_backend_equals_plain():
     results = {}
     for backend in ("plain", "fused"):
         model = ShPLRNN(3, 3, 20, seed=0, dtype=torch.float64)
-        cfg = TrainConfig(epochs=2, batches_per_epoch=5, batch_size=4, seq_len=30, backend=backend)
+        cfg = TrainConfig(epochs=2, batches_per_epoch=3, batch_size=4, seq_len=30, backend=backend)
         res = train(model, series.numpy(), cfg, make_forcing("agtf"), progress=False)
         results[backend] = (model, res)
     (m0, r0), (m1, r1) = results["plain"], results["fused"]
     for (name, p0), p1 in zip(m0.named_parameters(), m1.parameters()):
         torch.testing.assert_close(p1, p0, rtol=1e-9, atol=1e-12, msg=name)
     assert [h["alpha"] for h in r1.history] == pytest.approx([h["alpha"] for h in r0.history], rel=1e-9)
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="no C compiler")
+@pytest.mark.parametrize("flush", [False, True])
+def test_c_kernel_restores_the_callers_denormal_mode(flush):
+    """The kernel flushes subnormals (FTZ/DAZ) only inside the call: the caller's mode survives it."""
+    model = ShPLRNN(3, 3, 10, seed=0)
+    x = torch.randn(2, 11, 3)
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32 (< 1.18e-38)
+    try:
+        torch.set_flush_denormal(flush)
+        fused_forced_loss(model, x, 0.1, backend="c").backward()
+        halved = float((tiny * 0.5)[0])
+        assert (halved == 0.0) == flush  # flushed only when the caller asked for it
+    finally:
+        torch.set_flush_denormal(False)

@@ -1,0 +1,375 @@
+"""Training speed of the shPLRNN: plain autograd loop vs the fused paths, and K-model ensembles.
+
+Usage (from the repository root, venv active)::
+
+    python benchmarks/train_speed.py                    # per-update timings, ensembles, settings (~2 min)
+    python benchmarks/train_speed.py --compile          # also torch.compile of the plain loop (slow to build)
+    python benchmarks/train_speed.py --to-target        # + wall time to D_stsp <= 0.30 on the GTF paper's Lorenz-63
+    python benchmarks/train_speed.py --out benchmarks/results/train_speed_<date>.md
+
+Every path runs one full training update (zero_grad, forced rollout, loss, backward, RAdam step)
+on the issue's configuration: clipped shPLRNN, M = 3, L = 50, batch 16, windows of T = 200 steps,
+GTF with alpha = 0.1. Paths are timed in the same process with interleaved repetitions and the
+median is reported, so a neighbour's load on the CPU hits all paths alike: the ratios in one run
+are what counts, absolute milliseconds move with the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsrecon.fast import EnsembleShPLRNN, ensemble_loss_and_grads, loss_and_grads as fused_step, train_ensemble
+from dsrecon.fast._kernels import c_library
+from dsrecon.forcing import make_forcing
+from dsrecon.models.plrnn import ShPLRNN
+from dsrecon.rollout import forced_rollout
+from dsrecon.train import TrainConfig, loss_and_grads as plain_step, train
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtf_icml2023"
+M, L, N, B, T = 3, 50, 3, 16, 200
+LINES: list[str] = []
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    LINES.append(line)
+
+
+def _update_fn(step, model, x, alphas, **kw):
+    opt = torch.optim.RAdam(model.parameters(), lr=1e-3)
+
+    def update():
+        opt.zero_grad(set_to_none=True)
+        step(model, x, alphas, 1e-5, **kw)
+        opt.step()
+    return update
+
+
+def _compiled_update(model, x, alphas):
+    """The plain loop with ``model.step`` compiled by torch.compile (inductor, C++ on the CPU).
+
+    Compiling the whole 200-step window instead (one graph of ~2000 nodes) did not finish within
+    15 minutes on this machine, so only the step is compiled; each of its 200 calls per update
+    then pays the compiled function's guard and dispatch cost.
+    """
+    model.step = torch.compile(model.step)
+    return _update_fn(plain_step, model, x, alphas)
+
+
+def time_interleaved(fns: dict, reps: int, inner: int) -> tuple[dict, dict]:
+    """Median wall and CPU seconds per call of each function, repetitions interleaved across them.
+
+    CPU time (``time.process_time``) counts only this process's turns on a core, so it is the
+    steadier number while other processes load the machine; wall time is what a user waits.
+    """
+    for f in fns.values():
+        f()  # warm-up (and kernel build)
+    wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(inner):
+                f()
+            wall[k].append((time.perf_counter() - t0) / inner)
+            cpu[k].append((time.process_time() - c0) / inner)
+    return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
+
+
+def bench_paths(args) -> dict:
+    say("## 1. One training update, single model")
+    say()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(B, T + 1, N, generator=gen)
+    alphas = make_forcing("gtf", alpha=0.1).alphas(T + 1)
+    fns = {"plain (autograd loop)": _update_fn(plain_step, ShPLRNN(N, M, L, seed=0), x, alphas)}
+    backends = ["c", "numpy", "torch"]
+    try:
+        c_library()
+    except RuntimeError as err:
+        say(f"(C kernel unavailable: {err})")
+        backends.remove("c")
+    for be in backends:
+        fns[f"fused, {be} kernel"] = _update_fn(fused_step, ShPLRNN(N, M, L, seed=0), x, alphas, backend=be)
+    if args.compile:
+        t0 = time.perf_counter()
+        try:
+            upd = _compiled_update(ShPLRNN(N, M, L, seed=0), x, alphas)
+            upd()
+            fns["plain loop, torch.compile'd step"] = upd
+            say(f"torch.compile build time: {time.perf_counter() - t0:.1f} s")
+        except Exception as err:  # report, do not hide: compile support varies by platform
+            say(f"torch.compile failed after {time.perf_counter() - t0:.1f} s: {type(err).__name__}: {err}")
+    res, cpu = time_interleaved(fns, args.reps, args.inner)
+    base, cbase = res["plain (autograd loop)"], cpu["plain (autograd loop)"]
+    say("| path | wall ms / update | updates / s | speed-up vs plain (wall) | CPU ms / update | speed-up (CPU) |")
+    say("|---|---:|---:|---:|---:|---:|")
+    for k, s in res.items():
+        say(f"| {k} | {s * 1e3:.2f} | {1 / s:.0f} | {base / s:.1f}x | {cpu[k] * 1e3:.2f} | {cbase / cpu[k]:.1f}x |")
+    say()
+    return res, cpu
+
+
+def bench_ensembles(args, single: dict) -> None:
+    say("## 2. Ensembles: K models (same shapes, different seeds) in one batched update")
+    say()
+    gen = torch.Generator().manual_seed(1)
+    fns = {}
+    for K in args.K:
+        ens = EnsembleShPLRNN([ShPLRNN(N, M, L, seed=k) for k in range(K)])
+        opt = torch.optim.RAdam(ens.parameters(), lr=1e-3)
+        x = torch.randn(K, B, T + 1, N, generator=gen)
+        alphas = torch.full((K, T + 1), 0.1)
+
+        def update(ens=ens, opt=opt, x=x, alphas=alphas):
+            opt.zero_grad(set_to_none=True)
+            ensemble_loss_and_grads(ens, x, alphas, 1e-5)
+            opt.step()
+        fns[K] = update
+    wall, cpu = time_interleaved(fns, args.reps, max(1, args.inner // 2))
+    single_wall, single_cpu = single
+    plain = single_cpu["plain (autograd loop)"]
+    fused = min(v for k, v in single_cpu.items() if k.startswith("fused"))
+    say("| K | wall ms / update (all K) | CPU ms / update (all K) | model-updates / CPU s | vs K=1 ensemble | "
+        "vs single fused | vs single plain |")
+    say("|---:|---:|---:|---:|---:|---:|---:|")
+    k0 = args.K[0]
+    for K in args.K:
+        thr = K / cpu[K]
+        say(f"| {K} | {wall[K] * 1e3:.2f} | {cpu[K] * 1e3:.2f} | {thr:.0f} | {thr * cpu[k0] / k0:.1f}x | "
+            f"{thr * fused:.1f}x | {thr * plain:.1f}x |")
+    say()
+    say("Throughput = K / (CPU time of one ensemble update); ratios against the single-model paths of "
+        "section 1 (CPU time, same run). The issue's target: K/2 times the single-model throughput at K = 10.")
+    say()
+
+
+def bench_threads(args) -> None:
+    say("## 3. Threads (torch intra-op threads; the C kernel is single-threaded)")
+    say()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(B, T + 1, N, generator=gen)
+    alphas = torch.full((T + 1,), 0.1)
+    rows = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        res, cpu = time_interleaved({"plain": _update_fn(plain_step, ShPLRNN(N, M, L), x, alphas),
+                                     "fused": _update_fn(fused_step, ShPLRNN(N, M, L), x, alphas)},
+                                    max(3, args.reps // 2), args.inner)
+        rows.append((n, res, cpu))
+    torch.set_num_threads(1)
+    say("| threads | plain wall ms / update | plain CPU ms | fused wall ms / update | fused CPU ms |")
+    say("|---:|---:|---:|---:|---:|")
+    for n, res, cpu in rows:
+        say(f"| {n} | {res['plain'] * 1e3:.2f} | {cpu['plain'] * 1e3:.2f} | {res['fused'] * 1e3:.2f} | "
+            f"{cpu['fused'] * 1e3:.2f} |")
+    say()
+
+
+def bench_denormals(args) -> None:
+    say("## 4. Denormals: rollouts whose state lives in the subnormal float range")
+    say()
+    model = ShPLRNN(N, M, L, seed=0)
+    with torch.no_grad():
+        model.A.fill_(0.999)  # slow decay: from 1e-39 the state stays subnormal for ~10^4 steps
+        model.W1.zero_()
+        model.h1.zero_()
+    n_steps = 2000
+
+    def eager(scale):
+        z = torch.full((B, M), scale)
+        with torch.no_grad():
+            for _ in range(n_steps):
+                z = model.step(z)
+
+    x_small = torch.full((B, T + 1, N), 1e-39)
+    x_normal = torch.ones(B, T + 1, N)
+
+    def fused(x):
+        with torch.no_grad():
+            fused_forced_rollout_(model, x)
+
+    reps = max(3, args.reps // 2)
+    out = {}
+    for flush in (False, True):
+        torch.set_flush_denormal(flush)
+        for name, fn in (("eager subnormal", lambda: eager(1e-39)), ("eager normal", lambda: eager(1.0)),
+                         ("fused subnormal", lambda: fused(x_small)), ("fused normal", lambda: fused(x_normal))):
+            fn()
+            out[(name, flush)] = statistics.median([_timed(fn) for _ in range(reps)])
+    a_small, a_normal, w = torch.full((10 ** 6,), 1e-39), torch.ones(10 ** 6), torch.full((10 ** 6,), 0.999)
+    for flush in (False, True):
+        torch.set_flush_denormal(flush)
+        for name, a in (("elementwise x * 0.999, 10^6 subnormal x", a_small), ("elementwise x * 0.999, 10^6 normal x", a_normal)):
+            (a * w)
+            out[(name, flush)] = statistics.median([_timed(lambda a=a: a * w) for _ in range(reps)])
+    torch.set_flush_denormal(False)
+    say("| computation | flush off, CPU ms | torch.set_flush_denormal(True), CPU ms |")
+    say("|---|---:|---:|")
+    for name in ("elementwise x * 0.999, 10^6 subnormal x", "elementwise x * 0.999, 10^6 normal x",
+                 "eager subnormal", "eager normal", "fused subnormal", "fused normal"):
+        say(f"| {name} | {out[(name, False)] * 1e3:.1f} | {out[(name, True)] * 1e3:.1f} |")
+    say()
+    say(f"Eager: {n_steps} steps of model.step (B = {B}) with A = 0.999, W1 = 0 from z = 1e-39 or 1; fused: the C kernel's forward over T = {T} "
+        "(alpha = 0), which sets FTZ/DAZ itself for the duration of the call. train() and "
+        "train_ensemble() turn torch.set_flush_denormal on for the run and off after it.")
+    say()
+
+
+def fused_forced_rollout_(model, x):
+    from dsrecon.fast import fused_forced_rollout
+
+    return fused_forced_rollout(model, x, 0.0, backend="c")
+
+
+def _timed(fn) -> float:
+    """CPU seconds of one call (robust to other processes taking turns on the cores)."""
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def bench_memory(args) -> None:
+    say("## 5. Memory over many updates")
+    say()
+    x = torch.randn(B, T + 1, N, generator=torch.Generator().manual_seed(3))
+    alphas = torch.full((T + 1,), 0.1)
+    rows = []
+    for name, step in (("plain", plain_step), ("fused", fused_step)):
+        upd = _update_fn(step, ShPLRNN(N, M, L), x, alphas)
+        for _ in range(20):
+            upd()
+        before = _rss_mb()
+        for _ in range(args.mem_updates):
+            upd()
+        rows.append((name, before, _rss_mb()))
+    for name, before, after in rows:
+        say(f"{name}: resident memory {before:.1f} MB after 20 updates, {after:.1f} MB after "
+            f"{args.mem_updates} more ({after - before:+.1f} MB).")
+    say()
+
+
+def to_target(args) -> None:
+    say("## 6. Wall time to D_stsp <= 0.30 on the GTF paper's Lorenz-63 files")
+    say()
+    train_x = np.load(DATA / "lorenz63_on0.05_train.npy")
+    test_x = np.load(DATA / "lorenz63_test.npy")
+    say(f"train {DATA / 'lorenz63_on0.05_train.npy'} {train_x.shape}, test {test_x.shape}; clipped "
+        f"shPLRNN M={M}, L={L}, identity observation, adaptive GTF, paper defaults (B=16, T=200, RAdam "
+        f"1e-3 -> 1e-6 over {args.target_epochs} epochs); D_stsp from train's validation (free run of "
+        f"1.25 x {args.val_steps} steps from the test series' first point, 30 bins) every "
+        f"{args.val_every} epochs; time includes validation.")
+    say()
+    backends = ["fused"] + (["plain"] if args.to_target_plain else [])
+    updates_needed = {}
+    for backend in backends:
+        model = ShPLRNN(N, M, L, seed=args.seed)
+        cfg = TrainConfig(epochs=args.target_epochs, val_every=args.val_every, val_steps=args.val_steps,
+                          seed=args.seed, backend=backend)
+        t0 = time.perf_counter()
+        hit = {}
+
+        def stop(epoch, record, model, hit=hit, t0=t0):
+            if record.get("d_stsp", float("inf")) <= 0.30:
+                hit.update(epoch=epoch, d=record["d_stsp"], t=time.perf_counter() - t0)
+                return True
+            return time.perf_counter() - t0 > args.max_minutes * 60
+        res = train(model, train_x, cfg, make_forcing("agtf"), val_data=test_x, progress=False, callback=stop)
+        if hit:
+            updates_needed[backend] = res.n_updates
+            say(f"- {backend}: D_stsp = {hit['d']:.3f} at epoch {hit['epoch']} ({res.n_updates} updates) "
+                f"after {hit['t']:.1f} s wall time")
+        else:
+            last = [r.get("d_stsp") for r in res.history if "d_stsp" in r]
+            say(f"- {backend}: not reached within {args.max_minutes} min / {res.epochs} epochs "
+                f"(last D_stsp {last[-1] if last else float('nan'):.3f})")
+        try:
+            from dsrecon.evaluate import evaluate
+
+            rep = evaluate(model, test_x)
+            say(f"  paper protocol (dsrecon.evaluate) on the final model: D_stsp = {rep.d_stsp:.3f}, "
+                f"D_H = {rep.d_h:.3f}")
+        except Exception as err:  # the evaluation module is developed separately
+            say(f"  (dsrecon.evaluate not usable here: {type(err).__name__}: {err})")
+    if "fused" in updates_needed and "plain" not in updates_needed and args.plain_ms:
+        say(f"- plain, estimated: the same {updates_needed['fused']} updates at the measured "
+            f"{args.plain_ms:.1f} ms / update = {updates_needed['fused'] * args.plain_ms / 1e3:.0f} s "
+            f"of updates (plus the same validation time); run with --to-target-plain to measure it.")
+    if args.ensemble_target and "fused" in updates_needed:
+        K = args.ensemble_target
+        epochs = updates_needed["fused"] // 50
+        cfg = TrainConfig(epochs=args.target_epochs, val_every=args.val_every, val_steps=args.val_steps)
+        models = [ShPLRNN(N, M, L, seed=args.seed + k) for k in range(K)]
+        t0 = time.perf_counter()
+        results = train_ensemble(models, train_x, TrainConfig(**{**cfg.__dict__, "epochs": epochs}),
+                                 make_forcing("agtf"), seeds=[args.seed + k for k in range(K)], val_data=test_x)
+        wall = time.perf_counter() - t0
+        ds = [r.metrics.get("d_stsp", float("nan")) for r in results]
+        say(f"- ensemble of K = {K} seeds, {epochs} epochs each (note: a shorter lr schedule than the "
+            f"single run's {args.target_epochs} epochs): {wall:.1f} s wall time for all; final D_stsp per "
+            f"seed {', '.join(f'{d:.3f}' for d in ds)} ({sum(d <= 0.30 for d in ds)}/{K} <= 0.30)")
+    say()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (median reported)")
+    p.add_argument("--inner", type=int, default=10, help="updates per repetition")
+    p.add_argument("--K", type=int, nargs="+", default=[1, 4, 10], help="ensemble sizes")
+    p.add_argument("--compile", action="store_true", help="also time the plain loop with a torch.compile'd step")
+    p.add_argument("--mem-updates", type=int, default=300)
+    p.add_argument("--to-target", action="store_true", help="wall time to D_stsp <= 0.30 (minutes)")
+    p.add_argument("--target-only", action="store_true", help="run only the to-target section")
+    p.add_argument("--to-target-plain", action="store_true", help="also run the plain path to target (long)")
+    p.add_argument("--ensemble-target", type=int, default=0, help="with --to-target: also train K seeds")
+    p.add_argument("--target-epochs", type=int, default=5000)
+    p.add_argument("--val-every", type=int, default=5)
+    p.add_argument("--val-steps", type=int, default=10_000)
+    p.add_argument("--max-minutes", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="write the report (markdown) here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # measured below: one thread is fastest for these tiny matrices
+    say(f"# Training speed ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)")
+    say()
+    say(f"Command: `python {' '.join(['benchmarks/train_speed.py', *(argv if argv is not None else sys.argv[1:])])}`  ")
+    say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, numpy {np.__version__}, load average {os.getloadavg()[0]:.2f} at start. "
+        "Other processes share this CPU: ratios within one run are the result, absolute times move with load.")
+    say()
+    args.plain_ms = None
+    if not args.target_only:
+        single = bench_paths(args)
+        args.plain_ms = single[0]["plain (autograd loop)"] * 1e3
+        bench_ensembles(args, single)
+        bench_threads(args)
+        bench_denormals(args)
+        bench_memory(args)
+    if args.to_target or args.target_only:
+        to_target(args)
+    say(f"Load average at the end: {os.getloadavg()[0]:.2f}; peak resident memory "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(LINES) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
