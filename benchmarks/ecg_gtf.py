@@ -1,0 +1,367 @@
+"""Benchmark: the GTF paper's ECG result (Hess et al., ICML 2023, Table 1), and LEM / LSTM with GTF.
+
+Trains on the paper's 5-d delay-embedded ECG (``ECG_pecuzal_5d_train.npy``, 100,000 x 5, z-scored,
+delays 0, 20, 68, 55, 10 at 700 Hz) and evaluates on the contiguous test file by the paper's
+protocol (``dsrecon.evaluate``: generate 1.25 T steps from the state inferred from the first test
+point, drop the first quarter, compare T = 100,000 steps): D_stsp (30 bins per dimension, sparse
+exact histogram, so 30^5 cells cost no memory), D_H (smoothing sigma = 20) and PE(20). Prints and
+saves the paper's rows next to ours as median +- MAD over seeds (MAD unscaled, as the paper's
+"median absolute deviation"), with the training time per run.
+
+Methods (settings from the paper and its public experiment files, DurstewitzLab/GTF-shPLRNN,
+``paper_experiments/ECG/Table1/*.jl``; read there, nothing copied):
+
+=========  ====================================================================================
+gtf        clipped shPLRNN M=5, L=250, affine 5->5 (2785 parameters), GTF alpha = 0.3, windows
+           of 200, latent regularization 0 (the paper's GTF file sets it to 0)
+agtf       same model, adaptive GTF (alpha0 = 1, decay 0.999, every 5 updates, G = max over
+           sequences of the geometric mean of ||J(z_hat_t)||, the paper's
+           "product_upper_bound"), regularization 1e-5
+stf        same model, sparse TF every tau = 55 steps on windows of 221 (see below), reg 1e-5
+lem_gtf    LEM, hidden 31, input-fed (4872 parameters, the paper's count), GTF alpha = 0.3
+lstm_gtf   LSTM, hidden 35, input-fed (5920 parameters, the paper's count), GTF alpha = 0.3
+=========  ====================================================================================
+
+All: RAdam, learning rate 1e-3 -> 1e-6 exponentially over the epochs, batch 16, 50 batches per
+epoch, 5000 epochs by default. The shPLRNN seeds of one method are trained together as one
+ensemble (``dsrecon.fast.train_ensemble``, the fused C kernel; equal to separate runs); LEM and
+LSTM run per seed through ``dsrecon.train`` (the plain autograd path: the fused kernel exists for
+the shPLRNN only).
+
+STF's tau: the paper's text gives windows of 221 for STF but the public ECG STF file sets
+``use_gtf = true, gtf_alpha = 0`` (free running, its ``teacher_forcing_interval`` unused), so it
+does not pin tau. We use tau = ln 2 / lambda_max: Rosenstein's lambda_max of the training data is
+0.0124 per step (dsrecon.rosenstein, emb_dim 1, fit over steps 10-100), so tau = 56 -> 55, which
+also divides 220 = 221 - 1 (forcing at window steps 0, 55, 110, 165, 220). ``--stf-tau`` changes it.
+
+Not applied: the paper's observation-model penalty (1e-7 for GTF, 1e-6 otherwise, on B) has no
+counterpart in dsrecon's regularizer; at these weights its effect is negligible.
+
+Usage (from the project root)::
+
+    python benchmarks/ecg_gtf.py                           # full: 5 seeds x 5 methods x 5000 epochs
+    python benchmarks/ecg_gtf.py --quick                   # smoke run (~1 minute)
+    python benchmarks/ecg_gtf.py --methods gtf agtf stf --epochs 400 --workers 2 --tag reduced
+    python benchmarks/ecg_gtf.py --table-only --tag reduced    # rebuild the table from the runs file
+
+Per-run results are appended to ``<out>/ecg_gtf_<tag>_runs.jsonl`` as each job finishes (nothing
+is lost if the benchmark is stopped), then summarized in ``ecg_gtf_<tag>.md`` and ``.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "gtf_icml2023"
+
+# Table 1 of Hess et al. (ICML 2023), ECG: (median, MAD) over 20 runs; state dim; parameters
+PAPER = {
+    "shPLRNN + GTF (alpha = 0.3)": ((4.3, 0.6), (0.34, 0.02), (2.4e-3, 0.1e-3), 5, 2785),
+    "shPLRNN + aGTF": ((4.5, 0.4), (0.34, 0.02), (2.4e-3, 0.2e-3), 5, 2785),
+    "shPLRNN + STF": ((7.1, 1.8), (0.38, 0.03), (5e-3, 2e-3), 5, 2785),
+    "reservoir computing": ((5.3, 1.7), (0.39, 0.05), (4e-3, 1e-3), 1000, 5000),
+    "LSTM (truncated BPTT)": ((15.2, 0.5), (0.73, 0.02), (2.5e-2, 0.5e-2), 70, 5920),
+    "LEM": ((16.3, 0.2), (0.56, 0.04), (7.4e-1, 0.1e-1), 62, 4872),
+}
+
+METHODS = {
+    # name: (model, model kwargs, forcing name, forcing kwargs, seq_len, reg_weight, label)
+    "gtf": ("shplrnn", {"latent_dim": 5, "hidden_dim": 250, "observation": "affine"}, "gtf",
+            {"alpha": 0.3}, 200, 0.0, "shPLRNN + GTF (alpha = 0.3)"),
+    "agtf": ("shplrnn", {"latent_dim": 5, "hidden_dim": 250, "observation": "affine"}, "agtf",
+             {"alpha0": 1.0, "decay": 0.999, "every": 5, "estimator": "geometric_mean"}, 200, 1e-5,
+             "shPLRNN + aGTF"),
+    "stf": ("shplrnn", {"latent_dim": 5, "hidden_dim": 250, "observation": "affine"}, "stf",
+            {"tau": 55}, 221, 1e-5, "shPLRNN + STF"),
+    "lem_gtf": ("lem", {"hidden_dim": 31, "input_fed": True}, "gtf", {"alpha": 0.3}, 200, 0.0,
+                "LEM + GTF (alpha = 0.3)"),
+    "lstm_gtf": ("lstm", {"hidden_dim": 35, "input_fed": True}, "gtf", {"alpha": 0.3}, 200, 0.0,
+                 "LSTM + GTF (alpha = 0.3)"),
+}
+PAPER_ROW_OF = {"gtf": "shPLRNN + GTF (alpha = 0.3)", "agtf": "shPLRNN + aGTF", "stf": "shPLRNN + STF",
+                "lem_gtf": "LEM", "lstm_gtf": "LSTM (truncated BPTT)"}
+
+
+# ---------------------------------------------------------------------------------------- jobs
+def _method_spec(method: str, args) -> dict:
+    model, model_kw, forcing, forcing_kw, seq_len, reg, label = METHODS[method]
+    forcing_kw = dict(forcing_kw)
+    if forcing == "gtf" and method != "gtf" and args.baseline_alpha is not None:
+        forcing_kw["alpha"] = args.baseline_alpha
+    if forcing == "stf":
+        forcing_kw["tau"] = args.stf_tau
+    return {"method": method, "model": model, "model_kw": model_kw, "forcing": forcing,
+            "forcing_kw": forcing_kw, "seq_len": seq_len, "reg_weight": reg, "label": label}
+
+
+def _load(path: Path, n: int | None) -> np.ndarray:
+    x = np.load(path)
+    if x.ndim != 2 or x.shape[1] != 5:
+        raise ValueError(f"{path}: expected the GTF paper's 5-d ECG, shape (T, 5), got {x.shape}")
+    return np.ascontiguousarray(x[:n] if n else x)
+
+
+def run_job(job: dict) -> list[dict]:
+    """Train one method on a list of seeds (one ensemble for the shPLRNN) and evaluate each model.
+
+    Runs in a worker process; returns one record per seed.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    from dsrecon.evaluate import EvalConfig, evaluate
+    from dsrecon.fast import train_ensemble
+    from dsrecon.forcing import make_forcing
+    from dsrecon.models import make_model
+    from dsrecon.train import TrainConfig, train
+
+    train_x = _load(Path(job["train"]), job["n_train"])
+    test_x = _load(Path(job["test"]), job["n_test"])
+    seeds = job["seeds"]
+    cfg = TrainConfig(epochs=job["epochs"], batches_per_epoch=job["batches_per_epoch"], seq_len=job["seq_len"],
+                      reg_weight=job["reg_weight"], seed=seeds[0], backend="fused")
+    forcing = make_forcing(job["forcing"], **job["forcing_kw"])
+    models = [make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"]) for s in seeds]
+    t0 = time.perf_counter()
+    if job["model"] == "shplrnn":
+        results = train_ensemble(models, train_x, cfg, forcing, seeds=seeds)
+        wall = time.perf_counter() - t0
+        per_run = [wall / len(seeds)] * len(seeds)
+        how = f"ensemble of {len(seeds)} (fused C kernel)"
+    else:
+        results, per_run = [], []
+        for m, s in zip(models, seeds):
+            t = time.perf_counter()
+            results.append(train(m, train_x, TrainConfig(**{**cfg.__dict__, "seed": s, "backend": "plain"}),
+                                 make_forcing(job["forcing"], **job["forcing_kw"]), progress=False))
+            per_run.append(time.perf_counter() - t)
+        wall = time.perf_counter() - t0
+        how = "one run per seed (plain autograd)"
+    records = []
+    econf = EvalConfig(lyapunov=job["lyapunov"], lyapunov_steps=2000, lyapunov_initial=4)
+    for m, s, res, t_run in zip(models, seeds, results, per_run):
+        t = time.perf_counter()
+        try:
+            rep = evaluate(m, test_x, econf)
+            scores = {"d_stsp": rep.d_stsp, "d_h": rep.d_h, "pe": rep.pe, "lambda_max_model": rep.lambda_max_model}
+        except (RuntimeError, ValueError) as err:  # record a broken run, do not lose the others
+            scores = {"d_stsp": math.nan, "d_h": math.nan, "pe": math.nan, "error": str(err)}
+        last = res.history[-1] if res.history else {}
+        records.append({
+            "method": job["method"], "label": job["label"], "model": job["model"], "seed": s,
+            "n_params": int(m.n_params), "state_dim": int(m.state_dim), "epochs": job["epochs"],
+            "batches_per_epoch": job["batches_per_epoch"], "seq_len": job["seq_len"],
+            "reg_weight": job["reg_weight"], "forcing": {"name": job["forcing"], **job["forcing_kw"]},
+            "n_updates": res.n_updates, "train_s_per_run": t_run, "job_wall_s": wall, "how": how,
+            "s_per_update_per_run": t_run / max(res.n_updates, 1), "final_loss": last.get("loss"),
+            "final_alpha": last.get("alpha"), "final_G": last.get("G"), "recoveries": res.recoveries,
+            "finished": res.finished, "eval_s": time.perf_counter() - t, "n_test": int(test_x.shape[0]),
+            **scores,
+        })
+    return records
+
+
+# ---------------------------------------------------------------------------------------- table
+def median_mad(values) -> tuple[float, float, int]:
+    """Median and (unscaled) median absolute deviation of the finite values, and how many were not."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return math.nan, math.nan, int(v.size)
+    med = float(np.median(finite))
+    return med, float(np.median(np.abs(finite - med))), int(v.size - finite.size)
+
+
+def fmt(med: float, mad: float, sci: bool = False) -> str:
+    """``4.3 +- 0.6``, or ``(2.4 +- 0.1)e-3`` for small numbers as in the paper."""
+    if not math.isfinite(med):
+        return "n/a"
+    if sci and med != 0:
+        e = math.floor(math.log10(abs(med)))
+        return f"({med / 10 ** e:.2g} +- {mad / 10 ** e:.1g})e{e}"
+    return f"{med:.3g} +- {mad:.2g}"
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    rows = []
+    for method in METHODS:
+        recs = [r for r in records if r["method"] == method]
+        if not recs:
+            continue
+        row = {"method": method, "label": recs[0]["label"], "runs": len(recs),
+               "epochs": sorted({r["epochs"] for r in recs}), "n_params": recs[0]["n_params"],
+               "state_dim": recs[0]["state_dim"]}
+        for key in ("d_stsp", "d_h", "pe"):
+            row[key] = median_mad([r[key] for r in recs])
+        row["train_s_per_run"] = float(np.median([r["train_s_per_run"] for r in recs]))
+        row["ms_per_update"] = 1e3 * float(np.median([r["s_per_update_per_run"] for r in recs]))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"# ECG (GTF paper, Table 1): ours vs paper", "",
+             f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- machine: {meta['machine']}",
+             f"- budget: {meta['budget']}", "",
+             "Median +- MAD over runs (paper: 20 runs, 5000 epochs). D_stsp: KL of 30-bin-per-dimension "
+             "histograms; D_H: Hellinger distance of power spectra smoothed with sigma = 20, mean over "
+             "dimensions; PE(20): 20-step prediction MSE from every test point.", "",
+             "| method | source | runs | epochs | D_stsp | D_H | PE(20) | state dim | parameters | train s/run | ms/update |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    shown = set()
+    for row in rows:
+        prow = PAPER_ROW_OF.get(row["method"])
+        if prow and prow not in shown:
+            (ds, dh, pe, sd, npar) = PAPER[prow]
+            lines.append(f"| {prow} | paper | 20 | 5000 | {fmt(*ds)} | {fmt(*dh)} | {fmt(*pe, sci=True)} | "
+                         f"{sd} | {npar} | | |")
+            shown.add(prow)
+        nan = {k: row[k][2] for k in ("d_stsp", "d_h", "pe") if row[k][2]}
+        note = f" ({', '.join(f'{k}: {v} NaN' for k, v in nan.items())})" if nan else ""
+        lines.append(f"| {row['label']} | ours{note} | {row['runs']} | {'/'.join(map(str, row['epochs']))} | "
+                     f"{fmt(*row['d_stsp'][:2])} | {fmt(*row['d_h'][:2])} | {fmt(*row['pe'][:2], sci=True)} | "
+                     f"{row['state_dim']} | {row['n_params']} | {row['train_s_per_run']:.0f} | "
+                     f"{row['ms_per_update']:.1f} |")
+    lines.append(f"| reservoir computing | paper | 20 | | {fmt(*PAPER['reservoir computing'][0])} | "
+                 f"{fmt(*PAPER['reservoir computing'][1])} | {fmt(*PAPER['reservoir computing'][2], sci=True)} | "
+                 f"1000 | 5000 | | |")
+    lines += ["", "Paper rows for LEM and LSTM are trained by plain (truncated) BPTT; ours by GTF. "
+              "train s/run for the shPLRNN is the ensemble's wall time divided by its size."]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(records: list[dict], out: Path, tag: str, meta: dict) -> str:
+    rows = summarize(records)
+    text = markdown(rows, meta)
+    (out / f"ecg_gtf_{tag}.md").write_text(text)
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    with open(out / f"ecg_gtf_{tag}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, restval="")
+        w.writeheader()
+        w.writerows({k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in records)
+    return text
+
+
+def read_runs(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train", type=Path, default=DATA / "ECG_pecuzal_5d_train.npy")
+    p.add_argument("--test", type=Path, default=DATA / "ECG_pecuzal_5d_test.npy")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 per method (default 5)")
+    p.add_argument("--epochs", type=int, default=5000, help="epochs of the shPLRNN rows (paper: 5000)")
+    p.add_argument("--baseline-epochs", type=int, help="epochs of LEM/LSTM (default: --epochs)")
+    p.add_argument("--epochs-of", nargs="*", default=[], metavar="METHOD=E",
+                   help="per-method epochs overriding the two above, e.g. gtf=600")
+    p.add_argument("--baseline-seeds", type=int, help="seeds of LEM/LSTM (default: --seeds)")
+    p.add_argument("--baseline-alpha", type=float, default=0.3, help="GTF alpha of LEM/LSTM")
+    p.add_argument("--stf-tau", type=int, default=55, help="STF interval in steps (ln 2 / lambda_max)")
+    p.add_argument("--batches-per-epoch", type=int, default=50)
+    p.add_argument("--n-test", type=int, help="use the first n test points (default all 100,000)")
+    p.add_argument("--lyapunov", action="store_true", help="also the model's lambda_max (QR, 2000 steps)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one job each)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 2 seeds, 2 epochs of 3 batches, 5,000 train / 4,000 test points")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--tag", help="name part of the result files (default: date and epochs)")
+    p.add_argument("--table-only", action="store_true", help="rebuild the table from the runs file")
+    args = p.parse_args(argv)
+
+    n_train = None
+    if args.quick:
+        args.seeds, args.epochs, args.batches_per_epoch = min(args.seeds, 2), 2, 3
+        args.baseline_epochs, args.baseline_seeds = 1, 1
+        n_train, args.n_test = 5000, args.n_test or 4000
+    for path in (args.train, args.test):
+        if not path.exists() and not args.table_only:
+            raise SystemExit(f"ecg_gtf: data file {path} not found; pass --train/--test "
+                             f"(the GTF paper's files, see ../shared/data/gtf_icml2023/README.md)")
+    base_epochs = args.baseline_epochs or args.epochs
+    epochs_of = {}
+    for item in args.epochs_of:
+        name, _, value = item.partition("=")
+        if name not in METHODS or not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"ecg_gtf: --epochs-of expects METHOD=E with METHOD in {list(METHODS)} and "
+                             f"E a positive integer, got {item!r}")
+        epochs_of[name] = int(value)
+    base_seeds = args.baseline_seeds or args.seeds
+    tag = args.tag or f"{_dt.date.today().isoformat()}_e{args.epochs}{'_quick' if args.quick else ''}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs_path = args.out / f"ecg_gtf_{tag}_runs.jsonl"
+    meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:] if argv is None
+                                            else [os.path.relpath(__file__, ROOT)] + list(argv)),
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, "
+                       f"{os.cpu_count()} CPU cores, torch threads 1 per worker, {args.workers} worker(s)",
+            "budget": (f"shPLRNN rows {args.epochs} epochs x {args.batches_per_epoch} batches, "
+                       f"{args.seeds} seeds; LEM/LSTM {base_epochs} epochs, {base_seeds} seeds"
+                       + (f"; per-method epochs {epochs_of}" if epochs_of else "")
+                       + ("; QUICK smoke run, not a result" if args.quick else "")
+                       + ("" if args.epochs == 5000 and not args.quick else
+                          "; REDUCED budget: the paper trains 5000 epochs"))
+                      + " (the learning-rate decay 1e-3 -> 1e-6 is spread over the epochs run)",
+            "n_test": args.n_test or 100_000}
+
+    if not args.table_only:
+        jobs = []
+        for method in args.methods:
+            spec = _method_spec(method, args)
+            shpl = spec["model"] == "shplrnn"
+            seeds = list(range(args.seeds if shpl else base_seeds))
+            per_job = [seeds] if shpl else [[s] for s in seeds]
+            epochs = epochs_of.get(method, args.epochs if shpl else base_epochs)
+            for ss in per_job:
+                jobs.append({**spec, "seeds": ss, "epochs": epochs,
+                             "batches_per_epoch": args.batches_per_epoch, "train": str(args.train),
+                             "test": str(args.test), "n_train": n_train, "n_test": args.n_test,
+                             "lyapunov": args.lyapunov})
+        print(f"{len(jobs)} jobs, {args.workers} worker(s); per-run results -> {runs_path}", flush=True)
+        t0 = time.perf_counter()
+        if args.workers <= 1:
+            outcomes = ((job, run_job, None) for job in jobs)
+            for job, fn, _ in outcomes:
+                _append(runs_path, fn(job), t0)
+        else:
+            with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(run_job, job): job for job in jobs}
+                for fut in as_completed(futures):
+                    _append(runs_path, fut.result(), t0)
+    records = read_runs(runs_path)
+    if not records:
+        raise SystemExit(f"ecg_gtf: no runs in {runs_path}")
+    print(write_outputs(records, args.out, tag, meta))
+    return 0
+
+
+def _append(path: Path, records: list[dict], t0: float) -> None:
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    for r in records:
+        print(f"[{time.perf_counter() - t0:7.0f} s] {r['method']} seed {r['seed']}: D_stsp {r['d_stsp']:.3g}, "
+              f"D_H {r['d_h']:.3g}, PE {r['pe']:.3g}, train {r['train_s_per_run']:.0f} s/run, "
+              f"eval {r['eval_s']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
