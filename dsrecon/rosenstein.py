@@ -78,7 +78,8 @@ def _nearest_neighbours(orbit: torch.Tensor, n_traj: int, min_tsep: int, chunk: 
     ``|p_j - p_i| <= R``. ``R`` per row comes from the ``2 n_probe`` rows adjacent in sorted order
     (an upper bound of the nearest-neighbour distance), and rows are processed in chunks of
     ``chunk`` consecutive sorted rows, each against one contiguous window of sorted columns.
-    Distances are computed from vector differences as in nolds.
+    Within a window, squared distances come from one matrix product; candidates within its
+    rounding-error bound of the best are recomputed from vector differences, as nolds does.
     """
     cand = orbit[:n_traj]  # (n_traj, D)
     centred = cand - cand.mean(dim=0)
@@ -86,18 +87,25 @@ def _nearest_neighbours(orbit: torch.Tensor, n_traj: int, min_tsep: int, chunk: 
     proj = centred @ axis  # (n_traj,)
     order = torch.argsort(proj)  # sorted position -> original index
     p_sorted = proj[order]
-    time_idx = torch.arange(n_traj, device=orbit.device)
 
     # upper bound R_i: nearest admissible vector among the sorted neighbours (inf if none)
     offsets = torch.cat([torch.arange(-n_probe, 0), torch.arange(1, n_probe + 1)]).to(orbit.device)
-    probe_pos = (torch.arange(n_traj, device=orbit.device)[:, None] + offsets).clamp(0, n_traj - 1)
-    probe = order[probe_pos]  # (n_traj, 2 n_probe) original indices, rows in sorted order
-    rows_sorted = order[:, None]  # (n_traj, 1)
-    d_probe = (cand[probe] - cand[rows_sorted]).norm(dim=-1)  # (n_traj, 2 n_probe)
-    d_probe.masked_fill_((probe - rows_sorted).abs() <= min_tsep, float("inf"))
-    radius = d_probe.min(dim=1).values  # (n_traj,) in sorted order
+    radius = torch.empty(n_traj, dtype=cand.dtype, device=orbit.device)  # in sorted order
+    block = max(1, 2**20 // (2 * n_probe * cand.shape[1]))  # rows per block: ~8 MB of differences
+    for b0 in range(0, n_traj, block):
+        pos = torch.arange(b0, min(b0 + block, n_traj), device=orbit.device)  # sorted positions
+        probe = order[(pos[:, None] + offsets).clamp(0, n_traj - 1)]  # (b, 2 n_probe) original indices
+        rows_b = order[pos][:, None]  # (b, 1)
+        d_probe = (cand[probe] - cand[rows_b]).norm(dim=-1)  # (b, 2 n_probe)
+        d_probe.masked_fill_((probe - rows_b).abs() <= min_tsep, float("inf"))
+        radius[b0:b0 + len(pos)] = d_probe.min(dim=1).values
+    pos_of = torch.empty_like(order)
+    pos_of[order] = torch.arange(n_traj, device=orbit.device)  # original index -> sorted position
+    band = torch.arange(-min_tsep, min_tsep + 1, device=orbit.device)  # excluded time offsets
 
-    coords = cand.T.contiguous()  # (D, n_traj)
+    sq = (centred * centred).sum(dim=1)  # (n_traj,)
+    # |fl(score) - score| <= 2 (D + 2) eps (|a|^2 + |b|^2) for score = |b|^2 - 2 a.b (= d^2 - |a|^2)
+    tol_scale = 4 * (cand.shape[1] + 2) * torch.finfo(cand.dtype).eps
     out = torch.empty(n_traj, dtype=torch.int64, device=orbit.device)
     for start in range(0, n_traj, chunk):
         stop = min(start + chunk, n_traj)
@@ -108,15 +116,67 @@ def _nearest_neighbours(orbit: torch.Tensor, n_traj: int, min_tsep: int, chunk: 
         else:  # no admissible vector among the probes: search every column
             lo, hi = 0, n_traj
         rows, cols = order[start:stop], order[lo:hi]  # original indices
-        d2 = torch.zeros(rows.numel(), cols.numel(), dtype=cand.dtype, device=cand.device)  # (C, W)
-        for coord in coords:  # a loop over D is faster than a (C, W, D) tensor summed over D
-            diff = coord[rows, None] - coord[None, cols]  # (C, W)
-            d2.addcmul_(diff, diff)
-        d2.masked_fill_((rows[:, None] - cols[None, :]).abs() <= min_tsep, float("inf"))
-        best = d2.min(dim=1, keepdim=True).values  # (C, 1)
-        tie_free = torch.where(d2 == best, cols[None, :], n_traj)  # first original index on ties
-        out[rows] = tie_free.min(dim=1).values
+        # d^2 minus the row constant |a|^2, by one matrix product (fast for any D) ...
+        score = torch.addmm(sq[cols][None, :], centred[rows], centred[cols].T, alpha=-2)  # (C, W)
+        _exclude_band(score, rows, cols, lo, band, pos_of)
+        best = score.min(dim=1, keepdim=True).values  # (C, 1)
+        # ... then every candidate within the rounding bound of the best is recomputed exactly
+        # from vector differences (nolds' formula) and the smallest wins, the first index on ties
+        tol = tol_scale * (sq[rows][:, None] + sq[cols].max())  # (C, 1)
+        r_pos, c_pos = torch.nonzero(score <= best + 2 * tol, as_tuple=True)  # (P,)
+        exact = ((cand[rows[r_pos]] - cand[cols[c_pos]]) ** 2).sum(dim=1)  # (P,)
+        row_min = torch.full((stop - start,), float("inf"), dtype=exact.dtype, device=exact.device)
+        row_min.scatter_reduce_(0, r_pos, exact, reduce="amin")
+        first = torch.where(exact == row_min[r_pos], cols[c_pos], n_traj)  # (P,)
+        winner = torch.full((stop - start,), n_traj, dtype=torch.int64, device=exact.device)
+        out[rows] = winner.scatter_reduce_(0, r_pos, first, reduce="amin")
     return out
+
+
+def _exclude_band(score: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, lo: int,
+                  band: torch.Tensor, pos_of: torch.Tensor) -> None:
+    """Set ``score[r, c] = inf`` where ``|rows[r] - cols[c]| <= min_tsep``, in place.
+
+    ``cols`` is the window ``order[lo:hi]`` of sorted positions. When the ``2 min_tsep + 1``
+    excluded times per row are fewer than the window's columns, only those entries are written
+    (found by their sorted position); otherwise the whole block is compared."""
+    n_traj, width = pos_of.numel(), cols.numel()
+    if band.numel() * 4 < width:
+        times = rows[:, None] + band  # (C, 2 min_tsep + 1)
+        pos = pos_of[times.clamp(0, n_traj - 1)] - lo
+        valid = (times >= 0) & (times < n_traj) & (pos >= 0) & (pos < width)
+        # invalid entries point at the row itself (always inside its window, always excluded)
+        pos = torch.where(valid, pos, (pos_of[rows] - lo)[:, None])
+        score.scatter_(1, pos, float("inf"))
+    else:
+        min_tsep = (band.numel() - 1) // 2
+        score.masked_fill_((rows[:, None] - cols[None, :]).abs() <= min_tsep, float("inf"))
+
+
+def _mean_log_divergence(x: torch.Tensor, nb: torch.Tensor, emb_dim: int, lag: int, n_k: int) -> np.ndarray:
+    """``y(k) = mean_i log ||X_{i+k} - X_{nb_i+k}||`` for ``k < n_k``, zero distances left out
+    (``-inf`` where all are zero).
+
+    Delay vectors share coordinates, so with ``e[i, t] = ||x_{i+t} - x_{nb_i+t}||^2`` the squared
+    distance is ``sum_j e[i, k + j lag]``: the series differences are formed once, not once per
+    embedding coordinate. Rows go in blocks, so memory stays O(block x (n_k + (emb_dim-1) lag)).
+    """
+    n_traj = nb.numel()
+    span = n_k + (emb_dim - 1) * lag
+    t = torch.arange(span, device=x.device)
+    log_sum = torch.zeros(n_k, dtype=torch.float64, device=x.device)
+    count = torch.zeros(n_k, dtype=torch.int64, device=x.device)
+    block = max(1, 2**22 // (span * x.shape[1]))
+    for b0 in range(0, n_traj, block):
+        i = torch.arange(b0, min(b0 + block, n_traj), device=x.device)[:, None]  # (b, 1)
+        e = ((x[i + t] - x[nb[b0:b0 + block, None] + t]) ** 2).sum(dim=-1)  # (b, span)
+        d2 = e[:, :n_k].clone()
+        for j in range(1, emb_dim):
+            d2 += e[:, j * lag:j * lag + n_k]  # (b, n_k)
+        nonzero = d2 > 0  # a zero distance would give log 0 = -inf; nolds leaves them out
+        log_sum += torch.where(nonzero, 0.5 * torch.log(torch.where(nonzero, d2, 1.0)), 0.0).sum(dim=0)
+        count += nonzero.sum(dim=0)
+    return torch.where(count > 0, log_sum / count.clamp(min=1), -math.inf).cpu().numpy()
 
 
 def rosenstein_lambda_max(
@@ -208,13 +268,7 @@ def rosenstein_lambda_max(
     n_traj = orbit.shape[0] - trajectory_len + 1
     chunk = chunk or 128
     nb = _nearest_neighbours(orbit, n_traj, min_tsep, chunk)  # (n_traj,)
-    # mean log divergence y(k), one k at a time: memory O(n_traj D) for any trajectory_len
-    i_idx = torch.arange(n_traj, device=xt.device)
-    div = np.empty(trajectory_len)
-    for k in range(trajectory_len):
-        dist = (orbit[i_idx + k] - orbit[nb + k]).norm(dim=1)  # (n_traj,)
-        nonzero = dist > 0  # zero distances would give log 0 = -inf; nolds leaves them out
-        div[k] = torch.log(dist[nonzero]).mean().item() if bool(nonzero.any()) else -math.inf
+    div = _mean_log_divergence(xt, nb, emb_dim, lag, trajectory_len)  # (K,)
     ks = np.arange(trajectory_len)
     finite = np.isfinite(div)
     ks, div = ks[finite][fit_offset:], div[finite][fit_offset:]
