@@ -79,6 +79,21 @@ def test_tiny_grid_runs_in_worker_processes_and_is_not_rerun(data_files, tmp_pat
     assert again.to_csv() == result.to_csv()  # same table (NaN-safe comparison)
 
 
+def test_run_stopped_after_training_resumes_from_its_checkpoint(data_files, tmp_path):
+    """No result.json but a finished checkpoint (stopped during evaluation): the run is executed
+    again, the trainer resumes at its last epoch, so nothing is re-trained."""
+    grid = tiny_grid(data_files, models=[{"name": "lem", "hidden_dim": 3}], seeds=[0])
+    first = dsrecon.compare(grid, out_dir=tmp_path, executor="serial", progress=False, figure=False)
+    (run_dir,) = tmp_path.glob("runs/*")
+    checkpoint = run_dir / "train" / "checkpoints" / "last.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    (run_dir / "result.json").unlink()
+    again = dsrecon.compare(grid, out_dir=tmp_path, executor="serial", progress=False, figure=False)
+    assert again.n_executed == 1 and again.n_failed == 0
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert again.runs[0]["d_stsp"] == first.runs[0]["d_stsp"]  # same parameters, same evaluation
+
+
 def test_failing_run_is_recorded_and_the_others_finish(data_files, tmp_path):
     grid = tiny_grid(data_files, models=[{"name": "rnn", "hidden_dim": 4}, {"name": "gru", "hidden_dim": 0}],
                      seeds=[0])

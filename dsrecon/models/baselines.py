@@ -20,7 +20,12 @@ Forcing (SPEC section 2): autonomous models are forced on ``h`` only, through th
 of the readout, ``h_hat = h + B^+ (x - c - B h)`` (``B^+`` detached): the part of ``h`` the
 observation determines is replaced by ``B^+ (x - c)``, the part in the null space of ``B`` is
 kept. Input-fed models are forced on ``u`` (``u_hat = x``), so GTF with alpha = 1 is classical
-teacher forcing of the input.
+teacher forcing of the input. For the LSTM only ``h`` is forced, never the memory cell ``c``: at
+alpha near 1 the cell must carry the state by itself, which makes one-step prediction harder for
+the LSTM than for the GRU or LEM, whose updates have a direct ``h -> h`` path.
+
+Regularization: none (``regularization()`` is zero, so ``TrainConfig.reg_weight`` has no effect);
+the shPLRNN's penalty pulls its diagonal ``A`` to 1, which has no counterpart in these cells.
 """
 
 from __future__ import annotations
