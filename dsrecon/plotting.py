@@ -81,6 +81,15 @@ def plot_attractor(x_true, x_gen, path, *, max_points: int = 20_000, labels=("da
         ax.set_ylabel(names[0])
         ax.legend(loc="upper right")
         return _save(fig, path)
+    # shared limits (finite points of both series) so a collapsed or offset model is seen as such
+    both = np.concatenate([xt[:, :n], xg[:, :n]])
+    both = both[np.all(np.isfinite(both), axis=1)]
+    lo, hi = both.min(axis=0), both.max(axis=0)
+    pad = 0.05 * np.maximum(hi - lo, 1e-9)
+    limits = list(zip(lo - pad, hi + pad))
+    # a model at a fixed point draws a zero-length line: mark its point instead
+    finite_g = xg[:, :n][np.all(np.isfinite(xg[:, :n]), axis=1)]
+    collapsed = len(finite_g) > 0 and np.ptp(finite_g, axis=0).max() < 1e-3 * np.ptp(xt[:, :n], axis=0).max()
     pairs = [(0, 1)] if n == 2 else [(0, 1), (0, 2), (1, 2)]
     ncols = len(pairs) + (2 if n == 3 else 0)
     fig = plt.figure(figsize=(3.6 * ncols, 3.6))
@@ -89,6 +98,11 @@ def plot_attractor(x_true, x_gen, path, *, max_points: int = 20_000, labels=("da
         for data, color, title in ((xt, _TRUE, labels[0]), (xg, _GEN, labels[1])):
             ax = fig.add_subplot(1, ncols, col, projection="3d")
             ax.plot(data[:, 0], data[:, 1], data[:, 2], color=color, lw=0.3)
+            if data is xg and collapsed:
+                ax.scatter(*finite_g[-1, :3], color=color, s=25)
+            ax.set_xlim(*limits[0])
+            ax.set_ylim(*limits[1])
+            ax.set_zlim(*limits[2])
             ax.set_title(title)
             ax.set_xlabel(names[0], labelpad=-8)
             ax.set_ylabel(names[1], labelpad=-8)
@@ -99,6 +113,10 @@ def plot_attractor(x_true, x_gen, path, *, max_points: int = 20_000, labels=("da
         ax = fig.add_subplot(1, ncols, col)
         ax.plot(xt[:, i], xt[:, j], color=_TRUE, lw=0.3, label=labels[0])
         ax.plot(xg[:, i], xg[:, j], color=_GEN, lw=0.3, alpha=0.7, label=labels[1])
+        if collapsed:
+            ax.plot(finite_g[-1, i], finite_g[-1, j], "o", color=_GEN, ms=5)
+        ax.set_xlim(*limits[i])
+        ax.set_ylim(*limits[j])
         ax.set_xlabel(names[i])
         ax.set_ylabel(names[j])
         col += 1
@@ -119,21 +137,26 @@ def plot_spectra(x_true, x_gen, path, sigma: float = 20, *, dt: float | None = N
 
     plt = _pyplot()
     xt, xg = _np(x_true, "x_true"), _np(x_gen, "x_gen")
-    p, q = power_spectrum(xt, sigma).cpu().numpy(), power_spectrum(xg, sigma).cpu().numpy()  # (F, N)
-    n = min(p.shape[1], q.shape[1], max_dims)
+    n = min(xt.shape[1], xg.shape[1], max_dims)
     fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.2), squeeze=False)
     for d, ax in enumerate(axes[0]):
+        p = power_spectrum(xt[:, d], sigma).cpu().numpy()[:, 0]  # (F,)
         ft = np.fft.rfftfreq(xt.shape[0], d=dt or 1.0)
         fg = np.fft.rfftfreq(xg.shape[0], d=dt or 1.0)
-        ax.semilogy(ft, p[:, d], color=_TRUE, lw=1.2, label="data")
-        ax.semilogy(fg, q[:, d], color=_GEN, lw=1.2, ls="--", label="model")
-        if p.shape[0] == q.shape[0]:
-            h = math.sqrt(max(0.0, 1 - float(np.sum(np.sqrt(p[:, d] * q[:, d])))))
-            ax.set_title(f"$x_{d + 1}$   $D_H$ = {h:.3f}", fontsize=10)
+        ax.semilogy(ft, p, color=_TRUE, lw=1.2, label="data")
+        if np.ptp(xg[:, d]) > 0 and np.all(np.isfinite(xg[:, d])):
+            q = power_spectrum(xg[:, d], sigma).cpu().numpy()[:, 0]
+            ax.semilogy(fg, q, color=_GEN, lw=1.2, ls="--", label="model")
+            title = f"$x_{d + 1}$"
+            if p.shape[0] == q.shape[0]:
+                title += f"   $D_H$ = {math.sqrt(max(0.0, 1 - float(np.sum(np.sqrt(p * q))))):.3f}"
+        else:  # a model stuck at a fixed point (or diverged) has no spectrum to draw
+            title = f"$x_{d + 1}$   model: constant or not finite"
+        ax.set_title(title, fontsize=10)
         # show the band holding 99.9% of the data's power, not the empty high-frequency tail
-        f_max = ft[min(np.searchsorted(np.cumsum(p[:, d]), 0.999) + 1, len(ft) - 1)]
+        f_max = ft[min(np.searchsorted(np.cumsum(p), 0.999) + 1, len(ft) - 1)]
         ax.set_xlim(0, max(f_max, ft[1] * 10))
-        floor = max(p[: len(ft)][ft <= f_max, d].min(), 1e-12)
+        floor = max(p[ft <= f_max].min(), 1e-12)
         ax.set_ylim(bottom=floor / 3)
         ax.set_xlabel("frequency" + (" (1 / time unit)" if dt else " (1 / step)"))
     axes[0][0].set_ylabel("normalized power")
@@ -237,11 +260,13 @@ def plot_report(report, x_true, path) -> Path:
     axes[0].set_ylabel(f"$x_{j + 1}$")
     handles = [plt.Line2D([], [], color=c, lw=1.5) for c in (_TRUE, _GEN)]
     axes[0].legend(handles, ["data", "model"], loc="upper left", fontsize=8)
-    p, q = power_spectrum(xt[:, :1]).numpy()[:, 0], power_spectrum(xg[:, :1]).numpy()[:, 0]
+    p = power_spectrum(xt[:, :1]).numpy()[:, 0]
     f = np.fft.rfftfreq(xt.shape[0], d=report.dt or 1.0)
     f_max = f[min(np.searchsorted(np.cumsum(p), 0.999) + 1, len(f) - 1)]
     axes[1].semilogy(f, p, color=_TRUE, label="data")
-    axes[1].semilogy(np.fft.rfftfreq(xg.shape[0], d=report.dt or 1.0), q, color=_GEN, ls="--", label="model")
+    if np.ptp(xg[:, 0]) > 0 and np.all(np.isfinite(xg[:, 0])):
+        q = power_spectrum(xg[:, :1]).numpy()[:, 0]
+        axes[1].semilogy(np.fft.rfftfreq(xg.shape[0], d=report.dt or 1.0), q, color=_GEN, ls="--", label="model")
     axes[1].set_xlim(0, f_max)
     axes[1].set_ylim(bottom=max(p[f <= f_max].min(), 1e-12) / 3)
     axes[1].set_xlabel("frequency")
