@@ -5,6 +5,8 @@ Mechanics only: which coordinates are forced and how strongly is policy, in ``ds
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -60,3 +62,79 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
         chunks.append(torch.stack(buf, dim=1).to(out_device))
     x = torch.cat(chunks, dim=1)  # (B, n_steps, N)
     return x.squeeze(0) if squeeze else x
+
+
+@dataclass
+class ForcedRollout:
+    """Result of :func:`forced_rollout` for a batch of windows of ``T + 1`` steps.
+
+    Attributes
+    ----------
+    x_pred : torch.Tensor, shape ``(B, T, N)``
+        Unforced predictions ``observe(z_t)`` for t = 2 .. T+1 (compare with ``x[:, 1:]``).
+    z : torch.Tensor, shape ``(B, T, M)``
+        The unforced states ``z_t = step(z~_{t-1})`` for t = 2 .. T+1.
+    z_hat : torch.Tensor, shape ``(B, T + 1, M)``
+        Data-inferred states ``state_from_obs(x_t, z_t)`` for t = 1 .. T+1, detached (for the
+        adaptive-alpha estimate and diagnostics).
+    """
+
+    x_pred: torch.Tensor
+    z: torch.Tensor
+    z_hat: torch.Tensor
+
+
+def forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollout:
+    r"""Unroll ``model`` over windows while forcing it towards the data (generalized teacher forcing).
+
+    With ``z_1 = initial_state(x_1)``, for t = 1 .. T+1 (SPEC section 3)::
+
+        z_t  = step(z~_{t-1})                                   (t >= 2)
+        z~_t = z_t + alpha_t * (state_from_obs(x_t, z_t) - z_t)
+
+    ``alpha_t = 0`` is free running, ``alpha_t = 1`` replaces the forced coordinates by the data
+    (classical teacher forcing for the identity observation). The Jacobian of the forced recursion
+    is ``(1 - alpha_t) J_t`` on the forced coordinates, which is what bounds the gradients.
+    Differentiable (use inside autograd); the forcing policy (``dsrecon.forcing``) only supplies
+    ``alphas``.
+
+    Parameters
+    ----------
+    model : Model
+        Any model following the one-step contract.
+    x : torch.Tensor, shape ``(B, T + 1, N)``
+        Windows of observations on the model's device and dtype.
+    alphas : float or sequence or torch.Tensor of shape ``(T + 1,)``
+        Forcing strength per window step; ``alphas[k]`` acts on the state at step k (k = 0 is the
+        inferred initial state, where forcing changes nothing; ``alphas[T]`` acts after the last
+        prediction and so changes nothing either). A float is used at every step.
+
+    Returns
+    -------
+    ForcedRollout
+        Predictions ``(B, T, N)``, unforced states ``(B, T, M)``, detached data-inferred states
+        ``(B, T + 1, M)``.
+    """
+    if x.ndim != 3 or x.shape[-1] != model.obs_dim or x.shape[1] < 2:
+        raise ValueError(f"x must have shape (B, T + 1, N) with T >= 1 and N = {model.obs_dim}, "
+                         f"got {tuple(x.shape)}")
+    n = x.shape[1]
+    if isinstance(alphas, (int, float)):
+        alphas = [float(alphas)] * n
+    else:
+        alphas = [float(a) for a in (alphas.tolist() if isinstance(alphas, torch.Tensor) else alphas)]
+    if len(alphas) != n:
+        raise ValueError(f"alphas must have one value per window step, T + 1 = {n}, got {len(alphas)}")
+    z = model.initial_state(x[:, 0])  # (B, M)
+    preds, states, z_hats = [], [], []
+    for t in range(n):
+        if t > 0:
+            z = model.step(z_tilde)  # (B, M)
+            states.append(z)
+            preds.append(model.observe(z))  # (B, N)
+        z_hat = model.state_from_obs(x[:, t], z)  # (B, M)
+        z_hats.append(z_hat.detach())
+        a = alphas[t]
+        # exact shortcuts keep alpha = 0 / 1 bit-identical to free running / teacher forcing
+        z_tilde = z if a == 0.0 else z_hat if a == 1.0 else z + a * (z_hat - z)  # (B, M)
+    return ForcedRollout(torch.stack(preds, 1), torch.stack(states, 1), torch.stack(z_hats, 1))

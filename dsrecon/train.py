@@ -1,0 +1,501 @@
+"""Training a model on one trajectory with (generalized) teacher forcing: ``train``.
+
+One update: sample ``B`` windows of ``T_seq + 1`` steps, unroll the model with the forcing
+policy's ``alphas`` (``dsrecon.rollout.forced_rollout``), loss = MSE of the unforced predictions
+plus ``reg_weight * model.regularization()``, backpropagate, RAdam step, let the policy adapt
+(adaptive GTF). The loss-and-gradient computation of one update is a single swappable function
+(``TrainConfig.backend``): ``"plain"`` is the autograd reference below, ``"fused"`` a fast path
+provided by ``dsrecon.fast`` with the same signature (see :func:`loss_and_grads`).
+
+Defaults follow the GTF paper (Hess et al., ICML 2023; SPEC section 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint, write_json
+from dsrecon.data import Trajectory
+from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
+from dsrecon.models.base import Model
+from dsrecon.rollout import forced_rollout, generate
+
+# backend name -> "module:function" with the signature of loss_and_grads below
+BACKENDS = {"plain": "dsrecon.train:loss_and_grads", "fused": "dsrecon.fast:loss_and_grads"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (defaults: GTF paper, SPEC section 3).
+
+    Attributes
+    ----------
+    epochs : int
+        Number of epochs (paper: up to 5000; ``dsrecon fit`` uses fewer by default).
+    batches_per_epoch, batch_size, seq_len : int
+        50 updates per epoch, B = 16 windows of ``seq_len + 1 = 201`` steps.
+    lr_start, lr_end : float
+        RAdam learning rate, decaying exponentially from 1e-3 to 1e-6 over the epochs.
+    reg_weight : float
+        lambda of the model's regularizer (1e-5).
+    grad_clip : float or None
+        Clip the total gradient norm (None: no clipping, as in the paper).
+    noise_std : float
+        Std of Gaussian noise added to the windows that feed the initial state and the forcing
+        signals (targets stay clean); 0 disables it.
+    seed : int
+        Seed of the local generator for windows and noise.
+    device : str
+        Torch device of the model and data.
+    val_every : int
+        Epochs between validations (D_stsp, D_H on ``val_data``); the last epoch is always validated.
+    val_steps : int
+        Length of the validation comparison: the model generates ``1.25 val_steps`` steps from the
+        first validation point, drops the first quarter and is compared with the first
+        ``val_steps`` points (the paper's protocol on a shorter series, for speed).
+    checkpoint_every : int
+        Epochs between checkpoints (when ``run_dir`` is given); the last epoch is always saved.
+    backend : str
+        ``"plain"`` (autograd reference) or ``"fused"`` (``dsrecon.fast``).
+    lr_recovery_factor : float
+        Learning-rate factor applied after a non-finite loss or parameter (0.5).
+    max_recoveries : int
+        Recoveries in a row (without a clean epoch in between) before the run stops with an error.
+    threads : int or None
+        Torch intra-op threads while training on a CPU (the previous setting is restored after).
+        1 by default: the per-step tensors of these models are tiny, so extra threads only add
+        synchronization, and on a shared CPU their spin-waiting made an update 20-40x slower in
+        our measurements (2 cores, load ~8: 2 s vs 0.05 s per update). None keeps torch's setting.
+    """
+
+    epochs: int = 5000
+    batches_per_epoch: int = 50
+    batch_size: int = 16
+    seq_len: int = 200
+    lr_start: float = 1e-3
+    lr_end: float = 1e-6
+    reg_weight: float = 1e-5
+    grad_clip: float | None = None
+    noise_std: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    val_every: int = 25
+    val_steps: int = 10_000
+    checkpoint_every: int = 10
+    backend: str = "plain"
+    lr_recovery_factor: float = 0.5
+    max_recoveries: int = 8
+    threads: int | None = 1
+
+    def __post_init__(self):
+        for name in ("epochs", "batches_per_epoch", "batch_size", "seq_len", "val_every", "val_steps",
+                     "checkpoint_every", "max_recoveries"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        if not (0 < self.lr_end <= self.lr_start):
+            raise ValueError(f"need 0 < lr_end <= lr_start, got lr_start={self.lr_start}, lr_end={self.lr_end}")
+        if self.reg_weight < 0 or self.noise_std < 0:
+            raise ValueError(f"reg_weight and noise_std must be >= 0, got {self.reg_weight}, {self.noise_std}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
+        if not 0 < self.lr_recovery_factor < 1:
+            raise ValueError(f"lr_recovery_factor must lie in (0, 1), got {self.lr_recovery_factor}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"TrainConfig.threads must be None or a positive integer, got {self.threads!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns (the model itself is trained in place).
+
+    Attributes
+    ----------
+    history : list of dict
+        One record per epoch: epoch, loss, mse, alpha, grad_norm, G, lr, time_s (cumulative
+        training seconds), and d_stsp, d_h on validation epochs; ``warning`` on recoveries.
+    train_time_s : float
+        Training wall time in seconds (including earlier segments of a resumed run).
+    n_updates : int
+        Parameter updates performed.
+    epochs : int
+        Completed epochs.
+    finished : bool
+        Whether all ``config.epochs`` were completed (False when a callback stopped the run).
+    recoveries : int
+        Non-finite events recovered from in this call.
+    metrics : dict
+        Latest validation metrics (``d_stsp``, ``d_h``), empty without ``val_data``.
+    run_dir : str or None
+        Folder with config.json, history.csv and checkpoints/.
+    """
+
+    history: list
+    train_time_s: float
+    n_updates: int
+    epochs: int
+    finished: bool
+    recoveries: int = 0
+    metrics: dict = field(default_factory=dict)
+    run_dir: str | None = None
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]["loss"] if self.history else float("nan")
+
+
+@dataclass
+class StepResult:
+    """Loss of one update (gradients are in the parameters' ``.grad``)."""
+
+    loss: float  # MSE + reg_weight * regularization
+    mse: float
+    z_hat: torch.Tensor  # (B, T + 1, M), detached data-inferred states
+
+
+def loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
+                   target: torch.Tensor | None = None) -> StepResult:
+    """Forced-rollout loss of one batch and its gradients (the ``"plain"`` backend, the reference).
+
+    Parameters
+    ----------
+    model : Model
+    x : torch.Tensor, shape ``(B, T + 1, N)``
+        Windows feeding the initial state and the forcing signals (possibly noisy).
+    alphas : torch.Tensor, shape ``(T + 1,)``
+        Per-step forcing strengths.
+    reg_weight : float
+        Weight of ``model.regularization()``.
+    target : torch.Tensor, shape ``(B, T + 1, N)``, optional
+        Clean windows for the loss (default ``x``); ``x_pred`` is compared with ``target[:, 1:]``.
+
+    Returns
+    -------
+    StepResult
+        Loss values; the gradients are accumulated into ``p.grad`` (not computed when the loss is
+        non-finite, which the trainer then handles).
+    """
+    out = forced_rollout(model, x, alphas)
+    target = x if target is None else target
+    mse = torch.mean((out.x_pred - target[:, 1:]) ** 2)
+    loss = mse + reg_weight * model.regularization() if reg_weight else mse
+    if torch.isfinite(loss):
+        loss.backward()
+    return StepResult(float(loss.detach()), float(mse.detach()), out.z_hat)
+
+
+def resolve_backend(name: str):
+    """The loss-and-gradient function of a backend name."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    module, func = BACKENDS[name].split(":")
+    try:
+        return getattr(import_module(module), func)
+    except (ImportError, AttributeError) as err:
+        raise ImportError(f"training backend {name!r} is not available ({err}); use backend='plain'") from err
+
+
+def _as_series(data, model: Model, what: str, min_len: int) -> np.ndarray:
+    """Check and return the observations of ``data`` as a float array ``(T, N)``."""
+    if isinstance(data, Trajectory):
+        x = data.x
+    elif isinstance(data, torch.Tensor):
+        x = data.detach().cpu().numpy()
+    else:
+        x = np.asarray(data)
+    if x.ndim == 1 and model.obs_dim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be a Trajectory or an array of shape (T, N), got shape {x.shape}")
+    if x.shape[1] != model.obs_dim:
+        raise ValueError(f"{what} has N = {x.shape[1]} dimensions but the model expects obs_dim = "
+                         f"{model.obs_dim}; build the model with obs_dim={x.shape[1]}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(x)))} non-finite values; "
+                         f"remove or interpolate them first")
+    if x.shape[0] < min_len:
+        raise ValueError(f"{what} is too short: need T >= {min_len}, got T = {x.shape[0]}; "
+                         f"use a longer series or a smaller seq_len")
+    return x
+
+
+def _validate(model: Model, val_x: torch.Tensor, config: TrainConfig) -> dict:
+    """D_stsp and D_H of a free run against the validation series (paper protocol, shortened)."""
+    try:
+        metrics = import_module("dsrecon.metrics")
+    except ImportError as err:  # the metrics module is developed separately; say so, do not fail
+        return {"note": f"validation skipped: dsrecon.metrics not importable ({err})"}
+    n = min(val_x.shape[0], config.val_steps)
+    burn = n // 4
+    x_gen = generate(model, val_x[0], n + burn)[burn:]  # (n, N)
+    x_true = val_x[:n]  # (n, N)
+    out = {}
+    for key, metric in (("d_stsp", metrics.state_space_divergence), ("d_h", metrics.hellinger_distance)):
+        try:  # a diverged or constant (fixed-point) generated series has no defined D_H: report NaN
+            out[key] = float(metric(x_true, x_gen)) if torch.all(torch.isfinite(x_gen)) else float("nan")
+        except ValueError:
+            out[key] = float("nan")
+    return out
+
+
+def _write_history_csv(path: Path, history: list) -> None:
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def _params_finite(model: Model) -> bool:
+    return all(bool(torch.all(torch.isfinite(p))) for p in model.parameters())
+
+
+class _Run:
+    """Folder layout of a run: config.json, history.csv, checkpoints/last.pt."""
+
+    def __init__(self, run_dir):
+        self.dir = Path(run_dir)
+        self.config = self.dir / "config.json"
+        self.history = self.dir / "history.csv"
+        self.checkpoint = self.dir / "checkpoints" / "last.pt"
+
+    def exists(self) -> bool:
+        return self.config.exists() or self.checkpoint.exists()
+
+
+def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forcing | None = None, *,
+          val_data=None, run_dir=None, resume: bool = False, progress: bool = True, callback=None,
+          run_meta: dict | None = None) -> TrainResult:
+    """Train ``model`` in place on one trajectory with a forcing policy.
+
+    Parameters
+    ----------
+    model : Model
+        Any registered model (trained in place, moved to ``config.device``).
+    data : Trajectory or array, shape ``(T, N)``
+        Training series, finite, ``T >= seq_len + 1``, ``N = model.obs_dim``.
+    config : TrainConfig
+        Settings (defaults from the GTF paper).
+    forcing : Forcing, optional
+        Policy from ``dsrecon.forcing`` (default: ``AdaptiveGTF()``, starting at alpha = 1).
+    val_data : Trajectory or array, optional
+        Held-out series for D_stsp / D_H every ``config.val_every`` epochs.
+    run_dir : str or Path, optional
+        Folder for config.json, history.csv and checkpoints/last.pt. A folder that already holds a
+        run is never overwritten: pass ``resume=True`` to continue it, or another folder.
+    resume : bool
+        Continue the run in ``run_dir`` from its last checkpoint, restoring parameters, optimizer,
+        schedule, forcing state (alpha) and the window generator: the result equals an
+        uninterrupted run.
+    progress : bool
+        Show a tqdm progress bar (loss, alpha, latest D_stsp).
+    callback : callable, optional
+        ``callback(epoch, record, model)`` after each epoch (after the checkpoint); returning True
+        stops the run early (``finished=False``).
+    run_meta : dict, optional
+        Extra JSON-serializable information stored in config.json and checkpoints (e.g. the data
+        source of a CLI run).
+
+    Returns
+    -------
+    TrainResult
+
+    Notes
+    -----
+    A non-finite loss, gradient or parameter restores the state at the start of the epoch (model,
+    optimizer, forcing), multiplies the learning rate by ``config.lr_recovery_factor``, warns and
+    records a ``warning`` in the history; after ``max_recoveries`` in a row it raises RuntimeError.
+    """
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a dsrecon Model (see dsrecon.make_model), got {type(model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    forcing = AdaptiveGTF() if forcing is None else forcing
+    if not isinstance(forcing, Forcing):
+        raise ValueError(f"forcing must be a dsrecon.forcing policy (see make_forcing), got {type(forcing).__name__}")
+    step_fn = resolve_backend(config.backend)
+    device = torch.device(config.device)
+    model.to(device)
+    dtype = model._dtype()
+    x = torch.as_tensor(_as_series(data, model, "data", config.seq_len + 1), dtype=dtype, device=device)
+    val_x = None
+    if val_data is not None:
+        val_x = torch.as_tensor(_as_series(val_data, model, "val_data", 2), dtype=dtype, device=device)
+    from dsrecon.data import sample_windows
+
+    generator = torch.Generator().manual_seed(config.seed)  # windows and noise, CPU
+    optimizer = torch.optim.RAdam(model.parameters(), lr=config.lr_start)
+    gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    history, start_epoch, n_updates, time_before = [], 0, 0, 0.0
+    run = _Run(run_dir) if run_dir is not None else None
+    cfg_dict = asdict(config)
+    if run is not None:
+        if resume:
+            state = read_checkpoint(run.checkpoint)
+            _check_same_run(state["config"], model, forcing, cfg_dict, run.checkpoint)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            forcing.load_state_dict(state["forcing"] or {})
+            generator.set_state(state["generator"])
+            history, start_epoch, n_updates = state["history"], state["epoch"], state["n_updates"]
+            time_before = history[-1]["time_s"] if history else 0.0
+        elif run.exists():
+            raise RuntimeError(f"run folder {run.dir} already holds a run; pass resume=True "
+                               f"(CLI: --resume {run.dir}) to continue it, or choose a new folder (CLI: --out)")
+        else:
+            write_json(run.config, {"model": model_spec(model), "forcing": forcing.config(),
+                                    "train": cfg_dict, "extra": run_meta})
+    elif resume:
+        raise ValueError("resume=True needs run_dir, the folder of the run to continue")
+
+    alphas = None if isinstance(forcing, AdaptiveGTF) else forcing.alphas(config.seq_len + 1)
+    recoveries, in_a_row, metrics = 0, 0, {}
+    for record in reversed(history):
+        if "d_stsp" in record:
+            metrics = {"d_stsp": record["d_stsp"], "d_h": record["d_h"]}
+            break
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc="train", unit="epoch", dynamic_ncols=True)
+    # Subnormal floats (|x| < 1e-38 in float32) appear as gradients and Adam moments shrink late in a
+    # run; x86 CPUs handle them in microcode, 10-100x slower, so flushing them to zero keeps the
+    # time per update constant. The numerical effect is below float resolution of the parameters.
+    torch.set_flush_denormal(True)
+    threads_before = torch.get_num_threads()
+    if config.threads is not None and device.type == "cpu":
+        torch.set_num_threads(config.threads)
+    t_start = time.perf_counter()
+    finished = start_epoch >= config.epochs
+    try:
+        epoch = start_epoch
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            good = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
+                    copy.deepcopy(forcing.state_dict()))
+            losses, mses, gnorms, warning, z_hat = [], [], [], None, None
+            for _ in range(config.batches_per_epoch):
+                target = sample_windows(x, config.batch_size, config.seq_len, generator)  # (B, T+1, N)
+                inputs = target
+                if config.noise_std:
+                    noise = torch.randn(target.shape, generator=generator, dtype=dtype)
+                    inputs = target + config.noise_std * noise.to(device)  # (B, T+1, N)
+                a = forcing.alphas(config.seq_len + 1) if alphas is None else alphas
+                optimizer.zero_grad(set_to_none=True)
+                res = step_fn(model, inputs, a, config.reg_weight, target=target)
+                grads = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
+                gn = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else float("nan")  # none: loss NaN
+                ok = math.isfinite(res.loss) and math.isfinite(gn)
+                if ok:
+                    if config.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    ok = _params_finite(model)
+                if not ok:
+                    recoveries, in_a_row = recoveries + 1, in_a_row + 1
+                    warning = _recover(model, optimizer, forcing, good, config, epoch, res.loss, in_a_row)
+                    continue
+                n_updates += 1
+                forcing.update(model, res.z_hat, n_updates)
+                losses.append(res.loss)
+                mses.append(res.mse)
+                gnorms.append(gn)
+                z_hat = res.z_hat
+            scheduler.step()
+            if warning is None:
+                in_a_row = 0
+            record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                      "mse": float(np.mean(mses)) if mses else float("nan"), "alpha": forcing.alpha,
+                      "grad_norm": float(np.mean(gnorms)) if gnorms else float("nan"),
+                      "G": growth_bound(model, z_hat) if z_hat is not None else float("nan"),
+                      "lr": optimizer.param_groups[0]["lr"],
+                      "time_s": time_before + time.perf_counter() - t_start}
+            if warning is not None:
+                record["warning"] = warning
+            if val_x is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
+                val = _validate(model, val_x, config)
+                record.update(val)
+                if "d_stsp" in val:
+                    metrics = val
+            history.append(record)
+            finished = epoch == config.epochs
+            if run is not None:
+                _write_history_csv(run.history, history)
+                if epoch % config.checkpoint_every == 0 or finished:
+                    save_checkpoint(run.checkpoint, model, optimizer=optimizer, scheduler=scheduler,
+                                    forcing=forcing, generator=generator, epoch=epoch, n_updates=n_updates,
+                                    history=history, train_config=cfg_dict, finished=finished, extra=run_meta)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4g}", alpha=f"{record['alpha']:.3f}",
+                                d_stsp=f"{metrics.get('d_stsp', float('nan')):.3f}")
+            if callback is not None and callback(epoch, record, model):
+                break
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads_before)
+        if bar is not None:
+            bar.close()
+    return TrainResult(history=history, train_time_s=time_before + time.perf_counter() - t_start,
+                       n_updates=n_updates, epochs=len(history), finished=finished, recoveries=recoveries,
+                       metrics=metrics, run_dir=str(run.dir) if run is not None else None)
+
+
+def _recover(model, optimizer, forcing, good, config: TrainConfig, epoch: int, loss: float, in_a_row: int) -> str:
+    """Restore the last good state, lower the learning rate, warn; raise after too many in a row."""
+    if in_a_row > config.max_recoveries:
+        raise RuntimeError(f"training diverged: {in_a_row} non-finite losses/parameters in a row at epoch "
+                           f"{epoch} despite lowering the learning rate; try a smaller lr_start, grad_clip, "
+                           f"or stronger forcing")
+    model.load_state_dict(good[0])
+    optimizer.load_state_dict(good[1])
+    forcing.load_state_dict(good[2])
+    for group in optimizer.param_groups:
+        group["lr"] *= config.lr_recovery_factor ** in_a_row
+    lr = optimizer.param_groups[0]["lr"]
+    msg = (f"non-finite loss/gradient/parameters at epoch {epoch} (loss={loss}); restored the state at the "
+           f"start of the epoch and lowered the learning rate to {lr:.3g}")
+    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return msg
+
+
+def _check_same_run(stored: dict, model: Model, forcing: Forcing, cfg: dict, path) -> None:
+    """A resumed run must continue with the same model, forcing and settings."""
+    diffs = []
+    if stored["model"] != model_spec(model):
+        diffs.append(f"model {stored['model']} != {model_spec(model)}")
+    if stored["forcing"] != forcing.config():
+        diffs.append(f"forcing {stored['forcing']} != {forcing.config()}")
+    ignored = {"device", "checkpoint_every", "val_every", "val_steps", "backend", "threads"}
+    for k, v in (stored["train"] or {}).items():
+        if k not in ignored and cfg.get(k) != v:
+            diffs.append(f"train.{k}: stored {v!r}, now {cfg.get(k)!r}")
+    if diffs:
+        raise ValueError(f"cannot resume {path}: the settings differ from the stored run ({'; '.join(diffs)}); "
+                         f"resume with the stored settings or start a new run folder")
+
+
+__all__ = ["TrainConfig", "TrainResult", "StepResult", "train", "loss_and_grads", "BACKENDS"]
