@@ -220,6 +220,19 @@ def test_rosenstein_equals_nolds_lyap_r_poly(lorenz63_paper_test):
         assert ours == pytest.approx(ref, rel=1e-9), kw
 
 
+def test_rosenstein_equals_nolds_on_quantized_data_with_ties():
+    """8-bit data (like the Santa Fe laser) has exactly equal distances: the neighbour chosen on a
+    tie must be nolds' (the first index) for the results to agree."""
+    nolds = import_nolds()
+    x = np.empty(2500)
+    x[0] = 0.3
+    for i in range(1, 2500):
+        x[i] = 3.9 * x[i - 1] * (1 - x[i - 1])  # logistic map
+    q = np.round(255 * x)
+    kw = dict(emb_dim=3, lag=1, min_tsep=5, trajectory_len=10)
+    assert rosenstein_lambda_max(q, **kw) == pytest.approx(nolds.lyap_r(q, **kw, fit="poly"), rel=1e-12)
+
+
 def test_rosenstein_on_lorenz_x_is_near_the_true_lambda_max(lorenz63_paper_test):
     """lambda_1 = 0.906 per time unit; Rosenstein on the x coordinate (20,000 steps, embedding 5,
     nolds' automatic lag and mean-period min_tsep, line over 0.5-2.5 time units) gives 0.867:
