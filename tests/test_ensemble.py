@@ -98,3 +98,16 @@ def test_train_ensemble_float32_matches_within_float_tolerance():
               progress=False)
         for p, q in zip(alone.parameters(), together[k].parameters()):
             torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)  # float32 rounding over 5 RAdam steps
+
+
+def test_train_ensemble_callback_stops_early():
+    series = np.cumsum(np.random.default_rng(2).standard_normal((300, 3)), 0) * 0.05
+    seen = []
+
+    def cb(epoch, records, models):
+        seen.append((epoch, len(records), len(models)))
+        return epoch == 2
+    results = train_ensemble(_models(2), series, TrainConfig(epochs=5, batches_per_epoch=2, batch_size=2, seq_len=20),
+                             make_forcing("gtf", alpha=0.2), callback=cb)
+    assert seen == [(1, 2, 2), (2, 2, 2)]
+    assert all(r.epochs == 2 and not r.finished and len(r.history) == 2 for r in results)

@@ -195,3 +195,17 @@ def test_c_kernel_restores_the_callers_denormal_mode(flush):
         assert (halved == 0.0) == flush  # flushed only when the caller asked for it
     finally:
         torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
+@pytest.mark.parametrize("clipped", [True, False])
+def test_fused_generate_equals_generate(observation, M, clipped):
+    """Free running through the kernel, in chunks, is ``generate`` (float64, 300 steps)."""
+    from dsrecon.fast import fused_generate
+    from dsrecon.rollout import generate
+
+    model = ShPLRNN(3, M, 30, clipped=clipped, observation=observation, seed=2, dtype=torch.float64)
+    x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    torch.testing.assert_close(fused_generate(model, x0, 300, chunk=77), generate(model, x0, 300),
+                               rtol=1e-10, atol=1e-12)
+    assert fused_generate(model, x0[0], 5).shape == (5, 3)

@@ -7,7 +7,8 @@ batched computation. Not part of the promised public API (``dsrecon/__init__.py`
 
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.fast.ensemble_train import train_ensemble
-from dsrecon.fast.fused_plrnn import fused_forced_loss, fused_forced_rollout, is_fusable, loss_and_grads
+from dsrecon.fast.fused_plrnn import (fused_forced_loss, fused_forced_rollout, fused_generate, is_fusable,
+                                      loss_and_grads)
 
-__all__ = ["EnsembleShPLRNN", "ensemble_loss_and_grads", "fused_forced_loss", "fused_forced_rollout",
+__all__ = ["EnsembleShPLRNN", "ensemble_loss_and_grads", "fused_forced_loss", "fused_forced_rollout", "fused_generate",
            "is_fusable", "loss_and_grads", "train_ensemble"]

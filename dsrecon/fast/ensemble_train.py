@@ -32,7 +32,7 @@ def _per_model_grad_norms(ens: EnsembleShPLRNN) -> torch.Tensor:
 
 def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcing | None = None, *,
                    seeds: Sequence[int] | None = None, val_data=None, progress: bool = False,
-                   backend: str = "auto") -> list:
+                   backend: str = "auto", callback=None) -> list:
     """Train K shPLRNNs of one configuration at once; equal to K :func:`dsrecon.train.train` runs.
 
     Parameters
@@ -54,6 +54,9 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         tqdm bar over epochs.
     backend : {"auto", "c", "numpy", "torch"}
         Kernel of the fused rollout.
+    callback : callable, optional
+        ``callback(epoch, records, models)`` after each epoch, ``records`` the K new history
+        records, ``models`` the K models holding the current parameters; returning True stops.
 
     Returns
     -------
@@ -112,6 +115,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         bar = tqdm(total=config.epochs, desc=f"train x{K}", unit="epoch", dynamic_ncols=True)
     torch.set_flush_denormal(True)  # as train(): subnormal moments late in a run cost 10-100x
     t_start = time.perf_counter()
+    epochs_done = 0
     try:
         for epoch in range(1, config.epochs + 1):
             good = (copy.deepcopy(ens.state_dict()), copy.deepcopy(optimizer.state_dict()),
@@ -195,14 +199,18 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.nanmean([h[-1]['loss'] for h in histories]):.4g}")
+            epochs_done = epoch
+            if callback is not None and callback(epoch, [h[-1] for h in histories], models):
+                break
     finally:
         torch.set_flush_denormal(False)
         if bar is not None:
             bar.close()
     total = time.perf_counter() - t_start
     ens.write_to(models)
-    return [TrainResult(history=histories[k], train_time_s=total, n_updates=n_updates, epochs=config.epochs,
-                        finished=not frozen[k], recoveries=int(recoveries[k]), metrics=metrics[k])
+    return [TrainResult(history=histories[k], train_time_s=total, n_updates=n_updates, epochs=epochs_done,
+                        finished=epochs_done == config.epochs and not frozen[k], recoveries=int(recoveries[k]),
+                        metrics=metrics[k])
             for k in range(K)]
 
 
