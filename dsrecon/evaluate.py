@@ -169,8 +169,8 @@ class Report:
         return cls(**{k: data[k] for k in names})
 
     def __str__(self) -> str:
-        def num(v, fmt=".4g"):
-            return "n/a" if v is None else ("nan" if isinstance(v, float) and math.isnan(v) else format(v, fmt))
+        def num(v, fmt=".4g"):  # None: not computed, or NaN written as null by save()
+            return "n/a" if v is None else ("nan" if math.isnan(v) else format(v, fmt))
 
         dt = "" if self.dt is None else f", dt={self.dt:g}"
         lines = [
@@ -181,7 +181,7 @@ class Report:
             f"  PE({self.pe_steps})        {num(self.pe)}   {self.pe_steps}-step prediction MSE",
         ]
         if self.lyapunov_spectrum is not None:
-            spec = ", ".join(format(v, ".4g") for v in self.lyapunov_spectrum[:6])
+            spec = ", ".join(num(v) for v in self.lyapunov_spectrum[:6])
             more = ", ..." if len(self.lyapunov_spectrum) > 6 else ""
             lines += [
                 f"  lambda_max    {num(self.lambda_max_model)} {self.lyapunov_units} (model, QR)",

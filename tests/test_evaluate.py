@@ -178,3 +178,29 @@ def test_cli_evaluate_writes_report_and_plots(tmp_path, lorenz63_paper_test, cap
     for name in ("attractor.png", "spectra.png", "lyapunov.png", "report.png"):
         assert (run_dir / name).stat().st_size > 10_000, name
     assert main(["evaluate", str(tmp_path / "nowhere"), "--data", str(data)]) == 1
+
+
+def test_cli_evaluate_rebuilds_the_runs_test_split(tmp_path, lorenz63_paper_test, capsys):
+    """Without --data the test split comes from the data spec `dsrecon fit` stored (file: the whole
+    file standardized, last 20% as test)."""
+    checkpoint = pytest.importorskip("dsrecon.checkpoint")
+    pytest.importorskip("dsrecon.models.plrnn")
+    from dsrecon.cli import main
+    from dsrecon.models import make_model
+
+    data = tmp_path / "series.npy"
+    np.save(data, 3.0 * lorenz63_paper_test[:2500] + 1.0)
+    spec = {"kind": "file", "source": str(data), "test_fraction": 0.2}
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    checkpoint.save_checkpoint(ckpt, make_model("shplrnn", obs_dim=3, latent_dim=3, hidden_dim=10),
+                               extra={"data": spec})
+    assert main(["evaluate", str(tmp_path / "run"), "--no-lyapunov", "--no-plots"]) == 0
+    assert "the run's own test split" in capsys.readouterr().out
+    report = Report.load(tmp_path / "run" / "report.json")
+    assert report.n_steps == 500
+    # --standardize self on a raw file: the series the model sees is z-scored
+    out = tmp_path / "self"
+    assert main(["evaluate", str(ckpt), "--data", str(data), "--standardize", "self", "--no-lyapunov",
+                 "--no-plots", "--out", str(out)]) == 0
+    assert Report.load(out / "report.json").n_steps == 2500
+
