@@ -148,5 +148,28 @@ def test_plain_backend_matches_a_hand_written_loss():
     res = loss_and_grads(model, x, torch.full((6,), 0.3, dtype=torch.float64), 1e-3)
     pred = dsrecon.rollout.forced_rollout(model, x, 0.3).x_pred
     expected = torch.mean((pred - x[:, 1:]) ** 2) + 1e-3 * model.regularization()
-    assert res.loss == pytest.approx(float(expected), rel=1e-12)
+    assert res.loss == pytest.approx(float(expected.detach()), rel=1e-12)
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_cli_fit_on_a_file_writes_the_run_folder_and_never_clobbers_it(tmp_path, capsys):
+    from dsrecon.cli import main
+
+    data = tmp_path / "series.npy"
+    np.save(data, lorenz63(1500))
+    run = tmp_path / "run"
+    args = ["fit", str(data), "--epochs", "2", "--batches-per-epoch", "3", "--seq-len", "20", "--hidden-dim", "8",
+            "--out", str(run), "--no-progress", "--forcing", "gtf", "--alpha", "0.2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "final loss" in out and "D_stsp" in out
+    for name in ("config.json", "history.csv", "checkpoints/last.pt", "metrics.json"):
+        assert (run / name).is_file(), name
+    model, state = dsrecon.load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["finished"] and state["epoch"] == 2 and model.obs_dim == 3
+    assert state["config"]["extra"]["data"]["kind"] == "file"
+    assert main(args) == 1  # the same --out again: refused, nothing overwritten
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["fit", "--resume", str(run), "--no-progress"]) == 0  # finished: re-evaluates only
+    assert main(["fit", str(data), "--alpha", "0.5", "--forcing", "stf", "--out", str(tmp_path / "x")]) == 1
+    assert "--alpha applies to" in capsys.readouterr().err
