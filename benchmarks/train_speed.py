@@ -3,7 +3,7 @@
 Usage (from the repository root, venv active)::
 
     python benchmarks/train_speed.py                    # per-update timings, ensembles, settings (~2 min)
-    python benchmarks/train_speed.py --compile          # also torch.compile of the plain loop (slow to build)
+    python benchmarks/train_speed.py --compile          # also the plain loop with a torch.compile'd step
     python benchmarks/train_speed.py --to-target        # + wall time to D_stsp <= 0.30 on the GTF paper's Lorenz-63
     python benchmarks/train_speed.py --out benchmarks/results/train_speed_<date>.md
 
@@ -33,7 +33,6 @@ from dsrecon.fast import EnsembleShPLRNN, ensemble_loss_and_grads, loss_and_grad
 from dsrecon.fast._kernels import c_library
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
-from dsrecon.rollout import forced_rollout
 from dsrecon.train import TrainConfig, loss_and_grads as plain_step, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtf_icml2023"
@@ -107,7 +106,8 @@ def bench_paths(args) -> dict:
             upd = _compiled_update(ShPLRNN(N, M, L, seed=0), x, alphas)
             upd()
             fns["plain loop, torch.compile'd step"] = upd
-            say(f"torch.compile build time: {time.perf_counter() - t0:.1f} s")
+            say(f"torch.compile build time of the step: {time.perf_counter() - t0:.1f} s")
+            say()
         except Exception as err:  # report, do not hide: compile support varies by platform
             say(f"torch.compile failed after {time.perf_counter() - t0:.1f} s: {type(err).__name__}: {err}")
     res, cpu = time_interleaved(fns, args.reps, args.inner)

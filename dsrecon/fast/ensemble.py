@@ -8,6 +8,11 @@ stacked slice receives exactly its own model's gradient, and RAdam (elementwise,
 one shared step count and learning-rate schedule) updates each slice as it would update the model
 alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.train.train` with the
 same seeds (tests: to float tolerance), as long as every run stays finite (see its Notes).
+
+What it buys (``benchmarks/train_speed.py``, M = 3, L = 50, B = 16, T = 200, one CPU core): the
+kernel's arithmetic still grows with K, so against the fused single-model path (already ~14x the
+plain autograd loop) K = 10 gives about 2.3x the model-updates per second; against one model per
+process on the plain loop, the reference implementation's way, about 30x.
 """
 
 from __future__ import annotations
