@@ -209,3 +209,14 @@ def test_fused_generate_equals_generate(observation, M, clipped):
     torch.testing.assert_close(fused_generate(model, x0, 300, chunk=77), generate(model, x0, 300),
                                rtol=1e-10, atol=1e-12)
     assert fused_generate(model, x0[0], 5).shape == (5, 3)
+
+
+def test_auto_backend_without_compiler_warns_and_uses_numpy(monkeypatch):
+    """No C compiler: 'auto' says so and takes the NumPy loops (not a silent fallback)."""
+    from dsrecon.fast import _kernels
+
+    monkeypatch.setattr(_kernels, "_LIB", "no C compiler found (set CC or install gcc)")
+    with pytest.warns(RuntimeWarning, match="NumPy backend"):
+        assert _kernels.resolve_backend("auto", torch.device("cpu")) == "numpy"
+    with pytest.raises(RuntimeError, match="'c' backend is unavailable"):
+        _kernels.c_library()
