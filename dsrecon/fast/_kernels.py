@@ -18,7 +18,7 @@ Backends
 --------
 ``"c"``
     A small C kernel compiled once with the system C compiler (``cc -O3 -march=native``) into a
-    per-user cache (``$DSRECON_CACHE`` or ``~/.cache/dsrecon``) and called through ``ctypes``:
+    per-user cache (``dsrecon._cache.cache_dir()``: ``$DSRECON_CACHE_DIR``, default ``~/.cache/dsrecon``) and called through ``ctypes``:
     no per-step interpreter overhead, ``u`` recomputed in the backward pass so only the states
     (O(T B M)) are stored, gradients accumulated in the loop, the clipped difference of ReLUs
     evaluated from one product ``zt W2t`` (half the work of the stacked form below). It flushes denormals (FTZ/DAZ)
@@ -207,7 +207,9 @@ _LIB = None  # the loaded ctypes library, or the reason it could not be built (s
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("DSRECON_CACHE", Path.home() / ".cache" / "dsrecon")) / "kernels"
+    from dsrecon._cache import cache_dir
+
+    return cache_dir() / "kernels"
 
 
 def _cpu_signature() -> str:
