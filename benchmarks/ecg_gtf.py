@@ -136,9 +136,13 @@ def run_job(job: dict) -> list[dict]:
                       reg_weight=job["reg_weight"], seed=seeds[0], backend="fused")
     forcing = make_forcing(job["forcing"], **job["forcing_kw"])
     models = [make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"]) for s in seeds]
+    if job["val_every"]:
+        cfg = TrainConfig(**{**cfg.__dict__, "val_every": job["val_every"]})
+    # validation (if asked for): the last 12,500 training points, never the test file
+    val_x = train_x[-12_500:] if job["val_every"] else None
     t0 = time.perf_counter()
     if job["model"] == "shplrnn":
-        results = train_ensemble(models, train_x, cfg, forcing, seeds=seeds)
+        results = train_ensemble(models, train_x, cfg, forcing, seeds=seeds, val_data=val_x)
         wall = time.perf_counter() - t0
         per_run = [wall / len(seeds)] * len(seeds)
         how = f"ensemble of {len(seeds)} (fused C kernel)"
@@ -147,13 +151,19 @@ def run_job(job: dict) -> list[dict]:
         for m, s in zip(models, seeds):
             t = time.perf_counter()
             results.append(train(m, train_x, TrainConfig(**{**cfg.__dict__, "seed": s, "backend": "plain"}),
-                                 make_forcing(job["forcing"], **job["forcing_kw"]), progress=False))
+                                 make_forcing(job["forcing"], **job["forcing_kw"]), val_data=val_x,
+                                 progress=False))
             per_run.append(time.perf_counter() - t)
         wall = time.perf_counter() - t0
         how = "one run per seed (plain autograd)"
     records = []
     econf = EvalConfig(lyapunov=job["lyapunov"], lyapunov_steps=2000, lyapunov_initial=4)
     for m, s, res, t_run in zip(models, seeds, results, per_run):
+        if job["save_dir"]:
+            from dsrecon.checkpoint import save_checkpoint
+
+            save_checkpoint(Path(job["save_dir"]) / f"{job['method']}_seed{s}.pt", m, epoch=job["epochs"],
+                            n_updates=res.n_updates, history=res.history)
         t = time.perf_counter()
         try:
             rep = evaluate(m, test_x, econf)
@@ -170,6 +180,7 @@ def run_job(job: dict) -> list[dict]:
             "s_per_update_per_run": t_run / max(res.n_updates, 1), "final_loss": last.get("loss"),
             "final_alpha": last.get("alpha"), "final_G": last.get("G"), "recoveries": res.recoveries,
             "finished": res.finished, "eval_s": time.perf_counter() - t, "n_test": int(test_x.shape[0]),
+            "val_trace": [[h["epoch"], h.get("d_stsp"), h.get("d_h")] for h in res.history if "d_stsp" in h],
             **scores,
         })
     return records
@@ -207,6 +218,11 @@ def summarize(records: list[dict]) -> list[dict]:
                "state_dim": recs[0]["state_dim"]}
         for key in ("d_stsp", "d_h", "pe"):
             row[key] = median_mad([r[key] for r in recs])
+        # the paper's code (evaluation.jl, compute_summary_stats) drops every run with a NaN metric
+        # (e.g. D_H of a run that settled on a fixed point: a constant series has no spectrum)
+        kept = [r for r in recs if all(r[k] is not None and math.isfinite(r[k]) for k in ("d_stsp", "d_h", "pe"))]
+        row["paper_rule"] = {key: median_mad([r[key] for r in kept]) for key in ("d_stsp", "d_h", "pe")}
+        row["paper_rule_runs"] = len(kept)
         row["train_s_per_run"] = float(np.median([r["train_s_per_run"] for r in recs]))
         row["ms_per_update"] = 1e3 * float(np.median([r["s_per_update_per_run"] for r in recs]))
         rows.append(row)
@@ -216,7 +232,10 @@ def summarize(records: list[dict]) -> list[dict]:
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# ECG (GTF paper, Table 1): ours vs paper", "",
              f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- machine: {meta['machine']}",
-             f"- budget: {meta['budget']}", "",
+             f"- budget: {meta['budget']}"]
+    if "table_rebuilt_by" in meta:
+        lines.append(f"- table rebuilt from the runs file by: `{meta['table_rebuilt_by']}`")
+    lines += ["",
              "Median +- MAD over runs (paper: 20 runs, 5000 epochs). D_stsp: KL of 30-bin-per-dimension "
              "histograms; D_H: Hellinger distance of power spectra smoothed with sigma = 20, mean over "
              "dimensions; PE(20): 20-step prediction MSE from every test point.", "",
@@ -236,6 +255,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
                      f"{fmt(*row['d_stsp'][:2])} | {fmt(*row['d_h'][:2])} | {fmt(*row['pe'][:2], sci=True)} | "
                      f"{row['state_dim']} | {row['n_params']} | {row['train_s_per_run']:.0f} | "
                      f"{row['ms_per_update']:.1f} |")
+        if row["paper_rule_runs"] < row["runs"]:
+            pr = row["paper_rule"]
+            lines.append(f"| {row['label']} | ours, runs with a NaN metric dropped (paper's rule) | "
+                         f"{row['paper_rule_runs']} | {'/'.join(map(str, row['epochs']))} | {fmt(*pr['d_stsp'][:2])} | "
+                         f"{fmt(*pr['d_h'][:2])} | {fmt(*pr['pe'][:2], sci=True)} | | | | |")
     lines.append(f"| reservoir computing | paper | 20 | | {fmt(*PAPER['reservoir computing'][0])} | "
                  f"{fmt(*PAPER['reservoir computing'][1])} | {fmt(*PAPER['reservoir computing'][2], sci=True)} | "
                  f"1000 | 5000 | | |")
@@ -269,6 +293,7 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=Path, default=DATA / "ECG_pecuzal_5d_test.npy")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 per method (default 5)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+n-1")
     p.add_argument("--epochs", type=int, default=5000, help="epochs of the shPLRNN rows (paper: 5000)")
     p.add_argument("--baseline-epochs", type=int, help="epochs of LEM/LSTM (default: --epochs)")
     p.add_argument("--epochs-of", nargs="*", default=[], metavar="METHOD=E",
@@ -279,6 +304,10 @@ def main(argv=None) -> int:
     p.add_argument("--batches-per-epoch", type=int, default=50)
     p.add_argument("--n-test", type=int, help="use the first n test points (default all 100,000)")
     p.add_argument("--lyapunov", action="store_true", help="also the model's lambda_max (QR, 2000 steps)")
+    p.add_argument("--val-every", type=int, default=0,
+                   help="record D_stsp/D_H every k epochs on the last 12,500 training points (0: off)")
+    p.add_argument("--save-models", action="store_true",
+                   help="save the trained models to benchmarks/runs/ecg_gtf_<tag>/ (git-ignored)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one job each)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 seeds, 2 epochs of 3 batches, 5,000 train / 4,000 test points")
@@ -322,19 +351,26 @@ def main(argv=None) -> int:
                       + " (the learning-rate decay 1e-3 -> 1e-6 is spread over the epochs run)",
             "n_test": args.n_test or 100_000}
 
+    meta_path = args.out / f"ecg_gtf_{tag}_meta.json"
+    if args.table_only and meta_path.exists():  # keep the command, date and machine of the run itself
+        meta = {**json.loads(meta_path.read_text()), "table_rebuilt_by": meta["command"]}
+    elif not args.table_only:
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     if not args.table_only:
         jobs = []
         for method in args.methods:
             spec = _method_spec(method, args)
             shpl = spec["model"] == "shplrnn"
-            seeds = list(range(args.seeds if shpl else base_seeds))
+            seeds = list(range(args.first_seed, args.first_seed + (args.seeds if shpl else base_seeds)))
             per_job = [seeds] if shpl else [[s] for s in seeds]
             epochs = epochs_of.get(method, args.epochs if shpl else base_epochs)
             for ss in per_job:
                 jobs.append({**spec, "seeds": ss, "epochs": epochs,
                              "batches_per_epoch": args.batches_per_epoch, "train": str(args.train),
                              "test": str(args.test), "n_train": n_train, "n_test": args.n_test,
-                             "lyapunov": args.lyapunov})
+                             "lyapunov": args.lyapunov, "val_every": args.val_every,
+                             "save_dir": str(ROOT / "benchmarks" / "runs" / f"ecg_gtf_{tag}")
+                             if args.save_models else None})
         print(f"{len(jobs)} jobs, {args.workers} worker(s); per-run results -> {runs_path}", flush=True)
         t0 = time.perf_counter()
         if args.workers <= 1:
