@@ -123,11 +123,11 @@ def run_job(job: dict) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    from dsrecon.evaluate import EvalConfig, evaluate
+    from dsrecon.evaluation import EvalConfig, evaluate
     from dsrecon.fast import train_ensemble
     from dsrecon.forcing import make_forcing
     from dsrecon.models import make_model
-    from dsrecon.train import TrainConfig, train
+    from dsrecon.training import TrainConfig, train
 
     train_x = _load(Path(job["train"]), job["n_train"])
     test_x = _load(Path(job["test"]), job["n_test"])

@@ -43,7 +43,7 @@ def _fmt(v) -> str:
 def _evaluate(model, test: np.ndarray) -> dict:
     """Paper-protocol metrics through dsrecon.evaluate, or D_stsp / D_H directly if it is missing."""
     try:
-        from dsrecon.evaluate import evaluate
+        from dsrecon.evaluation import evaluate
     except ImportError as err:
         from dsrecon.metrics import hellinger_distance, prediction_error, state_space_divergence
         from dsrecon.rollout import generate
@@ -59,7 +59,7 @@ def _seconds_per_epoch(model, train_x, cfg, forcing) -> float:
     """Time one epoch on a throw-away copy (same sizes) to fit the epochs into the budget."""
     import copy
 
-    from dsrecon.train import TrainConfig, train
+    from dsrecon.training import TrainConfig, train
 
     probe = TrainConfig(**{**cfg.__dict__, "epochs": 1, "batches_per_epoch": 10})
     t = time.perf_counter()
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"benchmark data not found: {path} (pass --train/--test)")
 
     import dsrecon
-    from dsrecon.train import TrainConfig, train
+    from dsrecon.training import TrainConfig, train
 
     train_x, test_x = np.load(args.train), np.load(args.test)
     model = dsrecon.make_model("shplrnn", obs_dim=3, latent_dim=args.latent_dim, hidden_dim=args.hidden_dim, seed=args.seed)

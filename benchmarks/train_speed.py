@@ -33,7 +33,7 @@ from dsrecon.fast import EnsembleShPLRNN, ensemble_loss_and_grads, loss_and_grad
 from dsrecon.fast._kernels import c_library
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
-from dsrecon.train import TrainConfig, loss_and_grads as plain_step, train
+from dsrecon.training import TrainConfig, loss_and_grads as plain_step, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtf_icml2023"
 M, L, N, B, T = 3, 50, 3, 16, 200

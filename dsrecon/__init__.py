@@ -25,10 +25,12 @@ _PUBLIC = {
     "load": "dsrecon.data",
     "standardize": "dsrecon.data",
     "train_test_split": "dsrecon.data",
+    "sample_windows": "dsrecon.data",
     "delay_embed": "dsrecon.embedding",
     "choose_delay": "dsrecon.embedding",
     "choose_embedding_dim": "dsrecon.embedding",
     "simulate": "dsrecon.systems",
+    "simulate_batch": "dsrecon.systems",
     # models
     "Model": "dsrecon.models.base",
     "make_model": "dsrecon.models",
@@ -41,16 +43,17 @@ _PUBLIC = {
     "NoForcing": "dsrecon.forcing",
     "TeacherForcing": "dsrecon.forcing",
     "make_forcing": "dsrecon.forcing",
-    "TrainConfig": "dsrecon.train",
-    "TrainResult": "dsrecon.train",
-    "train": "dsrecon.train",
+    "train_ensemble": "dsrecon.fast",
+    "TrainConfig": "dsrecon.training",
+    "TrainResult": "dsrecon.training",
+    "train": "dsrecon.training",
     "save_checkpoint": "dsrecon.checkpoint",
     "load_checkpoint": "dsrecon.checkpoint",
     # evaluation
-    "EvalConfig": "dsrecon.evaluate",
-    "Report": "dsrecon.evaluate",
-    "evaluate": "dsrecon.evaluate",
-    "compare": "dsrecon.compare",
+    "EvalConfig": "dsrecon.evaluation",
+    "Report": "dsrecon.evaluation",
+    "evaluate": "dsrecon.evaluation",
+    "compare": "dsrecon.comparison",
 }
 
 __all__ = ["__version__", *_PUBLIC]

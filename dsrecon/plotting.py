@@ -243,7 +243,7 @@ def plot_training_curves(history, path) -> Path:
 
 
 def plot_report(report, x_true, path) -> Path:
-    """Summary figure of a :class:`~dsrecon.evaluate.Report`: first two coordinates of data and
+    """Summary figure of a :class:`~dsrecon.evaluation.Report`: first two coordinates of data and
     model, the first dimension's spectra, and the scores as text. Needs ``report.generated``."""
     from dsrecon.metrics import power_spectrum
 

@@ -31,7 +31,7 @@ import dsrecon
 from dsrecon.forcing import growth_bound
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.rollout import forced_rollout
-from dsrecon.train import loss_and_grads
+from dsrecon.training import loss_and_grads
 
 
 def tent_model(mu: float = 1.9) -> ShPLRNN:
@@ -57,12 +57,10 @@ def lorenz_model(args) -> tuple[ShPLRNN, torch.Tensor]:
     if args.checkpoint:
         model, _ = dsrecon.load_checkpoint(args.checkpoint)
     else:
-        from dsrecon.train import train
-
         model = ShPLRNN(3, 3, 50, seed=0)
         cfg = dsrecon.TrainConfig(epochs=args.epochs, lr_end=1e-5)
         print(f"training a shPLRNN on Lorenz-63 for {args.epochs} epochs ...")
-        train(model, data, cfg, dsrecon.GTF(0.2), progress=True)
+        dsrecon.train(model, data, cfg, dsrecon.GTF(0.2), progress=True)
     return model.double(), x
 
 

@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 
 import dsrecon
-from dsrecon.evaluate import evaluate  # the functions (``dsrecon.train`` / ``dsrecon.evaluate`` may
-from dsrecon.train import train  # name their modules once those are imported)
 
 
 def main(argv=None) -> int:
@@ -60,14 +58,14 @@ def main(argv=None) -> int:
         config = dsrecon.TrainConfig(epochs=2, batches_per_epoch=5, batch_size=8, seq_len=50, seed=args.seed)
     else:
         config = dsrecon.TrainConfig(epochs=args.epochs, seed=args.seed, val_every=50, val_steps=1000)
-    result = train(model, train_data, config, dsrecon.make_forcing("agtf"),
+    result = dsrecon.train(model, train_data, config, dsrecon.make_forcing("agtf"),
                    val_data=None if args.quick else test_data, progress=not args.quick)
     print(f"trained {model.n_params} parameters for {result.epochs} epochs in {result.train_time_s:.1f} s, "
           f"final loss {result.history[-1]['loss']:.4g}")
 
     # 5. evaluate on the continuation the model never saw
     fast = dsrecon.EvalConfig(lyapunov_steps=100, lyapunov_transient=20, lyapunov_initial=2)  # --quick: rough
-    report = evaluate(model, test_data, fast if args.quick else None)
+    report = dsrecon.evaluate(model, test_data, fast if args.quick else None)
     report.save(out / "report.json")
     print(report)
 

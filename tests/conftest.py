@@ -46,4 +46,9 @@ def _private_cache_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)  # tests only: library code never touches the global seed
+    # One thread: the tensors in these tests are tiny, and on a shared 2-core machine a second
+    # thread made small per-step operations up to 10x slower (measured while writing the suite).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)

@@ -16,7 +16,7 @@ import dsrecon
 import dsrecon.data
 from dsrecon.models.plrnn import ShPLRNN
 # `dsrecon.train` can resolve to the module once dsrecon/train.py was imported (see report); import the function
-from dsrecon.train import train
+from dsrecon.training import train
 
 
 def _fallback_sample_windows(x, batch_size, seq_len, generator):

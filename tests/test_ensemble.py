@@ -1,7 +1,7 @@
 """Ensembles of K shPLRNNs: stacked parameters, one batched computation, no coupling.
 
 Facts checked: the ensemble's per-model gradients equal each model's own plain-path gradient
-(``dsrecon.train.loss_and_grads``, 1e-5 relative as the issue asks; float64 agrees to rounding);
+(``dsrecon.training.loss_and_grads``, 1e-5 relative as the issue asks; float64 agrees to rounding);
 ``train_ensemble`` reproduces K separate ``train`` runs with the same seeds (RAdam is elementwise
 and the models share only the step count and the learning-rate schedule); splitting an ensemble
 gives back ordinary models.
@@ -17,7 +17,7 @@ from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.fast.ensemble_train import train_ensemble
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
-from dsrecon.train import TrainConfig, loss_and_grads, train
+from dsrecon.training import TrainConfig, loss_and_grads, train
 
 RTOL = 1e-5
 

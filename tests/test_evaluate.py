@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dsrecon.data import Trajectory
-from dsrecon.evaluate import EvalConfig, Report, evaluate
+from dsrecon.evaluation import EvalConfig, Report, evaluate
 from dsrecon.models.base import Model
 from dsrecon.rollout import generate
 

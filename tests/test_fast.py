@@ -1,6 +1,6 @@
 """The fused shPLRNN rollout equals the plain autograd loop (values and gradients).
 
-Reference: ``dsrecon.train.loss_and_grads`` (plain autograd through ``dsrecon.rollout.forced_rollout``).
+Reference: ``dsrecon.training.loss_and_grads`` (plain autograd through ``dsrecon.rollout.forced_rollout``).
 The fused path is the same function of the same inputs computed in another order, so in float64 the
 two agree to rounding (~1e-13); the issue's requirement is 1e-5 relative, which is what we assert,
 per parameter (norm-wise), for every forcing option, observation model, clipping and regularization.
@@ -16,7 +16,7 @@ from dsrecon.fast._kernels import c_library
 from dsrecon.forcing import AdaptiveGTF, make_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.rollout import forced_rollout
-from dsrecon.train import loss_and_grads as plain_loss_and_grads
+from dsrecon.training import loss_and_grads as plain_loss_and_grads
 
 RTOL = 1e-5  # the issue's tolerance on gradients (relative, per parameter tensor)
 
@@ -166,7 +166,7 @@ def test_input_checks():
 
 def test_train_fused_backend_equals_plain():
     """Two epochs of ``train`` with backend='fused' reproduce backend='plain' (float64)."""
-    from dsrecon.train import TrainConfig, train
+    from dsrecon.training import TrainConfig, train
 
     series = torch.randn(400, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64).cumsum(0) * 0.05
     results = {}

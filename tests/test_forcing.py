@@ -162,7 +162,7 @@ def test_tent_plrnn_is_the_tent_map():
 
 
 def _grad_norms(model, series, lengths, alpha, n_windows=8):
-    from dsrecon.train import loss_and_grads
+    from dsrecon.training import loss_and_grads
 
     norms = []
     for T in lengths:

@@ -53,7 +53,7 @@ def test_plot_training_curves_plots_what_is_present(tmp_path):
 
 
 def test_plot_report_needs_the_generated_series(tmp_path, series):
-    from dsrecon.evaluate import Report
+    from dsrecon.evaluation import Report
 
     xt, xg = series
     report = Report(d_stsp=0.2, d_h=0.07, pe=0.01, pe_steps=20, lyapunov_spectrum=None, lyapunov_units="per step",

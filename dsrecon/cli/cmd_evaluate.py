@@ -98,7 +98,7 @@ def _test_data(args, extra: dict):
 
 def run(args) -> int:
     from dsrecon.checkpoint import load_checkpoint
-    from dsrecon.evaluate import EvalConfig, evaluate
+    from dsrecon.evaluation import EvalConfig, evaluate
 
     run_dir = Path(args.run_dir)
     ckpt = _checkpoint_path(run_dir)

@@ -58,7 +58,6 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
     starts workers with "spawn", which re-imports the calling script: in a script, call
     ``compare`` under ``if __name__ == "__main__":``.
     """
-    _resolve_public_verbs()
     g = load_grid(grid)
     executor, workers = check_executor(executor, workers)
     out_dir = Path(out_dir) if out_dir is not None else (g.out_dir or Path.cwd() / f"compare_{g.name}")
@@ -102,14 +101,6 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
                       f"error.json in {out_dir / 'runs'}", RuntimeWarning, stacklevel=2)
     return result
 
-
-def _resolve_public_verbs() -> None:
-    """Resolve ``dsrecon.train`` and ``dsrecon.evaluate`` through the lazy public API before this
-    package imports their modules: the first import of a submodule binds the module to the package
-    attribute of the same name, which would hide the public function from the caller afterwards."""
-    import dsrecon
-
-    dsrecon.train, dsrecon.evaluate  # noqa: B018
 
 
 def _run_dir(root: Path, spec: RunSpec) -> Path:

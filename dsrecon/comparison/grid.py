@@ -278,7 +278,7 @@ def _seeds(value) -> tuple:
 
 
 def _budget(value) -> dict:
-    from dsrecon.train import TrainConfig
+    from dsrecon.training import TrainConfig
 
     valid = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
     if not isinstance(value, dict) or "epochs" not in value:
@@ -293,7 +293,7 @@ def _budget(value) -> dict:
 
 
 def _eval(value) -> dict:
-    from dsrecon.evaluate import EvalConfig
+    from dsrecon.evaluation import EvalConfig
 
     valid = [f.name for f in dataclasses.fields(EvalConfig)]
     if not isinstance(value, dict):

@@ -143,7 +143,7 @@ def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1
         stage = "evaluate"
         t_eval = time.perf_counter()
         from dsrecon.data import Trajectory
-        from dsrecon.evaluate import EvalConfig, evaluate
+        from dsrecon.evaluation import EvalConfig, evaluate
 
         report = evaluate(model, Trajectory(x_test, dt=meta["dt"], name=meta["label"]), EvalConfig(**spec["eval"]))
         report.save(run_dir / REPORT)
@@ -176,7 +176,7 @@ def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir
     import torch
 
     from dsrecon.data import Trajectory
-    from dsrecon.train import TrainConfig, train
+    from dsrecon.training import TrainConfig, train
 
     config = TrainConfig(**spec["budget"], seed=spec["seed"])
     resume = (train_dir / "checkpoints" / "last.pt").is_file()
@@ -195,7 +195,7 @@ def _sample(report, x_test: np.ndarray) -> np.ndarray:
 
 
 def report_metrics(report) -> dict:
-    """The numbers the results table aggregates, from a ``dsrecon.evaluate.Report``.
+    """The numbers the results table aggregates, from a ``dsrecon.evaluation.Report``.
 
     ``lambda_max_data`` is None unless the evaluation estimated it (``EvalConfig.lambda_max_data``);
     the table then uses the dataset's reference value (``dataset_lambda_max``).
@@ -215,7 +215,7 @@ def dataset_lambda_max(entry: dict, data_dir: Path, eval_fields: dict) -> float:
     import hashlib
     import warnings
 
-    from dsrecon.evaluate import EvalConfig
+    from dsrecon.evaluation import EvalConfig
 
     if "lambda_max" in entry:
         return float(entry["lambda_max"])

@@ -1,6 +1,6 @@
 """Fast training paths: the fused shPLRNN rollout and batched ensembles of K models.
 
-``loss_and_grads`` is the ``"fused"`` backend of :func:`dsrecon.train.train`
+``loss_and_grads`` is the ``"fused"`` backend of :func:`dsrecon.training.train`
 (``TrainConfig(backend="fused")``); :func:`train_ensemble` trains K shPLRNNs of one shape in one
 batched computation. Not part of the promised public API (``dsrecon/__init__.py``).
 """

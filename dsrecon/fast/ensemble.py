@@ -6,7 +6,7 @@ per-update fixed costs (Python, autograd, optimizer bookkeeping) are paid once i
 Nothing couples the models: the ensemble loss is the sum of the K per-model losses, so each
 stacked slice receives exactly its own model's gradient, and RAdam (elementwise, no weight decay,
 one shared step count and learning-rate schedule) updates each slice as it would update the model
-alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.train.train` with the
+alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.training.train` with the
 same seeds (tests: to float tolerance), as long as every run stays finite (see its Notes).
 
 What it buys (``benchmarks/train_speed.py``, M = 3, L = 50, B = 16, T = 200, one CPU core): the

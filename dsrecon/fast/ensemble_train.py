@@ -1,6 +1,6 @@
 r"""``train_ensemble``: K seeds of one shPLRNN configuration trained in one batched computation.
 
-The loop is :func:`dsrecon.train.train`'s, with a leading model axis: model k draws its windows
+The loop is :func:`dsrecon.training.train`'s, with a leading model axis: model k draws its windows
 (and noise) from its own generator seeded ``seeds[k]``, has its own copy of the forcing policy
 (its own adaptive alpha) and its own per-epoch history; the K models share one RAdam optimizer
 over stacked parameters (elementwise, so no coupling) and the learning-rate schedule.
@@ -33,7 +33,7 @@ def _per_model_grad_norms(ens: EnsembleShPLRNN) -> torch.Tensor:
 def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcing | None = None, *,
                    seeds: Sequence[int] | None = None, val_data=None, progress: bool = False,
                    backend: str = "auto", callback=None) -> list:
-    """Train K shPLRNNs of one configuration at once; equal to K :func:`dsrecon.train.train` runs.
+    """Train K shPLRNNs of one configuration at once; equal to K :func:`dsrecon.training.train` runs.
 
     Parameters
     ----------
@@ -75,7 +75,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     here: use ``train`` for runs that must resume.
     """
     from dsrecon.data import sample_windows
-    from dsrecon.train import TrainConfig, TrainResult, _as_series, _validate
+    from dsrecon.training import TrainConfig, TrainResult, _as_series, _validate
 
     config = TrainConfig() if config is None else config
     models = list(models)

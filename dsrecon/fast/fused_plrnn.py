@@ -185,12 +185,12 @@ _WARNED_FALLBACK: set = set()
 
 
 def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, target: torch.Tensor | None = None,
-                   *, backend: str = "auto"):
-    """The ``"fused"`` training backend: :func:`dsrecon.train.loss_and_grads` through the fused rollout.
+                   *, backend: str = "auto", warn_fallback: bool = True):
+    """The ``"fused"`` training backend: :func:`dsrecon.training.loss_and_grads` through the fused rollout.
 
     Same signature, result and ``.grad`` as the plain reference (``TrainConfig.backend="fused"``).
     Models without a fused kernel (everything but the shPLRNN) run the plain path, with a warning
-    once per model class.
+    once per model class unless ``warn_fallback=False`` (the trainer's ``"auto"`` backend).
 
     Parameters
     ----------
@@ -204,13 +204,13 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
 
     Returns
     -------
-    dsrecon.train.StepResult
+    dsrecon.training.StepResult
     """
-    from dsrecon import train as _train
+    from dsrecon import training as _train
 
     if not is_fusable(model):
         name = type(model).__name__
-        if name not in _WARNED_FALLBACK:
+        if warn_fallback and name not in _WARNED_FALLBACK:
             _WARNED_FALLBACK.add(name)
             warnings.warn(f"backend 'fused' has no kernel for {name}; using the plain autograd path",
                           RuntimeWarning, stacklevel=2)

@@ -5,7 +5,8 @@ policy's ``alphas`` (``dsrecon.rollout.forced_rollout``), loss = MSE of the unfo
 plus ``reg_weight * model.regularization()``, backpropagate, RAdam step, let the policy adapt
 (adaptive GTF). The loss-and-gradient computation of one update is a single swappable function
 (``TrainConfig.backend``): ``"plain"`` is the autograd reference below, ``"fused"`` a fast path
-provided by ``dsrecon.fast`` with the same signature (see :func:`loss_and_grads`).
+provided by ``dsrecon.fast`` with the same signature and gradients (see :func:`loss_and_grads`),
+and ``"auto"`` (the default) takes the fused path for a shPLRNN and the plain one otherwise.
 
 Defaults follow the GTF paper (Hess et al., ICML 2023; SPEC section 3).
 """
@@ -32,7 +33,8 @@ from dsrecon.models.base import Model
 from dsrecon.rollout import forced_rollout, generate
 
 # backend name -> "module:function" with the signature of loss_and_grads below
-BACKENDS = {"plain": "dsrecon.train:loss_and_grads", "fused": "dsrecon.fast:loss_and_grads"}
+BACKENDS = {"auto": "dsrecon.training:_auto_loss_and_grads", "plain": "dsrecon.training:loss_and_grads",
+            "fused": "dsrecon.fast:loss_and_grads"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ class TrainConfig:
     checkpoint_every : int
         Epochs between checkpoints (when ``run_dir`` is given); the last epoch is always saved.
     backend : str
-        ``"plain"`` (autograd reference) or ``"fused"`` (``dsrecon.fast``).
+        ``"auto"`` (default: fused for a shPLRNN, else plain), ``"plain"`` (autograd reference) or
+        ``"fused"`` (``dsrecon.fast``; about 14x faster per update for the shPLRNN, same gradients
+        to 1e-5, see ``benchmarks/results/train_speed_*.md``).
     lr_recovery_factor : float
         Learning-rate factor applied after a non-finite loss or parameter (0.5).
     max_recoveries : int
@@ -93,7 +97,7 @@ class TrainConfig:
     val_every: int = 25
     val_steps: int = 10_000
     checkpoint_every: int = 10
-    backend: str = "plain"
+    backend: str = "auto"
     lr_recovery_factor: float = 0.5
     max_recoveries: int = 8
     threads: int | None = 1
@@ -200,6 +204,14 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weig
     if torch.isfinite(loss):
         loss.backward()
     return StepResult(float(loss.detach()), float(mse.detach()), out.z_hat)
+
+
+def _auto_loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
+                         target: torch.Tensor | None = None) -> StepResult:
+    """The ``"auto"`` backend: the fused path for a shPLRNN, the plain reference for other models."""
+    from dsrecon.fast import loss_and_grads as fused
+
+    return fused(model, x, alphas, reg_weight, target=target, warn_fallback=False)
 
 
 def resolve_backend(name: str):
