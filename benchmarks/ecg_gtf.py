@@ -230,7 +230,7 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"# ECG (GTF paper, Table 1): ours vs paper", "",
+    lines = ["# ECG (GTF paper, Table 1): ours vs paper", "",
              f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- machine: {meta['machine']}",
              f"- budget: {meta['budget']}"]
     if "table_rebuilt_by" in meta:

@@ -13,7 +13,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,73 +11,8 @@ import torch
 
 from dsrecon.data import Trajectory
 from dsrecon.evaluation import EvalConfig, Report, evaluate
-from dsrecon.models.base import Model
 from dsrecon.rollout import generate
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small per-step tensors; avoids OpenMP spinning on a shared machine
-    yield
-    torch.set_num_threads(n)
-
-
-class Lorenz63RK4(Model):
-    """Lorenz-63 discretized by one RK4 step of dt (float64), identity observation (test-only).
-    Its Jacobian is the contract's torch.func default."""
-
-    name = "lorenz63_rk4"
-
-    def __init__(self, dt: float = 0.01):
-        super().__init__()
-        self.dt = dt
-        self.anchor = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64), requires_grad=False)
-        self.obs_dim = self.state_dim = 3
-
-    @staticmethod
-    def rhs(z):
-        x, y, w = z.unbind(-1)
-        return torch.stack([10 * (y - x), x * (28 - w) - y, x * y - 8 / 3 * w], dim=-1)
-
-    def step(self, z):
-        k1 = self.rhs(z)
-        k2 = self.rhs(z + self.dt / 2 * k1)
-        k3 = self.rhs(z + self.dt / 2 * k2)
-        k4 = self.rhs(z + self.dt * k3)
-        return z + self.dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-    def initial_state(self, x0):
-        return x0
-
-    def observe(self, z):
-        return z
-
-    def state_from_obs(self, x, z):
-        return x
-
-
-class Scale(Model):
-    """z -> a z (test-only); a > 1 diverges."""
-
-    name = "scale"
-
-    def __init__(self, a: float, n: int = 3):
-        super().__init__()
-        self.a = torch.nn.Parameter(torch.tensor(a, dtype=torch.float64), requires_grad=False)
-        self.obs_dim = self.state_dim = n
-
-    def initial_state(self, x0):
-        return x0
-
-    def step(self, z):
-        return self.a * z
-
-    def observe(self, z):
-        return z
-
-    def state_from_obs(self, x, z):
-        return x
+from reference_models import Lorenz63RK4, Scale
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,7 @@ import scipy.ndimage
 import torch
 
 from dsrecon.metrics import hellinger_distance, power_spectrum, prediction_error, state_space_divergence
-from dsrecon.models.base import Model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny per-step tensors gain nothing from more, and on a shared machine
-    OpenMP spinning made these tests 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from reference_models import LinearMap
 
 
 # ------------------------------------------------------------------ helpers (test-only)
@@ -42,29 +32,6 @@ def _lorenz_rk4(n_steps: int, s0, dt: float = 0.01, transient: int = 5000) -> np
         k4 = _lorenz_rhs(s + dt * k3)
         s = s + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     return out
-
-
-class LinearMap(Model):
-    """z -> A z with the identity observation (test-only model)."""
-
-    name = "linear"
-
-    def __init__(self, a):
-        super().__init__()
-        self.a = torch.nn.Parameter(torch.as_tensor(a, dtype=torch.float64), requires_grad=False)
-        self.obs_dim = self.state_dim = self.a.shape[0]
-
-    def initial_state(self, x0):
-        return x0
-
-    def step(self, z):
-        return z @ self.a.T
-
-    def observe(self, z):
-        return z
-
-    def state_from_obs(self, x, z):
-        return x
 
 
 @pytest.fixture(scope="module")
