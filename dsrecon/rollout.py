@@ -127,6 +127,7 @@ def forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollout:
         raise ValueError(f"alphas must have one value per window step, T + 1 = {n}, got {len(alphas)}")
     z = model.initial_state(x[:, 0])  # (B, M)
     preds, states, z_hats = [], [], []
+    z_tilde = z  # forced state of the previous step, set at the end of each iteration
     for t in range(n):
         if t > 0:
             z = model.step(z_tilde)  # (B, M)
