@@ -16,18 +16,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dsrecon.rosenstein import as_series64
+
 __all__ = ["correlation_sum", "correlation_dimension"]
 
 
 def _as_points(x, emb_dim: int, lag: int, device) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        t = x.detach().to(device=device or x.device, dtype=torch.float64)
-    else:
-        t = torch.as_tensor(np.asarray(x, dtype=np.float64), device=device or torch.get_default_device())
-    if t.ndim == 1:
-        t = t.unsqueeze(1)
-    if t.ndim != 2 or not bool(torch.isfinite(t).all()):
-        raise ValueError(f"x must be a finite series of shape (T,) or (T, N), got shape {tuple(t.shape)}")
+    t = as_series64(x, device)  # (T, N)
     if emb_dim < 1 or lag < 1:
         raise ValueError(f"need emb_dim >= 1 and lag >= 1, got {emb_dim}, {lag}")
     m = t.shape[0] - (emb_dim - 1) * lag

@@ -61,6 +61,20 @@ def _auto_lag(acorr: torch.Tensor, n: int, emb_dim: int, min_tsep: int, trajecto
     return lag
 
 
+def as_series64(x, device=None) -> torch.Tensor:
+    """A finite series as a float64 tensor ``(T, N)`` (``(T,)`` becomes ``(T, 1)``) on ``device``
+    (default: the tensor's device; NumPy input: the default device)."""
+    if isinstance(x, torch.Tensor):
+        xt = x.detach().to(device=device or x.device, dtype=torch.float64)
+    else:
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=device or torch.get_default_device())
+    if xt.ndim == 1:
+        xt = xt.unsqueeze(1)
+    if xt.ndim != 2 or not bool(torch.isfinite(xt).all()):
+        raise ValueError(f"x must be a finite series of shape (T,) or (T, N), got shape {tuple(xt.shape)}")
+    return xt
+
+
 def _embed(x: torch.Tensor, emb_dim: int, lag: int) -> torch.Tensor:
     """Delay vectors ``(x_i, x_{i+lag}, ..., x_{i+(emb_dim-1) lag})``, ``(T, N) -> (m, emb_dim N)``."""
     m = x.shape[0] - (emb_dim - 1) * lag
@@ -238,14 +252,7 @@ def rosenstein_lambda_max(
     """
     if fit != "poly":
         raise ValueError(f"fit must be 'poly' (least squares, the SPEC's reference), got {fit!r}")
-    if isinstance(x, torch.Tensor):
-        xt = x.detach().to(device=device or x.device, dtype=torch.float64)
-    else:
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=device or torch.get_default_device())
-    if xt.ndim == 1:
-        xt = xt.unsqueeze(1)
-    if xt.ndim != 2 or not bool(torch.isfinite(xt).all()):
-        raise ValueError(f"x must be a finite series of shape (T,) or (T, N), got shape {tuple(xt.shape)}")
+    xt = as_series64(x, device)  # (T, N)
     if emb_dim < 1 or trajectory_len < 1 or (lag is not None and lag < 1) or (min_tsep is not None and min_tsep < 0):
         raise ValueError("need emb_dim >= 1, trajectory_len >= 1, lag >= 1 and min_tsep >= 0")
     n = xt.shape[0]

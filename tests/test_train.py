@@ -9,22 +9,8 @@ import pytest
 import torch
 
 import dsrecon
-import dsrecon.data
 from dsrecon.models.plrnn import ShPLRNN
-# `dsrecon.train` can resolve to the module once dsrecon/train.py was imported (see report); import the function
 from dsrecon.training import train
-
-
-def _fallback_sample_windows(x, batch_size, seq_len, generator):
-    """Test-only stand-in until dsrecon.data.sample_windows lands: uniform window starts."""
-    starts = torch.randint(0, x.shape[0] - seq_len, (batch_size,), generator=generator)
-    return x[starts[:, None] + torch.arange(seq_len + 1)]  # (B, seq_len + 1, N)
-
-
-@pytest.fixture(autouse=True)
-def _windows(monkeypatch):
-    if not hasattr(dsrecon.data, "sample_windows"):
-        monkeypatch.setattr(dsrecon.data, "sample_windows", _fallback_sample_windows, raising=False)
 
 
 def lorenz63(n_steps=3000, seed=0):
