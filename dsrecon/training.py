@@ -197,7 +197,17 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weig
         Loss values; the gradients are accumulated into ``p.grad`` (not computed when the loss is
         non-finite, which the trainer then handles).
     """
-    out = forced_rollout(model, x, alphas)
+    return loss_from_rollout(model, forced_rollout(model, x, alphas), x, reg_weight, target)
+
+
+def loss_from_rollout(model: Model, out, x: torch.Tensor, reg_weight: float,
+                      target: torch.Tensor | None = None) -> StepResult:
+    """MSE of a forced rollout's unforced predictions plus the weighted regularizer, backpropagated.
+
+    Shared by every backend, so they differ only in how ``out`` (a ``ForcedRollout``: ``x_pred``
+    ``(B, T, N)``, ``z_hat`` ``(B, T + 1, M)``) and its backward pass are computed. Gradients are
+    accumulated into ``p.grad`` only when the loss is finite (the trainer handles the rest).
+    """
     target = x if target is None else target
     mse = torch.mean((out.x_pred - target[:, 1:]) ** 2)
     loss = mse + reg_weight * model.regularization() if reg_weight else mse

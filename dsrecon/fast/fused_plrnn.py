@@ -215,13 +215,8 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
             warnings.warn(f"backend 'fused' has no kernel for {name}; using the plain autograd path",
                           RuntimeWarning, stacklevel=2)
         return _train.loss_and_grads(model, x, alphas, reg_weight, target=target)
-    out = fused_forced_rollout(model, x, alphas, backend=backend)
-    target = x if target is None else target
-    mse = torch.mean((out.x_pred - target[:, 1:]) ** 2)
-    loss = mse + reg_weight * model.regularization() if reg_weight else mse
-    if torch.isfinite(loss):
-        loss.backward()
-    return _train.StepResult(float(loss.detach()), float(mse.detach()), out.z_hat)
+    return _train.loss_from_rollout(model, fused_forced_rollout(model, x, alphas, backend=backend), x,
+                                    reg_weight, target)
 
 
 @torch.no_grad()
