@@ -4,9 +4,11 @@ One update: sample ``B`` windows of ``T_seq + 1`` steps, unroll the model with t
 policy's ``alphas`` (``dsrecon.rollout.forced_rollout``), loss = MSE of the unforced predictions
 plus ``reg_weight * model.regularization()``, backpropagate, RAdam step, let the policy adapt
 (adaptive GTF). The loss-and-gradient computation of one update is a single swappable function
-(``TrainConfig.backend``): ``"plain"`` is the autograd reference below, ``"fused"`` a fast path
-provided by ``dsrecon.fast`` with the same signature and gradients (see :func:`loss_and_grads`),
-and ``"auto"`` (the default) takes the fused path for a shPLRNN and the plain one otherwise.
+(``TrainConfig.backend``): ``"plain"`` is the autograd reference below; ``"fused"`` (the shPLRNN's
+compiled kernel) and ``"affine"`` (any model with ``affine_forcing``: the forcing folded into one
+product per step) are fast paths in ``dsrecon.fast`` with the same signature and gradients (see
+:func:`loss_and_grads`); ``"auto"`` (the default) takes the fused path for a shPLRNN, the affine
+one for the other dsrecon models and the plain one for a model without ``affine_forcing``.
 
 Defaults follow the GTF paper (Hess et al., ICML 2023; SPEC section 3).
 """
@@ -34,7 +36,7 @@ from dsrecon.rollout import forced_rollout, generate
 
 # backend name -> "module:function" with the signature of loss_and_grads below
 BACKENDS = {"auto": "dsrecon.training:_auto_loss_and_grads", "plain": "dsrecon.training:loss_and_grads",
-            "fused": "dsrecon.fast:loss_and_grads"}
+            "fused": "dsrecon.fast:loss_and_grads", "affine": "dsrecon.fast.affine_forcing:loss_and_grads"}
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,10 @@ class TrainConfig:
     checkpoint_every : int
         Epochs between checkpoints (when ``run_dir`` is given); the last epoch is always saved.
     backend : str
-        ``"auto"`` (default: fused for a shPLRNN, else plain), ``"plain"`` (autograd reference) or
-        ``"fused"`` (``dsrecon.fast``; about 14x faster per update for the shPLRNN, same gradients
-        to 1e-5, see ``benchmarks/results/train_speed_*.md``).
+        ``"auto"`` (default: fused for a shPLRNN, affine for the other models, plain for a model
+        without ``affine_forcing``), ``"plain"`` (autograd reference), ``"fused"`` (``dsrecon.fast``;
+        about 17x faster per update for the shPLRNN) or ``"affine"`` (1.3-3.6x for LEM, RNN, LSTM,
+        GRU); same gradients to 1e-5, see ``benchmarks/results/train_speed_*.md``.
     lr_recovery_factor : float
         Learning-rate factor applied after a non-finite loss or parameter (0.5).
     max_recoveries : int
@@ -218,10 +221,14 @@ def loss_from_rollout(model: Model, out, x: torch.Tensor, reg_weight: float,
 
 def _auto_loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
                          target: torch.Tensor | None = None) -> StepResult:
-    """The ``"auto"`` backend: the fused path for a shPLRNN, the plain reference for other models."""
+    """The ``"auto"`` backend: the fused path for a shPLRNN, the affine-forcing path for other models
+    that declare ``affine_forcing``, the plain reference for the rest."""
+    from dsrecon.fast import affine_forcing, is_fusable
     from dsrecon.fast import loss_and_grads as fused
 
-    return fused(model, x, alphas, reg_weight, target=target, warn_fallback=False)
+    if is_fusable(model):
+        return fused(model, x, alphas, reg_weight, target=target)
+    return affine_forcing.loss_and_grads(model, x, alphas, reg_weight, target=target)
 
 
 def resolve_backend(name: str):

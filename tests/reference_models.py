@@ -116,3 +116,21 @@ class Scale(Model):
 
     def state_from_obs(self, x, z):
         return x
+
+
+def forcing_alphas(kind: str, n: int, model, x) -> torch.Tensor:
+    """Per-step alphas ``(n,)`` of one update under forcing option ``kind`` (gtf, agtf, stf, none, tf).
+
+    For adaptive GTF, alpha within one update is the constant the policy holds after one update on
+    ``x`` (asserted strictly between 0 and 1, so the mixing is exercised).
+    """
+    from dsrecon.forcing import AdaptiveGTF, make_forcing
+    from dsrecon.rollout import forced_rollout
+
+    if kind == "agtf":
+        policy = AdaptiveGTF(every=1)
+        policy.update(model, forced_rollout(model, x, 1.0).z_hat, 1)
+        assert 0 < policy.alpha < 1
+        return policy.alphas(n)
+    return {"gtf": make_forcing("gtf", alpha=0.1), "stf": make_forcing("stf", tau=7),
+            "none": make_forcing("none"), "tf": make_forcing("tf")}[kind].alphas(n)

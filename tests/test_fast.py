@@ -13,10 +13,11 @@ import torch
 
 from dsrecon.fast import fused_forced_loss, fused_forced_rollout, loss_and_grads
 from dsrecon.fast._kernels import c_library
-from dsrecon.forcing import AdaptiveGTF, make_forcing
+from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.rollout import forced_rollout
 from dsrecon.training import loss_and_grads as plain_loss_and_grads
+from reference_models import forcing_alphas
 
 RTOL = 1e-5  # the issue's tolerance on gradients (relative, per parameter tensor)
 
@@ -34,16 +35,6 @@ def _backends():
 BACKENDS = _backends()
 
 
-def _alphas(kind: str, n: int, model, x) -> torch.Tensor:
-    if kind == "agtf":  # adaptive GTF: within one update alpha is the constant the policy holds
-        policy = AdaptiveGTF(every=1)
-        policy.update(model, forced_rollout(model, x, 1.0).z_hat, 1)
-        assert 0 < policy.alpha < 1
-        return policy.alphas(n)
-    return {"gtf": make_forcing("gtf", alpha=0.1), "stf": make_forcing("stf", tau=7),
-            "none": make_forcing("none"), "tf": make_forcing("tf")}[kind].alphas(n)
-
-
 def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
@@ -55,7 +46,7 @@ def _rel(a, b) -> float:
 def _check_against_plain(backend, observation, M, clipped, kind, reg_weight):
     model = ShPLRNN(3, M, 20, clipped=clipped, observation=observation, seed=3, dtype=torch.float64)
     x = torch.randn(5, 41, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    alphas = _alphas(kind, 41, model, x)
+    alphas = forcing_alphas(kind, 41, model, x)
     model.zero_grad()
     ref = plain_loss_and_grads(model, x, alphas, reg_weight)
     g_ref = _grads(model)
@@ -92,7 +83,7 @@ def test_fused_float32_paper_configuration(kind):
     """The issue's configuration (M=3, L=50, B=16, T=200) in float32: rounding differs, 1e-5 holds."""
     model = ShPLRNN(3, 3, 50, seed=0)
     x = torch.randn(16, 201, 3, generator=torch.Generator().manual_seed(2))
-    alphas = _alphas(kind, 201, model, x)
+    alphas = forcing_alphas(kind, 201, model, x)
     model.zero_grad()
     ref = plain_loss_and_grads(model, x, alphas, 1e-5)
     g_ref = _grads(model)
@@ -148,7 +139,7 @@ def test_non_plrnn_falls_back_with_warning():
 
     model = make_model("rnn", obs_dim=3, hidden_dim=8)
     x = torch.randn(2, 11, 3)
-    with pytest.warns(RuntimeWarning, match="plain autograd path"):
+    with pytest.warns(RuntimeWarning, match="affine-forcing path"):
         res = loss_and_grads(model, x, torch.full((11,), 0.1), 0.0)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert res.loss > 0

@@ -68,8 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of model initialization, windows, test data")
     g.add_argument("--device", default="cpu")
     g.add_argument("--val-every", type=int, default=25, help="epochs between D_stsp/D_H validations")
-    g.add_argument("--backend", choices=("auto", "plain", "fused"), default="auto",
-                   help="training path: auto (fused for the shPLRNN), plain (autograd reference), fused")
+    g.add_argument("--backend", choices=("auto", "plain", "fused", "affine"), default="auto",
+                   help="training path: auto (fused for the shPLRNN, affine for the others), plain "
+                        "(autograd reference), fused, affine (same gradients, see TrainConfig)")
     g.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: fastest for these small models, see TrainConfig)")
     g = p.add_argument_group("output")

@@ -45,6 +45,7 @@ import warnings
 import torch
 
 from dsrecon.fast import _kernels
+from dsrecon.fast.affine_forcing import check_alphas, forcing_terms, has_affine_forcing
 from dsrecon.models.base import Model
 from dsrecon.rollout import ForcedRollout
 
@@ -73,45 +74,6 @@ class FusedShPLRNNRollout(torch.autograd.Function):
         dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(ctx.backend, gZ.contiguous(), Zt, A, W1, W2t, h1, h2,
                                                          ctx.clipped, alpha, Q)
         return dz1, dA, dW1, dW2t.transpose(1, 2), dh1, dh2, None, None, None, None, None
-
-
-def forcing_terms(model: Model, x: torch.Tensor, alphas: torch.Tensor):
-    """Detached linear form of the model's forcing over a batch of windows.
-
-    Reads ``state_from_obs`` (affine in ``(x, z)`` with detached coefficients for the shPLRNN's
-    observation models) as ``c(x) + z Q``.
-
-    Parameters
-    ----------
-    x : (B, T + 1, N); alphas : (T + 1,)
-
-    Returns
-    -------
-    Q : (M, M), c : (B, T + 1, M), a : (T,), ac : (T, B, M) = a_t c_t
-        for window steps 1..T (the last step's forcing acts after the last prediction).
-    """
-    Bsz, n, N = x.shape
-    M = model.state_dim
-    dtype, device = x.dtype, x.device
-    with torch.no_grad():
-        c0 = model.state_from_obs(torch.zeros(1, N, dtype=dtype, device=device),
-                                  torch.zeros(1, M, dtype=dtype, device=device))  # (1, M)
-        Q = model.state_from_obs(torch.zeros(M, N, dtype=dtype, device=device),
-                                 torch.eye(M, dtype=dtype, device=device)) - c0  # (M, M)
-        c = model.state_from_obs(x.reshape(-1, N), torch.zeros(Bsz * n, M, dtype=dtype, device=device))
-        c = c.reshape(Bsz, n, M)  # (B, T + 1, M)
-        a = alphas[:-1].to(dtype=dtype, device=device)  # (T,)
-        ac = a[:, None, None] * c[:, :-1].transpose(0, 1)  # (T, B, M)
-    return Q, c, a, ac
-
-
-def _check_alphas(alphas, n: int) -> torch.Tensor:
-    if isinstance(alphas, (int, float)):
-        return torch.full((n,), float(alphas), dtype=torch.float64)
-    a = torch.as_tensor(alphas, dtype=torch.float64).detach().cpu().reshape(-1)
-    if a.numel() != n:
-        raise ValueError(f"alphas must have one value per window step, T + 1 = {n}, got {a.numel()}")
-    return a
 
 
 def is_fusable(model) -> bool:
@@ -153,7 +115,7 @@ def fused_forced_rollout(model: Model, x: torch.Tensor, alphas, *, backend: str 
                          f"got {tuple(x.shape)}")
     Bsz, n, N = x.shape
     backend = _kernels.resolve_backend(backend, x.device)
-    a = _check_alphas(alphas, n)
+    a = check_alphas(alphas, n)
     Q, c, a, ac = forcing_terms(model, x, a)
     z1 = model.initial_state(x[:, 0])  # (B, M)
     Z = FusedShPLRNNRollout.apply(
@@ -189,8 +151,9 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
     """The ``"fused"`` training backend: :func:`dsrecon.training.loss_and_grads` through the fused rollout.
 
     Same signature, result and ``.grad`` as the plain reference (``TrainConfig.backend="fused"``).
-    Models without a fused kernel (everything but the shPLRNN) run the plain path, with a warning
-    once per model class unless ``warn_fallback=False`` (the trainer's ``"auto"`` backend).
+    Models without a fused kernel (everything but the shPLRNN) run the affine-forcing path
+    (:mod:`dsrecon.fast.affine_forcing`; the plain one if they lack ``affine_forcing``), with a
+    warning once per model class unless ``warn_fallback=False`` (the trainer's ``"auto"`` backend).
 
     Parameters
     ----------
@@ -207,14 +170,16 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
     dsrecon.training.StepResult
     """
     from dsrecon import training as _train
+    from dsrecon.fast import affine_forcing
 
     if not is_fusable(model):
         name = type(model).__name__
+        path = "affine-forcing" if has_affine_forcing(model) else "plain autograd"
         if warn_fallback and name not in _WARNED_FALLBACK:
             _WARNED_FALLBACK.add(name)
-            warnings.warn(f"backend 'fused' has no kernel for {name}; using the plain autograd path",
+            warnings.warn(f"backend 'fused' has no kernel for {name}; using the {path} path",
                           RuntimeWarning, stacklevel=2)
-        return _train.loss_and_grads(model, x, alphas, reg_weight, target=target)
+        return affine_forcing.loss_and_grads(model, x, alphas, reg_weight, target=target)
     return _train.loss_from_rollout(model, fused_forced_rollout(model, x, alphas, backend=backend), x,
                                     reg_weight, target)
 

@@ -39,9 +39,15 @@ class Model(nn.Module, abc.ABC):
         N, the observed dimension.
     state_dim : int
         M, the size of the state vector ``z`` that ``step`` maps.
+    affine_forcing : bool
+        Class attribute: True declares that ``state_from_obs(x, z) = c(x) + z Q`` with ``c`` and
+        ``Q`` independent of ``z`` and detached from the gradient (true of every dsrecon model).
+        Training then folds the forcing into one product per step
+        (:mod:`dsrecon.fast.affine_forcing`); False (the default for a new model) keeps the plain loop.
     """
 
     name: str = ""
+    affine_forcing: bool = False
     obs_dim: int
     state_dim: int
 

@@ -100,6 +100,7 @@ class RecurrentModel(Model):
     """
 
     n_blocks: int = 1
+    affine_forcing = True  # state_from_obs: h + B^+ (x - c - B h) or u <- x, B^+ and c detached
 
     def __init__(self, obs_dim: int, hidden_dim: int, *, input_fed: bool = False,
                  learned_init: bool = False, generator: torch.Generator | None = None,

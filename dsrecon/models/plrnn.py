@@ -78,6 +78,7 @@ class ShPLRNN(Model):
     """
 
     name = "shplrnn"
+    affine_forcing = True  # state_from_obs: identity selector or z + B^+ (x - B z), B^+ detached
 
     def __init__(self, obs_dim: int, latent_dim: int, hidden_dim: int, *, clipped: bool = True,
                  observation: str = "identity", generator: torch.Generator | None = None,
