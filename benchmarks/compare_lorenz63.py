@@ -57,7 +57,8 @@ def grids(args) -> list[dict]:
                "lambda_max": LAMBDA_MAX}
     if args.train_steps:
         dataset["max_train_steps"] = args.train_steps
-    budget = {"epochs": args.epochs, "batches_per_epoch": args.batches, "batch_size": 16, "seq_len": 200}
+    budget = {"epochs": args.epochs, "batches_per_epoch": args.batches, "batch_size": 16, "seq_len": 200,
+              "lr_start": args.lr_start, "lr_end": args.lr_end}
     evalcfg = {"lyapunov_steps": args.lyapunov_steps, "lyapunov_transient": min(1000, args.lyapunov_steps)}
     common = {"seeds": list(range(args.seeds)), "budget": budget, "eval": evalcfg, "datasets": [dataset]}
     return [dict(common, models=MODELS, forcings=[{"name": "agtf", "label": "aGTF"}]),
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--batches", type=int, default=50, help="updates per epoch")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--lr-start", type=float, default=3e-3, help="RAdam learning rate, decayed exponentially ...")
+    p.add_argument("--lr-end", type=float, default=1e-5, help="... to this at the last epoch")
     p.add_argument("--test-steps", type=int, default=100_000, help="test points compared (<= 100,000)")
     p.add_argument("--train-steps", type=int, default=None, help="use only the first n training steps")
     p.add_argument("--lyapunov-steps", type=int, default=10_000, help="QR steps of each model's spectrum")
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
         f"wall time {wall / 60:.1f} min for {sum(p.n_executed for p in parts)} runs executed "
         f"({sum(p.n_skipped for p in parts)} reused)",
         f"- budget (every run): {args.epochs} epochs x {args.batches} updates, batch 16, seq_len 200, RAdam "
-        "1e-3 -> 1e-6; seeds " + ", ".join(map(str, range(args.seeds))),
+        f"{args.lr_start:g} -> {args.lr_end:g}; training path: TrainConfig backend 'auto' (fused kernel for the "
+        "shPLRNN, affine forcing for the others); seeds " + ", ".join(map(str, range(args.seeds))),
         "- data: lorenz63_on0.05_train.npy" + (f" (first {args.train_steps} steps)" if args.train_steps else "")
         + f", test: first {args.test_steps} steps of lorenz63_test.npy",
         f"- evaluation: GTF paper protocol (generate 1.25 T from the first test point, drop 0.25 T); model "

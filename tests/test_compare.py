@@ -218,3 +218,28 @@ def test_ray_executor_on_a_local_instance(data_files, tmp_path):
         ray.shutdown()
     assert (result.n_executed, result.n_failed) == (2, 0)
     assert result.rows[0]["n_done"] == 2
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_figure_draws_fixed_points_and_diverged_runs(tmp_path):
+    """A sample constant in one coordinate (fixed point) or non-finite gets no spectrum, not an error."""
+    pytest.importorskip("matplotlib")
+    from dsrecon.comparison import CompareResult
+    from dsrecon.comparison.runner import SAMPLE
+    from dsrecon.comparison.table import plot_comparison
+
+    t = np.arange(2000) * 0.05
+    wave = np.stack([np.sin(t), np.cos(0.7 * t), np.sin(1.3 * t)], axis=1)  # (T, 3)
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "test.npy", wave)
+    samples = {"ok": wave + 0.01, "fixed_point": np.column_stack([wave[:, :2], np.ones(2000)]),
+               "diverged": np.full((2000, 3), np.nan)}
+    runs = []
+    for name, x in samples.items():
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / SAMPLE, x)
+        runs.append({"dataset": "toy", "status": "done", "model": name, "forcing": "gtf",
+                     "run_dir": str(tmp_path / name)})
+    written = plot_comparison(CompareResult(runs=runs, title="toy"), {"toy": tmp_path / "data"},
+                              tmp_path / "figure.png")
+    assert written == [tmp_path / "figure.png"] and written[0].stat().st_size > 0

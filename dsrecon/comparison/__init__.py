@@ -95,7 +95,11 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
                            n_skipped=len(specs) - len(todo), title=g.name)
     result.save(out_dir)
     if figure:
-        plot_comparison(result, data_dirs, out_dir / "figure.png")
+        try:
+            plot_comparison(result, data_dirs, out_dir / "figure.png")
+        except Exception as err:  # the table is saved already; a figure must not cost the results
+            warnings.warn(f"the comparison figure could not be drawn ({type(err).__name__}: {err}); the "
+                          f"results are in {out_dir}", RuntimeWarning, stacklevel=2)
     if result.n_failed:
         warnings.warn(f"{result.n_failed} of {len(specs)} runs failed; see results.md and the runs' "
                       f"error.json in {out_dir / 'runs'}", RuntimeWarning, stacklevel=2)

@@ -210,8 +210,12 @@ def plot_comparison(result: CompareResult, data_dirs: dict, path) -> list[Path]:
             ax.set_yticks([])
             ax = axes[1, j]
             ax.semilogy(spec_true, color="k", lw=0.8, label="data")
-            if j > 0 and np.all(np.isfinite(x)) and np.ptp(x[:, 0]) > 0:  # a fixed point has no spectrum
-                ax.semilogy(power_spectrum(x)[:, 0].numpy(), color="C0", lw=0.8, label="model")
+            if j > 0:
+                if np.all(np.isfinite(x)) and np.all(np.ptp(x, axis=0) > 0):
+                    ax.semilogy(power_spectrum(x)[:, 0].numpy(), color="C0", lw=0.8, label="model")
+                else:  # a diverged orbit, or a fixed point (constant in some coordinate): no spectrum
+                    ax.text(0.5, 0.5, "no spectrum:\nconstant or\nnon-finite output", fontsize=7,
+                            ha="center", va="center", transform=ax.transAxes)
             ax.set_xlabel("frequency bin", fontsize=7)
             ax.tick_params(labelsize=6)
         axes[1, 0].legend(fontsize=6)
