@@ -388,9 +388,21 @@ def sample_windows(x, batch_size: int, seq_len: int, generator: torch.Generator)
             f"need T >= seq_len + 1 = {seq_len + 1} steps to cut a window, got T = {n_steps}; "
             "use a shorter seq_len or a longer series"
         )
-    starts = torch.randint(0, n_steps - seq_len, (batch_size,), generator=generator)  # (B,)
-    index = starts[:, None] + torch.arange(seq_len + 1)  # (B, seq_len + 1)
-    return x[index.to(x.device)]  # (B, seq_len + 1, N)
+    return gather_windows(x, window_starts(n_steps, batch_size, seq_len, generator), seq_len)
+
+
+def window_starts(n_steps: int, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """The start indices :func:`sample_windows` draws: ``(B,)`` uniform on ``0 .. n_steps - seq_len - 1``."""
+    return torch.randint(0, n_steps - seq_len, (batch_size,), generator=generator)  # (B,)
+
+
+def gather_windows(x: torch.Tensor, starts: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Windows ``x[s : s + seq_len + 1]`` for every start in ``starts`` (any shape ``S``): ``(*S, seq_len + 1, N)``.
+
+    One indexing operation for all windows (an ensemble gathers the K models' batches at once).
+    """
+    index = starts[..., None] + torch.arange(seq_len + 1)  # (*S, seq_len + 1)
+    return x[index.to(x.device)]  # (*S, seq_len + 1, N)
 
 
 __all__ = ["Trajectory", "load", "standardize", "train_test_split", "sample_windows", "validate"]

