@@ -2,7 +2,8 @@
 
 Usage (from the repository root, venv active)::
 
-    python benchmarks/train_speed.py                    # per-update timings, ensembles, settings (~2 min)
+    python benchmarks/train_speed.py                    # per-update timings, ensembles, loops, settings (~4 min)
+    python benchmarks/train_speed.py --sections 6 7     # only the whole-loop and other-model sections
     python benchmarks/train_speed.py --compile          # also the plain loop with a torch.compile'd step
     python benchmarks/train_speed.py --to-target        # + wall time to D_stsp <= 0.30 on the GTF paper's Lorenz-63
     python benchmarks/train_speed.py --out benchmarks/results/train_speed_<date>.md
@@ -17,6 +18,7 @@ are what counts, absolute milliseconds move with the machine's load.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -155,7 +157,7 @@ def bench_ensembles(args, single: dict) -> None:
 
 
 def bench_threads(args) -> None:
-    say("## 3. Threads (torch intra-op threads; the C kernel is single-threaded)")
+    say("## 3. Threads (torch intra-op threads; the C kernel runs one model on one thread)")
     say()
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(B, T + 1, N, generator=gen)
@@ -346,6 +348,103 @@ def to_target(args) -> None:
     say()
 
 
+def _series() -> np.ndarray:
+    """Training series for the loop timings: the GTF paper's Lorenz-63 file if present, else a random walk."""
+    path = DATA / "lorenz63_on0.05_train.npy"
+    if path.is_file():
+        return np.load(path)[:20_000].astype(np.float32)
+    return (np.random.default_rng(0).standard_normal((20_000, N)).cumsum(0) * 0.05).astype(np.float32)
+
+
+def _timed_loop(fn) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def bench_training_loops(args) -> None:
+    """Whole training loops (windows, forcing policy, loss, backward, RAdam, bookkeeping), not one update."""
+    from dsrecon.fast import kernel_threads, set_kernel_threads
+
+    say("## 6. Whole training loops: train() per model vs train_ensemble() for K seeds")
+    say()
+    x = _series()
+    epochs = args.loop_epochs
+    cfg = TrainConfig(epochs=epochs, batches_per_epoch=50, batch_size=B, seq_len=T, val_every=10**6)
+    n_upd = epochs * 50
+    cores = kernel_threads()
+    say(f"{epochs} epochs x 50 updates per measurement, after a warm-up run; times per update (all K models); "
+        f"kernel threads: 1, and {cores} (every core this process may use). Ratios: model-updates per second "
+        "against one train() run of one model on the fused path (and, last column, on the plain path).")
+    say()
+    say("| forcing | K | kernel threads | wall ms / update | CPU ms / update | model-updates / wall s | "
+        "vs train() fused (wall) | vs train() fused (CPU) | vs train() plain (wall) |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind in ("gtf", "agtf"):
+        def forcing(kind=kind):
+            return make_forcing("gtf", alpha=0.1) if kind == "gtf" else make_forcing("agtf")
+        warm = TrainConfig(epochs=1, batches_per_epoch=5, batch_size=B, seq_len=T, val_every=10**6)
+        train(ShPLRNN(N, M, L, seed=99), x, warm, forcing(), progress=False)
+        train_ensemble([ShPLRNN(N, M, L, seed=99)], x, warm, forcing())
+        single = {}
+        for backend in ("fused", "plain"):
+            c = dataclasses.replace(cfg, backend=backend, epochs=epochs if backend == "fused" else max(1, epochs // 3))
+            wall, cpu = _timed_loop(lambda c=c: train(ShPLRNN(N, M, L, seed=0), x, c, forcing(), progress=False))
+            single[backend] = (wall / (c.epochs * 50), cpu / (c.epochs * 50))
+        say(f"| {kind} | 1 (train(), fused) | 1 | {single['fused'][0] * 1e3:.2f} | {single['fused'][1] * 1e3:.2f} | "
+            f"{1 / single['fused'][0]:.0f} | 1.0x | 1.0x | {single['plain'][0] / single['fused'][0]:.1f}x |")
+        say(f"| {kind} | 1 (train(), plain) | 1 | {single['plain'][0] * 1e3:.2f} | {single['plain'][1] * 1e3:.2f} | "
+            f"{1 / single['plain'][0]:.0f} | {single['fused'][0] / single['plain'][0]:.2f}x | "
+            f"{single['fused'][1] / single['plain'][1]:.2f}x | 1.0x |")
+        for K in args.K:
+            for threads in sorted({1, cores}):
+                set_kernel_threads(threads)
+                try:
+                    wall, cpu = _timed_loop(lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)],
+                                                                       x, cfg, forcing()))
+                finally:
+                    set_kernel_threads(None)
+                w, c = wall / n_upd, cpu / n_upd
+                say(f"| {kind} | {K} | {threads} | {w * 1e3:.2f} | {c * 1e3:.2f} | {K / w:.0f} | "
+                    f"{K * single['fused'][0] / w:.2f}x | {K * single['fused'][1] / c:.2f}x | "
+                    f"{K * single['plain'][0] / w:.1f}x |")
+    say()
+    say("The issue's ensemble target is K/2 = 5x the single-model throughput at K = 10; against train() on "
+        "the fused path see the 'vs train() fused' columns, against the plain loop (one model per process, "
+        "the reference implementation's way) the last column.")
+    say()
+
+
+def bench_affine(args) -> None:
+    """Per-update time of the other models: plain autograd loop vs the affine-forcing path."""
+    from dsrecon.fast.affine_forcing import loss_and_grads as affine_step
+    from dsrecon.models import make_model
+
+    say("## 7. Other models: plain loop vs affine-forcing path (one update, B = 16, T = 200, N = 3)")
+    say()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(B, T + 1, N, generator=gen)
+    alphas = make_forcing("gtf", alpha=0.1).alphas(T + 1)
+    configs = [("RNN, H = 17", "rnn", {"hidden_dim": 17}), ("LSTM, H = 9", "lstm", {"hidden_dim": 9}),
+               ("GRU, H = 9", "gru", {"hidden_dim": 9}), ("LEM, H = 9", "lem", {"hidden_dim": 9}),
+               ("LSTM input-fed, H = 9", "lstm", {"hidden_dim": 9, "input_fed": True})]
+    fns = {}
+    for label, name, kw in configs:
+        fns[(label, "plain")] = _update_fn(plain_step, make_model(name, obs_dim=N, seed=0, **kw), x, alphas)
+        fns[(label, "affine")] = _update_fn(affine_step, make_model(name, obs_dim=N, seed=0, **kw), x, alphas)
+    wall, cpu = time_interleaved(fns, args.reps, max(1, args.inner // 3))
+    say("| model | plain CPU ms / update | affine CPU ms / update | speed-up (CPU) | speed-up (wall) |")
+    say("|---|---:|---:|---:|---:|")
+    for label, _, _ in configs:
+        p, a = cpu[(label, "plain")], cpu[(label, "affine")]
+        say(f"| {label} | {p * 1e3:.1f} | {a * 1e3:.1f} | {p / a:.2f}x | "
+            f"{wall[(label, 'plain')] / wall[(label, 'affine')]:.2f}x |")
+    say()
+    say("Same gradients (tests/test_affine_forcing.py); TrainConfig(backend='auto') takes this path for every "
+        "model but the shPLRNN (which takes the fused kernel).")
+    say()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (median reported)")
@@ -353,6 +452,9 @@ def main(argv=None) -> int:
     p.add_argument("--K", type=int, nargs="+", default=[1, 4, 10], help="ensemble sizes")
     p.add_argument("--compile", action="store_true", help="also time the plain loop with a torch.compile'd step")
     p.add_argument("--mem-updates", type=int, default=300)
+    p.add_argument("--loop-epochs", type=int, default=3, help="epochs (x 50 updates) per training-loop timing")
+    p.add_argument("--sections", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 7],
+                   help="which sections to run (1-7; 2 needs 1)")
     p.add_argument("--to-target", action="store_true", help="wall time to D_stsp <= 0.30 (minutes)")
     p.add_argument("--target-only", action="store_true", help="run only the to-target section")
     p.add_argument("--to-target-plain", action="store_true", help="also run the plain path to target (long)")
@@ -373,12 +475,16 @@ def main(argv=None) -> int:
     say()
     args.plain_ms = None
     if not args.target_only:
-        single = bench_paths(args)
-        args.plain_ms = single[0]["plain (autograd loop)"] * 1e3
-        bench_ensembles(args, single)
-        bench_threads(args)
-        bench_denormals(args)
-        bench_memory(args)
+        sec = set(args.sections)
+        if sec & {1, 2}:
+            single = bench_paths(args)
+            args.plain_ms = single[0]["plain (autograd loop)"] * 1e3
+            if 2 in sec:
+                bench_ensembles(args, single)
+        for number, bench in ((3, bench_threads), (4, bench_denormals), (5, bench_memory),
+                              (6, bench_training_loops), (7, bench_affine)):
+            if number in sec:
+                bench(args)
     if args.to_target or args.target_only:
         to_target(args)
     say(f"Load average at the end: {os.getloadavg()[0]:.2f}; peak resident memory "
