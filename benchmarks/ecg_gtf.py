@@ -25,8 +25,9 @@ lstm_gtf   LSTM, hidden 35, input-fed (5920 parameters, the paper's count), GTF 
 All: RAdam, learning rate 1e-3 -> 1e-6 exponentially over the epochs, batch 16, 50 batches per
 epoch, 5000 epochs by default. The shPLRNN seeds of one method are trained together as one
 ensemble (``dsrecon.fast.train_ensemble``, the fused C kernel; equal to separate runs); LEM and
-LSTM run per seed through ``dsrecon.train`` (the plain autograd path: the fused kernel exists for
-the shPLRNN only).
+LSTM run per seed through ``dsrecon.train`` (the affine-forcing autograd path,
+``dsrecon.fast.affine_forcing``, same gradients as the plain loop: the fused kernel exists for the
+shPLRNN only), with the growth diagnostic G every ``--baseline-diag-every`` epochs.
 
 STF's tau: the paper's text gives windows of 221 for STF but the public ECG STF file sets
 ``use_gtf = true, gtf_alpha = 0`` (free running, its ``teacher_forcing_interval`` unused), so it
@@ -150,12 +151,14 @@ def run_job(job: dict) -> list[dict]:
         results, per_run = [], []
         for m, s in zip(models, seeds):
             t = time.perf_counter()
-            results.append(train(m, train_x, TrainConfig(**{**cfg.__dict__, "seed": s, "backend": "plain"}),
+            run_cfg = TrainConfig(**{**cfg.__dict__, "seed": s, "backend": "auto",
+                                     "diag_every": job.get("diag_every", 1)})
+            results.append(train(m, train_x, run_cfg,
                                  make_forcing(job["forcing"], **job["forcing_kw"]), val_data=val_x,
                                  progress=False))
             per_run.append(time.perf_counter() - t)
         wall = time.perf_counter() - t0
-        how = "one run per seed (plain autograd)"
+        how = "one run per seed (affine-forcing autograd path)"
     records = []
     econf = EvalConfig(lyapunov=job["lyapunov"], lyapunov_steps=2000, lyapunov_initial=4)
     for m, s, res, t_run in zip(models, seeds, results, per_run):
@@ -300,6 +303,8 @@ def main(argv=None) -> int:
                    help="per-method epochs overriding the two above, e.g. gtf=600")
     p.add_argument("--baseline-seeds", type=int, help="seeds of LEM/LSTM (default: --seeds)")
     p.add_argument("--baseline-alpha", type=float, default=0.3, help="GTF alpha of LEM/LSTM")
+    p.add_argument("--baseline-diag-every", type=int, default=10,
+                   help="epochs between LEM/LSTM growth diagnostics G (each costs 1-3 s at these sizes)")
     p.add_argument("--stf-tau", type=int, default=55, help="STF interval in steps (ln 2 / lambda_max)")
     p.add_argument("--batches-per-epoch", type=int, default=50)
     p.add_argument("--n-test", type=int, help="use the first n test points (default all 100,000)")
@@ -369,6 +374,7 @@ def main(argv=None) -> int:
                              "batches_per_epoch": args.batches_per_epoch, "train": str(args.train),
                              "test": str(args.test), "n_train": n_train, "n_test": args.n_test,
                              "lyapunov": args.lyapunov, "val_every": args.val_every,
+                             "diag_every": 1 if shpl else args.baseline_diag_every,
                              "save_dir": str(ROOT / "benchmarks" / "runs" / f"ecg_gtf_{tag}")
                              if args.save_models else None})
         print(f"{len(jobs)} jobs, {args.workers} worker(s); per-run results -> {runs_path}", flush=True)

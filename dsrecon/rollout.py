@@ -19,7 +19,8 @@ def _as_tensor(x, model: Model) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=None) -> torch.Tensor:
+def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=None,
+             fast: bool = True) -> torch.Tensor:
     """Free-running trajectory of observations from the state inferred from ``x0``.
 
     Parameters
@@ -35,6 +36,11 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
         length fits in memory.
     out_device : torch.device, optional
         Where the result lives (default: the model's device).
+    fast : bool
+        For a shPLRNN on the CPU, run the time loop in the compiled kernel
+        (:func:`dsrecon.fast.fused_generate`: ~0.1 instead of ~20 microseconds per step, the same
+        map; float rounding differs, so a chaotic orbit parts from the eager one after a few
+        hundred steps while its statistics agree). False keeps the eager loop.
 
     Returns
     -------
@@ -43,6 +49,16 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     x0 = _as_tensor(x0, model)
+    if fast and x0.device.type == "cpu" and (out_device is None or torch.device(out_device).type == "cpu"):
+        from dsrecon.fast import _kernels, fused_generate, is_fusable
+
+        if is_fusable(model) and x0.shape[-1] == model.obs_dim and x0.ndim in (1, 2):
+            try:
+                _kernels.c_library()
+            except RuntimeError:  # no compiler: the eager loop below
+                pass
+            else:
+                return fused_generate(model, x0, n_steps, backend="c")
     squeeze = x0.ndim == 1
     if squeeze:
         x0 = x0.unsqueeze(0)

@@ -130,7 +130,7 @@ def test_free_running_equals_generate():
     model = ShPLRNN(3, 3, 30, seed=4, dtype=torch.float64)
     x = torch.randn(2, 31, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     out = fused_forced_rollout(model, x, 0.0)
-    free = generate(model, x[:, 0], 31)[:, 1:]  # (B, 30, N)
+    free = generate(model, x[:, 0], 31, fast=False)[:, 1:]  # (B, 30, N), the eager loop
     torch.testing.assert_close(out.x_pred, free, rtol=1e-12, atol=1e-12)
 
 
@@ -191,14 +191,16 @@ def test_c_kernel_restores_the_callers_denormal_mode(flush):
 @pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
 @pytest.mark.parametrize("clipped", [True, False])
 def test_fused_generate_equals_generate(observation, M, clipped):
-    """Free running through the kernel, in chunks, is ``generate`` (float64, 300 steps)."""
+    """Free running through the kernel, in chunks, is the eager ``generate`` (float64, 300 steps), and
+    ``generate``'s default (fast) path for a shPLRNN is that kernel."""
     from dsrecon.fast import fused_generate
     from dsrecon.rollout import generate
 
     model = ShPLRNN(3, M, 30, clipped=clipped, observation=observation, seed=2, dtype=torch.float64)
     x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    torch.testing.assert_close(fused_generate(model, x0, 300, chunk=77), generate(model, x0, 300),
-                               rtol=1e-10, atol=1e-12)
+    eager = generate(model, x0, 300, fast=False)
+    torch.testing.assert_close(fused_generate(model, x0, 300, chunk=77), eager, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(generate(model, x0, 300), eager, rtol=1e-10, atol=1e-12)
     assert fused_generate(model, x0[0], 5).shape == (5, 3)
 
 

@@ -162,3 +162,19 @@ def test_cli_fit_on_a_file_writes_the_run_folder_and_never_clobbers_it(tmp_path,
     assert main(["fit", "--resume", str(run), "--no-progress"]) == 0  # finished: re-evaluates only
     assert main(["fit", str(data), "--alpha", "0.5", "--forcing", "stf", "--out", str(tmp_path / "x")]) == 1
     assert "--alpha applies to" in capsys.readouterr().err
+
+
+def test_growth_diagnostic_every_n_epochs():
+    """diag_every = 2 over 3 epochs: G in epochs 2 and 3 (the last always), NaN in epoch 1."""
+    from dsrecon.forcing import make_forcing
+    from dsrecon.models import make_model
+    from dsrecon.training import TrainConfig
+
+    series = np.cumsum(np.random.default_rng(0).standard_normal((300, 3)), axis=0) * 0.05
+    model = make_model("lstm", obs_dim=3, hidden_dim=4, seed=0)
+    cfg = TrainConfig(epochs=3, batches_per_epoch=2, batch_size=4, seq_len=20, diag_every=2)
+    res = train(model, series, cfg, make_forcing("gtf", alpha=0.2), progress=False)
+    g = [h["G"] for h in res.history]
+    assert math.isnan(g[0]) and g[1] > 0 and g[2] > 0
+    with pytest.raises(ValueError, match="diag_every"):
+        TrainConfig(diag_every=0)

@@ -75,7 +75,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     here: use ``train`` for runs that must resume.
     """
     from dsrecon.data import gather_windows, window_starts
-    from dsrecon.training import TrainConfig, TrainResult, _as_series, _validate
+    from dsrecon.training import TrainConfig, TrainResult, _as_series, _diag_due, _validate
 
     config = TrainConfig() if config is None else config
     models = list(models)
@@ -190,7 +190,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                 record = {"epoch": epoch, "loss": float(np.mean(losses[k])) if losses[k] else float("nan"),
                           "mse": float(np.mean(mses[k])) if mses[k] else float("nan"), "alpha": forcings[k].alpha,
                           "grad_norm": float(np.mean(gnorms[k])) if gnorms[k] else float("nan"),
-                          "G": growth_bound(models[k], z_hat[k]) if z_hat is not None else float("nan"),
+                          "G": growth_bound(models[k], z_hat[k]) if z_hat is not None and _diag_due(epoch, config)
+                          else float("nan"),
                           "lr": optimizer.param_groups[0]["lr"], "time_s": elapsed}
                 if warn_k[k] is not None:
                     record["warning"] = warn_k[k]
