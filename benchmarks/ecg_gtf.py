@@ -46,7 +46,9 @@ Usage (from the project root)::
     python benchmarks/ecg_gtf.py --table-only --tag reduced    # rebuild the table from the runs file
 
 Per-run results are appended to ``<out>/ecg_gtf_<tag>_runs.jsonl`` as each job finishes (nothing
-is lost if the benchmark is stopped), then summarized in ``ecg_gtf_<tag>.md`` and ``.csv``.
+is lost if the benchmark is stopped), then summarized in ``ecg_gtf_<tag>.md`` and ``.csv``. A
+shPLRNN ensemble checkpoints every 50 epochs under ``benchmarks/runs/ecg_gtf_<tag>/ensembles/``;
+the same command run again continues it from there (``--methods`` limits what is rerun).
 """
 
 from __future__ import annotations
@@ -143,7 +145,11 @@ def run_job(job: dict) -> list[dict]:
     val_x = train_x[-12_500:] if job["val_every"] else None
     t0 = time.perf_counter()
     if job["model"] == "shplrnn":
-        results = train_ensemble(models, train_x, cfg, forcing, seeds=seeds, val_data=val_x)
+        # checkpointed every 50 epochs: a stopped benchmark continues where it was (same command)
+        ens_dir = Path(job["ckpt_dir"]) / f"{job['method']}_seeds{seeds[0]}-{seeds[-1]}_e{job['epochs']}"
+        cfg = TrainConfig(**{**cfg.__dict__, "checkpoint_every": 50})
+        results = train_ensemble(models, train_x, cfg, forcing, seeds=seeds, val_data=val_x, run_dir=ens_dir,
+                                 resume=(ens_dir / "ensemble.pt").is_file())
         wall = time.perf_counter() - t0
         per_run = [wall / len(seeds)] * len(seeds)
         how = f"ensemble of {len(seeds)} (fused C kernel)"
@@ -376,7 +382,10 @@ def main(argv=None) -> int:
                              "lyapunov": args.lyapunov, "val_every": args.val_every,
                              "diag_every": 1 if shpl else args.baseline_diag_every,
                              "save_dir": str(ROOT / "benchmarks" / "runs" / f"ecg_gtf_{tag}")
-                             if args.save_models else None})
+                             if args.save_models else None,
+                             "ckpt_dir": str(args.out / "runs" / f"ecg_gtf_{tag}" / "ensembles"
+                                             if args.quick else ROOT / "benchmarks" / "runs" / f"ecg_gtf_{tag}"
+                                             / "ensembles")})
         print(f"{len(jobs)} jobs, {args.workers} worker(s); per-run results -> {runs_path}", flush=True)
         t0 = time.perf_counter()
         if args.workers <= 1:

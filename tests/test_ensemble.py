@@ -138,3 +138,38 @@ def test_kernel_threads_change_nothing_but_speed():
         assert torch.equal(g1, g4)
     with pytest.raises(ValueError, match="positive integer"):
         _kernels.set_kernel_threads(0)
+
+
+@pytest.mark.parametrize("forcing", ["agtf", "gtf"])
+def test_train_ensemble_resumes_exactly(tmp_path, forcing):
+    """Stopped after 2 of 4 epochs and resumed from its checkpoint, an ensemble ends where an
+    uninterrupted one ends (parameters, histories), and each model's seed<s>.pt loads back."""
+    from dsrecon.checkpoint import load_checkpoint
+
+    series = np.cumsum(np.random.default_rng(3).standard_normal((400, 3)), 0) * 0.05
+    cfg = TrainConfig(epochs=4, batches_per_epoch=3, batch_size=4, seq_len=20, noise_std=0.01, checkpoint_every=3)
+    kw = {"gtf": {"alpha": 0.2}}.get(forcing, {})
+    straight = _models(2)
+    ref = train_ensemble(straight, series, cfg, make_forcing(forcing, **kw), seeds=[7, 8])
+
+    first = _models(2)
+    part = train_ensemble(first, series, cfg, make_forcing(forcing, **kw), seeds=[7, 8], run_dir=tmp_path,
+                          callback=lambda epoch, records, models: epoch == 2)  # "interrupted" after epoch 2
+    assert all(r.epochs == 2 and not r.finished for r in part)
+    with pytest.raises(RuntimeError, match="already holds"):  # never overwritten by a fresh start
+        train_ensemble(_models(2), series, cfg, make_forcing(forcing, **kw), seeds=[7, 8], run_dir=tmp_path)
+    with pytest.raises(ValueError, match="seeds"):  # other seeds: not the stored run
+        train_ensemble(_models(2), series, cfg, make_forcing(forcing, **kw), seeds=[7, 9], run_dir=tmp_path,
+                       resume=True)
+    resumed = _models(2)  # fresh objects: everything comes from the checkpoint
+    out = train_ensemble(resumed, series, cfg, make_forcing(forcing, **kw), seeds=[7, 8], run_dir=tmp_path,
+                         resume=True)
+    for k in range(2):
+        for p, q in zip(straight[k].parameters(), resumed[k].parameters()):
+            assert torch.equal(p, q)
+        assert [h["loss"] for h in out[k].history] == [h["loss"] for h in ref[k].history]
+        assert out[k].finished and out[k].n_updates == ref[k].n_updates
+        model, state = load_checkpoint(tmp_path / f"seed{7 + k}.pt")
+        for p, q in zip(model.parameters(), resumed[k].parameters()):
+            assert torch.equal(p, q)
+        assert state["epoch"] == 4

@@ -9,13 +9,17 @@ over stacked parameters (elementwise, so no coupling) and the learning-rate sche
 from __future__ import annotations
 
 import copy
+import json
 import time
 import warnings
+from dataclasses import asdict
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from dsrecon.checkpoint import atomic_write, model_spec, save_checkpoint
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
 from dsrecon.models.plrnn import ShPLRNN
@@ -32,7 +36,7 @@ def _per_model_grad_norms(ens: EnsembleShPLRNN) -> torch.Tensor:
 
 def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcing | None = None, *,
                    seeds: Sequence[int] | None = None, val_data=None, progress: bool = False,
-                   backend: str = "auto", callback=None) -> list:
+                   backend: str = "auto", callback=None, run_dir=None, resume: bool = False) -> list:
     """Train K shPLRNNs of one configuration at once; equal to K :func:`dsrecon.training.train` runs.
 
     Parameters
@@ -57,12 +61,22 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     callback : callable, optional
         ``callback(epoch, records, models)`` after each epoch, ``records`` the K new history
         records, ``models`` the K models holding the current parameters; returning True stops.
+    run_dir : str or Path, optional
+        Folder for the ensemble's checkpoint (``ensemble.pt``, every ``config.checkpoint_every``
+        epochs, when a callback stops the run and at the end: parameters, RAdam moments,
+        schedule, each model's forcing state, window generator and history) and, at the end, one
+        ``seed<s>.pt`` per model (:func:`dsrecon.checkpoint.load_checkpoint` reads it). An
+        existing run is never overwritten: pass ``resume=True`` to continue it.
+    resume : bool
+        Continue the run in ``run_dir`` from its checkpoint; the models, seeds, forcing and
+        settings must be those of the stored run. The continued run equals an uninterrupted one.
 
     Returns
     -------
     list of TrainResult
         One per model, as ``train`` returns; ``train_time_s`` is the shared wall time of the
-        ensemble, ``run_dir`` is None (save with :func:`dsrecon.checkpoint.save_checkpoint`).
+        ensemble (including earlier segments of a resumed run), ``run_dir`` the ensemble's folder
+        (or None).
 
     Notes
     -----
@@ -71,8 +85,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     step count and learning rate are shared, so that model's run then differs from a separate run
     (which would lower its own learning rate); the history records a ``warning``. A run that fails
     ``config.max_recoveries`` times is frozen (its gradients zeroed) and reported. Runs that stay
-    finite, the normal case, equal separate runs. Checkpointing and resuming are not supported
-    here: use ``train`` for runs that must resume.
+    finite, the normal case, equal separate runs.
     """
     from dsrecon.data import gather_windows, window_starts
     from dsrecon.training import TrainConfig, TrainResult, _as_series, _diag_due, _validate
@@ -117,11 +130,49 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.epochs, desc=f"train x{K}", unit="epoch", dynamic_ncols=True)
+    ckpt = None if run_dir is None else Path(run_dir) / ENSEMBLE_CHECKPOINT
+    run_config = {"models": [model_spec(m) for m in models], "seeds": seeds, "forcing": forcing.config(),
+                  "train": asdict(config)}
+    start_epoch, time_before = 0, 0.0
+    if ckpt is not None and resume:
+        state = _read_ensemble_checkpoint(ckpt)
+        _check_same_ensemble(state["config"], run_config, ckpt)
+        ens.load_state_dict(state["ensemble"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for f, fs in zip(forcings, state["forcings"]):
+            f.load_state_dict(fs)
+        for g, gs in zip(generators, state["generators"]):
+            g.set_state(gs)
+        histories = [list(h) for h in state["histories"]]
+        start_epoch, n_updates, time_before = state["epoch"], state["n_updates"], state["time_s"]
+        recoveries[:] = state["recoveries"]
+        frozen[:] = state["frozen"]
+        for k in range(K):
+            metrics[k] = next((dict(r) for r in reversed(histories[k]) if "d_stsp" in r), {})
+        ens.write_to(models)
+        if bar is not None:
+            bar.update(start_epoch)
+    elif ckpt is not None and ckpt.exists():
+        raise RuntimeError(f"{run_dir} already holds an ensemble run; pass resume=True to continue it, "
+                           "or choose a new folder")
+    elif resume:
+        raise ValueError("resume=True needs run_dir, the folder of the run to continue")
+
+    def save(epoch: int, elapsed: float) -> None:
+        state = {"format": 1, "kind": "ensemble", "config_json": json.dumps(run_config, default=str),
+                 "ensemble": ens.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "forcings": [f.state_dict() for f in forcings],
+                 "generators": [g.get_state() for g in generators], "histories": histories,
+                 "epoch": int(epoch), "n_updates": int(n_updates), "time_s": float(elapsed),
+                 "recoveries": [int(r) for r in recoveries], "frozen": [bool(f) for f in frozen]}
+        atomic_write(ckpt, lambda fh: torch.save(state, fh))
+
     torch.set_flush_denormal(True)  # as train(): subnormal moments late in a run cost 10-100x
-    t_start = time.perf_counter()
-    epochs_done = 0
+    t_start = time.perf_counter() - time_before
+    epochs_done = start_epoch
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(start_epoch + 1, config.epochs + 1):
             good = (copy.deepcopy(ens.state_dict()), copy.deepcopy(optimizer.state_dict()),
                     [copy.deepcopy(f.state_dict()) for f in forcings])
             losses, mses, gnorms = [[] for _ in range(K)], [[] for _ in range(K)], [[] for _ in range(K)]
@@ -205,7 +256,10 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.nanmean([h[-1]['loss'] for h in histories]):.4g}")
             epochs_done = epoch
-            if callback is not None and callback(epoch, [h[-1] for h in histories], models):
+            stop = callback is not None and callback(epoch, [h[-1] for h in histories], models)
+            if ckpt is not None and (stop or epoch % config.checkpoint_every == 0 or epoch == config.epochs):
+                save(epoch, time.perf_counter() - t_start)
+            if stop:
                 break
     finally:
         torch.set_flush_denormal(False)
@@ -213,10 +267,43 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
             bar.close()
     total = time.perf_counter() - t_start
     ens.write_to(models)
-    return [TrainResult(history=histories[k], train_time_s=total, n_updates=n_updates, epochs=epochs_done,
-                        finished=epochs_done == config.epochs and not frozen[k], recoveries=int(recoveries[k]),
-                        metrics=metrics[k])
-            for k in range(K)]
+    results = [TrainResult(history=histories[k], train_time_s=total, n_updates=n_updates, epochs=epochs_done,
+                           finished=epochs_done == config.epochs and not frozen[k], recoveries=int(recoveries[k]),
+                           metrics=metrics[k], run_dir=None if run_dir is None else str(run_dir))
+               for k in range(K)]
+    if ckpt is not None:
+        for m, s, f, res in zip(models, seeds, forcings, results):
+            save_checkpoint(Path(run_dir) / f"seed{s}.pt", m, forcing=f, epoch=res.epochs,
+                            n_updates=res.n_updates, history=res.history, train_config=asdict(config),
+                            finished=res.finished, extra={"ensemble": str(ckpt), "seed": s})
+    return results
+
+
+ENSEMBLE_CHECKPOINT = "ensemble.pt"
+
+
+def _read_ensemble_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"no ensemble checkpoint at {path}; nothing to resume (start without resume=True)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign file: say which
+        raise RuntimeError(f"cannot read ensemble checkpoint {path}: {err}") from err
+    if not isinstance(state, dict) or state.get("kind") != "ensemble":
+        raise RuntimeError(f"{path} is not a dsrecon ensemble checkpoint")
+    state["config"] = json.loads(state["config_json"])
+    return state
+
+
+def _check_same_ensemble(stored: dict, current: dict, path: Path) -> None:
+    """A resumed ensemble must continue with the same models, seeds, forcing and settings."""
+    ignored = {"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads"}
+    cur = json.loads(json.dumps(current, default=str))  # the stored form (tuples as lists, ...)
+    diffs = [k for k in ("models", "seeds", "forcing") if stored[k] != cur[k]]
+    diffs += [f"train.{k}" for k, v in stored["train"].items() if k not in ignored and cur["train"].get(k) != v]
+    if diffs:
+        raise ValueError(f"cannot resume {path}: {', '.join(diffs)} differ from the stored run; resume with "
+                         "the stored settings or start a new run folder")
 
 
 @torch.no_grad()
