@@ -196,7 +196,7 @@ def test_a_dead_worker_is_recorded_as_a_failed_run(data_files, tmp_path):
     from dsrecon.comparison.table import run_record
 
     (spec,) = load_grid(tiny_grid(data_files, models=[{"name": "rnn", "hidden_dim": 2}], seeds=[0])).runs()
-    summary = _lost((spec.to_dict(), str(tmp_path / "run"), str(tmp_path)), RuntimeError("killed (OOM)"))
+    (summary,) = _lost(([spec.to_dict()], [str(tmp_path / "run")], str(tmp_path)), RuntimeError("killed (OOM)"))
     assert summary["status"] == "failed"
     record = run_record(spec, tmp_path / "run")
     assert record["status"] == "failed" and "killed (OOM)" in record["error"]
@@ -243,3 +243,24 @@ def test_figure_draws_fixed_points_and_diverged_runs(tmp_path):
     written = plot_comparison(CompareResult(runs=runs, title="toy"), {"toy": tmp_path / "data"},
                               tmp_path / "figure.png")
     assert written == [tmp_path / "figure.png"] and written[0].stat().st_size > 0
+
+
+def test_shplrnn_seeds_train_as_one_ensemble_with_the_same_results(data_files, tmp_path):
+    """The default groups the shPLRNN seeds into one ensemble task: the same numbers as one task per
+    seed (train_ensemble equals separate runs), result.json says so, and a rerun re-trains nothing."""
+    grid = tiny_grid(data_files, models=[{"name": "shplrnn", "latent_dim": 3, "hidden_dim": 8}], seeds=[0, 1, 2])
+    grouped = dsrecon.compare(grid, out_dir=tmp_path / "g", executor="serial", progress=False, figure=False)
+    alone = dsrecon.compare(grid, out_dir=tmp_path / "a", executor="serial", progress=False, figure=False,
+                            ensembles=False)
+    assert grouped.n_failed == 0 and alone.n_failed == 0
+    for g, a in zip(grouped.runs, alone.runs):
+        assert g["seed"] == a["seed"]
+        for key in ("d_stsp", "pe"):
+            assert g[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), key
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "g" / "runs").glob("*/result.json"))]
+    assert [r["ensemble_size"] for r in results] == [3, 3, 3]
+    assert all("ensemble_size" not in json.loads(p.read_text())
+               for p in (tmp_path / "a" / "runs").glob("*/result.json"))
+    assert all((p.parent / "train" / "history.csv").is_file() for p in (tmp_path / "g" / "runs").glob("*/result.json"))
+    again = dsrecon.compare(grid, out_dir=tmp_path / "g", executor="serial", progress=False, figure=False)
+    assert (again.n_executed, again.n_skipped) == (0, 3)

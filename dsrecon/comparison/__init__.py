@@ -17,7 +17,8 @@ from dsrecon.comparison.table import METRICS, CompareResult, aggregate, plot_com
 
 
 def compare(grid, *, out_dir=None, executor: str = "process", workers: int | None = None,
-            progress: bool = True, figure: bool = True, retry_failed: bool = True) -> CompareResult:
+            progress: bool = True, figure: bool = True, retry_failed: bool = True,
+            ensembles: bool = True) -> CompareResult:
     """Run a comparison grid and return its results table.
 
     Parameters
@@ -42,6 +43,11 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
         Run again the runs whose folder holds an ``error.json`` (default). Runs with a
         ``result.json`` are never run again, so an interrupted grid continues where it stopped
         (a run stopped mid-training resumes from its last checkpoint).
+    ensembles : bool
+        Train the unfinished shPLRNN runs that differ only in their seed together, as one
+        ensemble (:func:`dsrecon.fast.train_ensemble`, equal to separate runs; checkpointed under
+        ``out_dir/ensembles/``), one task for one worker. Default True; False runs every seed as
+        its own task (more parallelism when workers outnumber the groups).
 
     Returns
     -------
@@ -68,7 +74,8 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
     run_dirs = [_run_dir(out_dir / "runs", s) for s in specs]
     todo = [i for i, d in enumerate(run_dirs)
             if not is_finished(d) and (retry_failed or not (d / "error.json").is_file())]
-    tasks = [(specs[i].to_dict(), str(run_dirs[i]), str(data_dirs[specs[i].dataset["label"]])) for i in todo]
+    tasks = [([specs[i].to_dict() for i in group], [str(run_dirs[i]) for i in group],
+              str(data_dirs[specs[group[0]].dataset["label"]])) for group in _groups(specs, todo, ensembles)]
 
     bar = _progress(len(specs), len(specs) - len(todo), executor, progress)
     counts = {"done": len(specs) - len(todo), "failed": 0, "running": 0}
@@ -105,6 +112,25 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
                       f"error.json in {out_dir / 'runs'}", RuntimeWarning, stacklevel=2)
     return result
 
+
+
+def _groups(specs: list, todo: list, ensembles: bool) -> list[list[int]]:
+    """Task groups of run indices: shPLRNN runs equal but for the seed together (if ``ensembles``),
+    every other run alone. Order follows ``todo``."""
+    import json
+
+    groups, by_key = [], {}
+    for i in todo:
+        d = specs[i].to_dict()
+        if not ensembles or d["model"]["name"] != "shplrnn":
+            groups.append([i])
+            continue
+        key = json.dumps({k: v for k, v in d.items() if k != "seed"}, sort_keys=True, default=str)
+        if key not in by_key:
+            by_key[key] = []
+            groups.append(by_key[key])
+        by_key[key].append(i)
+    return groups
 
 
 def _run_dir(root: Path, spec: RunSpec) -> Path:

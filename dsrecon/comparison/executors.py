@@ -1,8 +1,9 @@
 """Where the runs of a grid execute: in this process, in worker processes, or as Ray tasks.
 
-Every executor takes the same list of tasks (argument tuples for ``execute_run``) and reports
-each finished task to ``on_done(index, summary)`` in the calling process, in completion order.
-A worker that dies (out of memory, killed) is reported as a failed run, never as a crash of the
+Every executor takes the same list of tasks (``(specs, run_dirs, data_dir)`` for
+``runner.execute_task``: one run, or a group of shPLRNN seeds trained as one ensemble) and reports
+each finished run to ``on_done(task_index, summary)`` in the calling process, in completion order.
+A worker that dies (out of memory, killed) is reported as failed runs, never as a crash of the
 whole grid.
 """
 
@@ -12,7 +13,7 @@ import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-from dsrecon.comparison.runner import execute_run
+from dsrecon.comparison.runner import execute_task
 
 EXECUTORS = ("process", "serial", "ray")
 
@@ -47,7 +48,7 @@ def import_ray():
 
 
 def run_tasks(tasks: list[tuple], *, executor: str, workers: int, on_done, on_start=None) -> None:
-    """Execute ``execute_run(*task)`` for every task; ``on_done(i, summary)`` as each finishes.
+    """Execute ``execute_task(task)`` for every task; ``on_done(i, summary)`` for each of its runs.
 
     ``on_start(n_running)`` is called whenever the number of tasks in flight changes (for progress
     displays).
@@ -58,7 +59,8 @@ def run_tasks(tasks: list[tuple], *, executor: str, workers: int, on_done, on_st
         for i, task in enumerate(tasks):
             if on_start:
                 on_start(1)
-            on_done(i, execute_run(*task, threads=None))
+            for summary in execute_task(task, threads=None):
+                on_done(i, summary)
     elif executor == "process":
         _run_processes(tasks, workers, on_done, on_start)
     elif executor == "ray":
@@ -67,21 +69,23 @@ def run_tasks(tasks: list[tuple], *, executor: str, workers: int, on_done, on_st
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
 
 
-def _lost(task, err) -> dict:
-    """A task whose worker died: record it in the run's error.json, as a failed run would."""
+def _lost(task, err) -> list[dict]:
+    """A task whose worker died: record it in each run's error.json, as a failed run would."""
     import json
     import traceback
     from pathlib import Path
 
     message = f"worker: {type(err).__name__}: {err}"
-    try:
-        Path(task[1]).mkdir(parents=True, exist_ok=True)
-        (Path(task[1]) / "error.json").write_text(json.dumps({
-            "status": "failed", "stage": "worker", "error_type": type(err).__name__, "error": str(err),
-            "traceback": "".join(traceback.format_exception(err)), "spec": task[0]}, indent=1))
-    except OSError:
-        pass
-    return {"status": "failed", "run_dir": str(task[1]), "error": message}
+    specs, run_dirs, _ = task
+    for spec, run_dir in zip(specs, run_dirs):
+        try:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / "error.json").write_text(json.dumps({
+                "status": "failed", "stage": "worker", "error_type": type(err).__name__, "error": str(err),
+                "traceback": "".join(traceback.format_exception(err)), "spec": spec}, indent=1))
+        except OSError:
+            pass
+    return [{"status": "failed", "run_dir": str(d), "error": message} for d in run_dirs]
 
 
 def _run_processes(tasks, workers, on_done, on_start) -> None:
@@ -90,7 +94,7 @@ def _run_processes(tasks, workers, on_done, on_start) -> None:
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx)
     try:
-        pending = {pool.submit(execute_run, *task, threads=1): i for i, task in enumerate(tasks)}
+        pending = {pool.submit(execute_task, task, threads=1): i for i, task in enumerate(tasks)}
         while pending:
             if on_start:
                 on_start(min(workers, len(pending)))
@@ -98,10 +102,11 @@ def _run_processes(tasks, workers, on_done, on_start) -> None:
             for future in done:
                 i = pending.pop(future)
                 try:
-                    summary = future.result()
+                    summaries = future.result()
                 except Exception as err:  # BrokenProcessPool: the worker died
-                    summary = _lost(tasks[i], err)
-                on_done(i, summary)
+                    summaries = _lost(tasks[i], err)
+                for summary in summaries:
+                    on_done(i, summary)
     except BaseException:
         # Ctrl-C or an error in a callback: drop the queued runs instead of waiting for them all
         # (the runs in progress end with their process; finished results and checkpoints stay)
@@ -119,8 +124,8 @@ def _run_ray(tasks, workers, on_done, on_start) -> None:
     if started:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(execute_run)
-        pending = {remote.remote(*task, threads=1): i for i, task in enumerate(tasks)}
+        remote = ray.remote(num_cpus=1, max_retries=0)(execute_task)
+        pending = {remote.remote(task, threads=1): i for i, task in enumerate(tasks)}
         while pending:
             if on_start:
                 on_start(min(workers, len(pending)))
@@ -128,10 +133,11 @@ def _run_ray(tasks, workers, on_done, on_start) -> None:
             for ref in done:
                 i = pending.pop(ref)
                 try:
-                    summary = ray.get(ref)
+                    summaries = ray.get(ref)
                 except Exception as err:  # the task's worker died
-                    summary = _lost(tasks[i], err)
-                on_done(i, summary)
+                    summaries = _lost(tasks[i], err)
+                for summary in summaries:
+                    on_done(i, summary)
     finally:
         if started:
             ray.shutdown()

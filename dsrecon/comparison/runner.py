@@ -6,12 +6,15 @@ reads those arrays, builds its model and forcing, trains, evaluates and writes i
 
     spec.json      the run's configuration (RunSpec.to_dict())
     train/         the trainer's folder: config.json, history.csv, checkpoints/last.pt
+                   (a run trained in an ensemble: history.csv and model.pt)
     report.json    dsrecon.evaluate's Report
     generated.npy  a free-running sample (float32, up to 5,000 steps after a 25% transient)
     result.json    written last, atomically: the run is finished iff this file exists
     error.json     instead of result.json when a stage failed: stage, error, traceback
 
-A run interrupted during training resumes from its last checkpoint the next time.
+A run interrupted during training resumes from its last checkpoint the next time. ShPLRNN runs
+that differ only in their seed train together as one ensemble (:func:`execute_group`), whose
+checkpoint is ``<out_dir>/ensembles/<hash>/ensemble.pt``.
 """
 
 from __future__ import annotations
@@ -98,6 +101,18 @@ def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / RESULT).is_file()
 
 
+def execute_task(task: tuple, threads: int | None = 1) -> list[dict]:
+    """Execute one task of a grid: ``(specs, run_dirs, data_dir)``, one run or a seed group.
+
+    A single spec runs through :func:`execute_run`; several (shPLRNN runs differing only in their
+    seed) train together as one ensemble (:func:`execute_group`). Returns one summary per run.
+    """
+    specs, run_dirs, data_dir = task
+    if len(specs) == 1:
+        return [execute_run(specs[0], run_dirs[0], data_dir, threads=threads)]
+    return execute_group(specs, run_dirs, data_dir, threads=threads)
+
+
 def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1) -> dict:
     """Train and evaluate one run; never raises (failures go to ``error.json``).
 
@@ -115,12 +130,92 @@ def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1
     -------
     dict with ``status`` ("done" or "failed"), ``run_dir`` and, on failure, ``error``.
     """
+    run_dir = Path(run_dir)
+    _set_threads(threads)
+    stage, t0 = "setup", time.perf_counter()
+    try:
+        meta, x_train, x_test, model, forcing = _setup(spec, run_dir, Path(data_dir))
+        stage = "train"
+        result = _train(model, forcing, spec, x_train, meta["dt"], run_dir / "train")
+        return _finish(spec, run_dir, model, result, float(result.train_time_s), meta, x_test)
+    except Exception as err:  # a failed run is recorded; the grid goes on
+        return _fail(spec, run_dir, getattr(err, "stage", stage), err, t0)
+
+
+def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | None = 1) -> list[dict]:
+    """Train K shPLRNN runs that differ only in their seed as one ensemble, then evaluate each.
+
+    :func:`dsrecon.fast.train_ensemble` reproduces K separate runs (same windows, same updates;
+    tests), in one batched computation. Its checkpoint lives in ``<out_dir>/ensembles/<hash of the
+    runs>/``, so a group stopped mid-training continues from there. Each run's folder gets what
+    :func:`execute_run` writes (``train/history.csv`` and ``train/model.pt`` instead of the
+    trainer's checkpoints); ``train_time_s`` is the ensemble's wall time divided by K and
+    ``ensemble_size`` says K. A model that diverged fails alone; an error in training fails all K.
+    """
+    from dsrecon.fast import set_kernel_threads, train_ensemble
+
+    run_dirs = [Path(d) for d in run_dirs]
+    _set_threads(threads)
+    set_kernel_threads(threads)  # K models over kernel threads only when this worker owns the cores
+    t0 = time.perf_counter()
+    setups, summaries = [], [None] * len(specs)
+    for i, (spec, run_dir) in enumerate(zip(specs, run_dirs)):
+        try:
+            setups.append((i, _setup(spec, run_dir, Path(data_dir))))
+        except Exception as err:
+            summaries[i] = _fail(spec, run_dir, getattr(err, "stage", "setup"), err, t0)
+    if setups:
+        idx = [i for i, _ in setups]
+        meta, x_train, x_test, _, forcing = setups[0][1]
+        models = [s[3] for _, s in setups]
+        group_dir = Path(data_dir).parent.parent / "ensembles" / _key({"runs": sorted(run_dirs[i].name for i in idx)})
+        try:
+            from dsrecon.data import Trajectory
+            from dsrecon.training import TrainConfig, _write_history_csv
+
+            config = TrainConfig(**specs[idx[0]]["budget"], seed=specs[idx[0]]["seed"])
+            results = train_ensemble(models, Trajectory(x_train, dt=meta["dt"]), config, forcing,
+                                     seeds=[specs[i]["seed"] for i in idx], run_dir=group_dir,
+                                     resume=(group_dir / "ensemble.pt").is_file())
+            per_run = results[0].train_time_s / len(idx)  # the ensemble's wall time, shared
+        except Exception as err:
+            for i in idx:
+                summaries[i] = _fail(specs[i], run_dirs[i], "train", err, t0)
+            return summaries
+        for i, model, result in zip(idx, models, results):
+            spec, run_dir = specs[i], run_dirs[i]
+            try:
+                (run_dir / "train").mkdir(parents=True, exist_ok=True)
+                _write_history_csv(run_dir / "train" / "history.csv", result.history)
+                shutil.copyfile(group_dir / f"seed{spec['seed']}.pt", run_dir / "train" / "model.pt")
+                if not _finite_params(model):
+                    raise RuntimeError("training diverged: the model has non-finite parameters")
+                summaries[i] = _finish(spec, run_dir, model, result, per_run, meta, x_test,
+                                       extra={"ensemble_size": len(idx), "ensemble_dir": str(group_dir)})
+            except Exception as err:
+                summaries[i] = _fail(spec, run_dir, getattr(err, "stage", "train"), err, t0)
+    return summaries
+
+
+def _finite_params(model) -> bool:
     import torch
 
-    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    return all(bool(torch.all(torch.isfinite(p))) for p in model.parameters())
+
+
+def _set_threads(threads: int | None) -> None:
     if threads is not None:
+        import torch
+
         torch.set_num_threads(threads)
-    stage, t0 = "setup", time.perf_counter()
+
+
+def _setup(spec: dict, run_dir: Path, data_dir: Path):
+    """Folder, spec.json, data, model and forcing of a run: ``(meta, x_train, x_test, model, forcing)``.
+
+    An error carries the stage it happened in as ``err.stage`` (data, model, forcing).
+    """
+    stage = "setup"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR).unlink(missing_ok=True)
@@ -138,9 +233,17 @@ def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1
         from dsrecon.forcing import make_forcing
 
         forcing = make_forcing(spec["forcing"]["name"], **spec["forcing"]["params"])
-        stage = "train"
-        result = _train(model, forcing, spec, x_train, meta["dt"], run_dir / "train")
-        stage = "evaluate"
+    except Exception as err:
+        err.stage = stage
+        raise
+    return meta, x_train, x_test, model, forcing
+
+
+def _finish(spec: dict, run_dir: Path, model, result, train_time_s: float, meta: dict, x_test: np.ndarray,
+            extra: dict | None = None) -> dict:
+    """Evaluate a trained run and write report.json, the sample and, last, result.json."""
+    stage = "evaluate"
+    try:
         t_eval = time.perf_counter()
         from dsrecon.data import Trajectory
         from dsrecon.evaluation import EvalConfig, evaluate
@@ -153,22 +256,30 @@ def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1
         stage = "result"
         out = {"status": "done", "spec": spec, "key": run_dir.name.rsplit("-", 1)[-1],
                "metrics": report_metrics(report), "n_params": int(model.n_params),
-               "train_time_s": float(result.train_time_s), "eval_time_s": eval_time,
+               "train_time_s": float(train_time_s), "eval_time_s": eval_time,
                "epochs": int(result.epochs), "n_updates": int(result.n_updates),
                "recoveries": int(result.recoveries),
                "final_loss": float(result.history[-1]["loss"]) if result.history else float("nan"),
+               **(extra or {}),
                "host": platform.node(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         _write_json(run_dir / RESULT, _finite_or_none(out))
-        return {"status": "done", "run_dir": str(run_dir)}
-    except Exception as err:  # a failed run is recorded; the grid goes on
-        error = {"status": "failed", "stage": stage, "error_type": type(err).__name__, "error": str(err),
-                 "traceback": traceback.format_exc(), "spec": spec, "elapsed_s": time.perf_counter() - t0,
-                 "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        try:
-            _write_json(run_dir / ERROR, error)
-        except OSError:
-            pass
-        return {"status": "failed", "run_dir": str(run_dir), "error": f"{stage}: {type(err).__name__}: {err}"}
+    except Exception as err:
+        err.stage = stage
+        raise
+    return {"status": "done", "run_dir": str(run_dir)}
+
+
+def _fail(spec: dict, run_dir: Path, stage: str, err: Exception, t0: float) -> dict:
+    """Record a failed run in its error.json; the summary the executors report."""
+    error = {"status": "failed", "stage": stage, "error_type": type(err).__name__, "error": str(err),
+             "traceback": "".join(traceback.format_exception(err)), "spec": spec,
+             "elapsed_s": time.perf_counter() - t0,
+             "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        _write_json(Path(run_dir) / ERROR, error)
+    except OSError:
+        pass
+    return {"status": "failed", "run_dir": str(run_dir), "error": f"{stage}: {type(err).__name__}: {err}"}
 
 
 def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir: Path):
@@ -259,4 +370,4 @@ def _finite_or_none(obj):
     return obj
 
 
-__all__ = ["execute_run", "prepare_dataset", "is_finished", "report_metrics", "dataset_lambda_max"]
+__all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "is_finished", "report_metrics", "dataset_lambda_max"]
