@@ -24,6 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figure", action="store_true", help="skip the attractor/spectrum figure")
     p.add_argument("--no-retry", action="store_true", help="do not rerun runs that failed before")
+    p.add_argument("--no-ensembles", action="store_true",
+                   help="one task per shPLRNN seed (default: a configuration's seeds train as one ensemble)")
     return p
 
 
@@ -31,7 +33,8 @@ def run(args) -> int:
     from dsrecon.comparison import compare
 
     result = compare(args.grid, out_dir=args.out, executor=args.executor, workers=args.workers,
-                     progress=not args.no_progress, figure=not args.no_figure, retry_failed=not args.no_retry)
+                     progress=not args.no_progress, figure=not args.no_figure, retry_failed=not args.no_retry,
+                     ensembles=not args.no_ensembles)
     print(result.to_markdown())
     print(f"{result.n_executed} run(s) executed, {result.n_skipped} already finished, "
           f"{result.n_failed} failed; tables in {result.out_dir}")
