@@ -176,7 +176,8 @@ def run_job(job: dict) -> list[dict]:
         t = time.perf_counter()
         try:
             rep = evaluate(m, test_x, econf)
-            scores = {"d_stsp": rep.d_stsp, "d_h": rep.d_h, "pe": rep.pe, "lambda_max_model": rep.lambda_max_model}
+            scores = {"d_stsp": rep.d_stsp, "d_h": rep.d_h, "pe": rep.pe, "lambda_max_model": rep.lambda_max_model,
+                      "collapsed": rep.collapsed, "std_ratio": rep.std_ratio}
         except (RuntimeError, ValueError) as err:  # record a broken run, do not lose the others
             scores = {"d_stsp": math.nan, "d_h": math.nan, "pe": math.nan, "error": str(err)}
         last = res.history[-1] if res.history else {}

@@ -113,6 +113,10 @@ class Report:
     n_steps, obs_dim, dt, data_name, data_sha256
         The test data: T, N, sampling interval, name, SHA-256 of its C-contiguous array bytes.
     model_name, n_params, dsrecon_version, config, eval_time_s
+    std_ratio : list of float or None
+        Per observed dimension, the standard deviation of the generated series over that of the
+        test data: ~1 for a reconstruction of the attractor's extent, near 0 when the model's orbit
+        collapsed onto a fixed point or a small cycle (:attr:`collapsed`), NaN if it diverged.
     generated : np.ndarray or None
         The compared generated series ``(T, N)`` (after the warm-up), for plots; not saved.
     lyapunov : LyapunovResult or None
@@ -139,10 +143,19 @@ class Report:
     dsrecon_version: str
     config: dict
     eval_time_s: float
+    std_ratio: list | None = None
     generated: np.ndarray | None = field(default=None, repr=False, compare=False)
     lyapunov: LyapunovResult | None = field(default=None, repr=False, compare=False)
 
     _NOT_SAVED = ("generated", "lyapunov")
+    _OPTIONAL = ("std_ratio",)  # absent from reports written before it existed
+    COLLAPSE_RATIO = 0.05  # every dimension's std below 5 % of the data's: a fixed point or tiny cycle
+
+    @property
+    def collapsed(self) -> bool:
+        """True when the generated orbit has collapsed: ``std_ratio < 0.05`` in every dimension."""
+        r = self.std_ratio
+        return bool(r) and all(v is not None and math.isfinite(v) and v < self.COLLAPSE_RATIO for v in r)
 
     def to_dict(self) -> dict:
         """JSON-ready dict of every saved field (NaN stays NaN here; :meth:`save` writes null)."""
@@ -160,13 +173,13 @@ class Report:
         """Read a report written by :meth:`save` (null scores come back as NaN)."""
         data = json.loads(Path(path).read_text())
         names = {f.name for f in fields(cls)} - set(cls._NOT_SAVED)
-        missing = names - set(data)
+        missing = names - set(data) - set(cls._OPTIONAL)
         if missing:
             raise ValueError(f"{path} is not a dsrecon report: missing fields {sorted(missing)}")
         for key in _ALWAYS:
             if data[key] is None:
                 data[key] = math.nan
-        return cls(**{k: data[k] for k in names})
+        return cls(**{k: data[k] for k in names if k in data})
 
     def __str__(self) -> str:
         def num(v, fmt=".4g"):  # None: not computed, or NaN written as null by save()
@@ -193,6 +206,9 @@ class Report:
                 f"  Rosenstein    data {num(self.lambda_max_data)}, generated "
                 f"{num(self.lambda_max_generated)} {self.lyapunov_units}"
             )
+        if self.collapsed:
+            lines.append(f"  note: the generated orbit collapsed onto a fixed point or a small cycle (std of the "
+                         f"generated series at most {max(self.std_ratio):.2g} of the data's)")
         lines.append(f"  ({self.eval_time_s:.1f} s, dsrecon {self.dsrecon_version}, data sha256 {self.data_sha256[:12]})")
         return "\n".join(lines)
 
@@ -270,6 +286,7 @@ def evaluate(model: Model, test, config: EvalConfig | None = None) -> Report:
                           RuntimeWarning, stacklevel=2)
             d_stsp = d_h = math.nan
         pe = prediction_error(model, x, n=config.pe_steps)
+        std_ratio = (x_gen.std(dim=0) / x_true.std(dim=0)).tolist()  # (N,); NaN for a diverged orbit
 
         lyap, lyap_failed = None, False
         if config.lyapunov:
@@ -323,6 +340,7 @@ def evaluate(model: Model, test, config: EvalConfig | None = None) -> Report:
         dsrecon_version=__version__,
         config=asdict(config),
         eval_time_s=time.perf_counter() - start,
+        std_ratio=[float(v) for v in std_ratio],
         generated=x_gen.cpu().numpy(),
         lyapunov=lyap,
     )

@@ -149,10 +149,11 @@ def test_aggregate_mean_sem_median_over_seeds():
     """mean, std(ddof=1)/sqrt(n), median; a NaN metric is excluded and counted."""
     base = {"model": "m", "forcing": "f", "dataset": "d", "status": "done", "n_params": 10, "d_h": 0.1,
             "pe": 0.0, "lambda_max_error": 0.0, "train_time_s": 1.0}
-    runs = [dict(base, d_stsp=v) for v in (1.0, 2.0, 6.0)] + [dict(base, d_stsp=float("nan"))]
+    runs = [dict(base, d_stsp=v) for v in (1.0, 2.0, 6.0)] + [dict(base, d_stsp=float("nan"), collapsed=True)]
     runs.append(dict(base, status="failed", error="x"))
     (row,) = aggregate(runs)
     assert (row["n_runs"], row["n_done"], row["n_failed"], row["n_nonfinite"]) == (5, 4, 1, 1)
+    assert row["n_collapsed"] == 1
     assert row["d_stsp_mean"] == pytest.approx(3.0)
     assert row["d_stsp_sem"] == pytest.approx(np.std([1, 2, 6], ddof=1) / math.sqrt(3))
     assert row["d_stsp_median"] == 2.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -139,3 +140,21 @@ def test_cli_evaluate_rebuilds_the_runs_test_split(tmp_path, lorenz63_paper_test
                  "--no-plots", "--out", str(out)]) == 0
     assert Report.load(out / "report.json").n_steps == 2500
 
+
+
+def test_report_flags_a_collapsed_orbit(lorenz_data, tmp_path):
+    """z -> 0.5 z decays onto the fixed point 0: std_ratio ~0 in every dimension, collapsed, and the
+    printed report says so; the true map's own orbit has std_ratio ~1 and is not flagged."""
+    model, test = lorenz_data
+    good = evaluate(model, test, EvalConfig(lyapunov=False))
+    assert good.std_ratio == pytest.approx([1.0] * 3, abs=0.05) and not good.collapsed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # D_H of a constant series is undefined (warned elsewhere)
+        bad = evaluate(Scale(0.5), test, EvalConfig(lyapunov=False))
+    assert max(bad.std_ratio) < 1e-6 and bad.collapsed
+    assert "collapsed onto a fixed point" in str(bad) and "collapsed" not in str(good)
+    assert Report.load(bad.save(tmp_path / "r.json")).collapsed
+    old = json.loads((tmp_path / "r.json").read_text())
+    del old["std_ratio"]  # a report written before the field existed still loads
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert Report.load(tmp_path / "old.json").std_ratio is None

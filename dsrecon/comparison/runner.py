@@ -255,7 +255,7 @@ def _finish(spec: dict, run_dir: Path, model, result, train_time_s: float, meta:
         np.save(run_dir / SAMPLE, _sample(report, x_test))
         stage = "result"
         out = {"status": "done", "spec": spec, "key": run_dir.name.rsplit("-", 1)[-1],
-               "metrics": report_metrics(report), "n_params": int(model.n_params),
+               "metrics": report_metrics(report), "collapsed": report.collapsed, "n_params": int(model.n_params),
                "train_time_s": float(train_time_s), "eval_time_s": eval_time,
                "epochs": int(result.epochs), "n_updates": int(result.n_updates),
                "recoveries": int(result.recoveries),

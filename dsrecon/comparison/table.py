@@ -43,7 +43,8 @@ def run_record(spec, run_dir: Path, lambda_ref: float = float("nan")) -> dict:
         if not math.isfinite(metrics["lambda_max_data"]):
             metrics["lambda_max_data"] = float(lambda_ref)
         metrics["lambda_max_error"] = abs(metrics["lambda_max_model"] - metrics["lambda_max_data"])
-        rec.update(status="done", n_params=res["n_params"], train_time_s=_num(res["train_time_s"]), **metrics)
+        rec.update(status="done", n_params=res["n_params"], train_time_s=_num(res["train_time_s"]),
+                   collapsed=bool(res.get("collapsed", False)), **metrics)
     elif (run_dir / ERROR).is_file():
         err = json.loads((run_dir / ERROR).read_text())
         rec.update(status="failed", error=f"{err['stage']}: {err['error_type']}: {err['error']}")
@@ -73,6 +74,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
         row = {"model": model, "forcing": forcing, "dataset": dataset, "n_runs": len(members),
                "n_done": len(done), "n_failed": sum(r["status"] == "failed" for r in members),
                "n_nonfinite": sum(any(not math.isfinite(r[m]) for m in ("d_stsp", "d_h", "pe")) for r in done),
+               "n_collapsed": sum(bool(r.get("collapsed")) for r in done),
                "n_params": done[0]["n_params"] if done else None}
         for m in METRICS:
             for stat, value in _stats([r[m] for r in done]).items():
@@ -94,7 +96,7 @@ class CompareResult:
     Attributes
     ----------
     rows : list of dict
-        One per (model, forcing, dataset): ``n_runs, n_done, n_failed, n_nonfinite, n_params`` and
+        One per (model, forcing, dataset): ``n_runs, n_done, n_failed, n_nonfinite, n_collapsed, n_params`` and
         ``<metric>_mean``, ``<metric>_sem``, ``<metric>_median`` for each metric in ``METRICS``.
     runs : list of dict
         One per run: labels, seed, status (done/failed/pending), metrics or error, folder.
@@ -145,6 +147,11 @@ class CompareResult:
             lines.append(f"- {nonfinite} finished run(s) had an undefined (NaN) D_stsp, D_H or PE: a diverged "
                          "orbit, or a fixed point (constant output), whose power spectrum is undefined; "
                          "statistics use the finite values only.")
+        collapsed = [f"{r['model']} / {r['forcing']}: {r['n_collapsed']} of {r['n_done']}" for r in self.rows
+                     if r.get("n_collapsed")]
+        if collapsed:
+            lines.append("- collapsed orbits (the generated series' std below 5 % of the data's in every "
+                         "dimension: a fixed point or a small cycle): " + "; ".join(collapsed) + ".")
         if self.failed:
             lines += ["", "Failed runs:"]
             lines += [f"- {r['model']} / {r['forcing']} / {r['dataset']} / seed {r['seed']}: {r['error']}"
