@@ -9,10 +9,18 @@ one shared step count and learning-rate schedule) updates each slice as it would
 alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.training.train` with the
 same seeds (tests: to float tolerance), as long as every run stays finite (see its Notes).
 
-What it buys (``benchmarks/train_speed.py``, M = 3, L = 50, B = 16, T = 200, one CPU core): the
-kernel's arithmetic still grows with K, so against the fused single-model path (already ~14x the
-plain autograd loop) K = 10 gives about 2.3x the model-updates per second; against one model per
-process on the plain loop, the reference implementation's way, about 30x.
+What it buys (``benchmarks/results/train_speed_2026-11-23_kernel2.md``, M = 3, L = 50, B = 16,
+T = 200, 2-core CPU): whole training loops of K = 10 seeds run at about 2x the model-updates per
+second of one ``train()`` run on the fused path, and about 38x those of one run on the plain
+autograd loop (the reference implementation's one model per process). Why not more on a CPU: one
+fused single-model update costs ~1.2 ms, of which ~0.25 ms is kernel arithmetic and the rest fixed
+per-update cost (Python, autograd, RAdam); batching pays the fixed part once, but per model the
+kernel (~0.25 ms) and the tensor work around it that grows with K (windows, forced states, loss
+and its gradient on (K, T, B, N) arrays, the per-epoch G diagnostic: ~0.35 ms) remain, so K = 10
+costs ~6 ms instead of 10 x 1.2 ms. The C kernel runs the K models on parallel threads
+(:func:`dsrecon.fast.set_kernel_threads`), which helps when the cores are otherwise idle. Moving
+the loss into the kernel would cut the second part; on a GPU (the "torch" kernel) the fixed
+per-step launch costs dominate and batching pays far more (not measured here: no GPU).
 """
 
 from __future__ import annotations
