@@ -4,6 +4,7 @@ on the GTF paper's Lorenz-63 files, with equal budgets.
     python benchmarks/compare_lorenz63.py                 # 300 epochs x 50 updates, 3 seeds
     python benchmarks/compare_lorenz63.py --epochs 1000 --workers 8
     python benchmarks/compare_lorenz63.py --quick         # minutes: a smoke run, labelled as such
+    python benchmarks/compare_lorenz63.py --rows shplrnn --epochs 1000 --tag shplrnn_e1000  # one row, longer
 
 Data (Hess et al., ICML 2023; never copied into the project): ``lorenz63_on0.05_train.npy``
 (100,000 z-scored steps at dt = 0.01 with 5% observation noise) and ``lorenz63_test.npy`` (an
@@ -49,6 +50,7 @@ MODELS = [
 ]
 LAMBDA_MAX = 0.9056  # Lorenz-63 lambda_max per time unit (literature, SPEC section 1); z-scoring keeps it
 INPUT_FED_LSTM = {"name": "lstm", "label": "LSTM (input-fed)", "hidden_dim": 9, "input_fed": True}
+ROWS = ["shplrnn", "lem", "lstm", "rnn", "lstm_tf"]
 
 
 def grids(args) -> list[dict]:
@@ -61,8 +63,11 @@ def grids(args) -> list[dict]:
               "lr_start": args.lr_start, "lr_end": args.lr_end}
     evalcfg = {"lyapunov_steps": args.lyapunov_steps, "lyapunov_transient": min(1000, args.lyapunov_steps)}
     common = {"seeds": list(range(args.seeds)), "budget": budget, "eval": evalcfg, "datasets": [dataset]}
-    return [dict(common, models=MODELS, forcings=[{"name": "agtf", "label": "aGTF"}]),
-            dict(common, models=[INPUT_FED_LSTM], forcings=[{"name": "tf", "label": "TF"}])]
+    models = [m for m in MODELS if m["name"] in args.rows]
+    grids = [dict(common, models=models, forcings=[{"name": "agtf", "label": "aGTF"}])] if models else []
+    if "lstm_tf" in args.rows:
+        grids.append(dict(common, models=[INPUT_FED_LSTM], forcings=[{"name": "tf", "label": "TF"}]))
+    return grids
 
 
 def main(argv=None) -> int:
@@ -70,6 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--batches", type=int, default=50, help="updates per epoch")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS,
+                   help="which rows to run (default all; lstm_tf is the input-fed LSTM with teacher forcing)")
+    p.add_argument("--tag", default="", help="appended to the result file name")
     p.add_argument("--lr-start", type=float, default=3e-3, help="RAdam learning rate, decayed exponentially ...")
     p.add_argument("--lr-end", type=float, default=1e-5, help="... to this at the last epoch")
     p.add_argument("--test-steps", type=int, default=100_000, help="test points compared (<= 100,000)")
@@ -93,13 +101,14 @@ def main(argv=None) -> int:
     from dsrecon.comparison import CompareResult
 
     t0 = time.perf_counter()
-    parts = [dsrecon.compare(g, out_dir=args.out / f"part{i}", executor=args.executor, workers=args.workers,
-                             figure=(i == 0)) for i, g in enumerate(grids(args))]
+    parts = [dsrecon.compare(g, out_dir=args.out / ("part1" if g["forcings"][0]["name"] == "tf" else "part0"),
+                             executor=args.executor, workers=args.workers, figure=(i == 0))
+             for i, g in enumerate(grids(args))]
     wall = time.perf_counter() - t0
     merged = CompareResult(rows=[r for part in parts for r in part.rows], runs=[r for part in parts for r in part.runs],
                            title="Lorenz-63 (GTF paper files): equal budgets")
     stamp = datetime.now(timezone.utc)
-    label = "_quick" if args.quick else ""
+    label = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     target = ROOT / "benchmarks" / "results" / f"compare_lorenz63_{stamp:%Y-%m-%d}{label}.md"
     command = "python benchmarks/compare_lorenz63.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     header = [
