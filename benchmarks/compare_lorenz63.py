@@ -55,7 +55,7 @@ ROWS = ["shplrnn", "lem", "lstm", "rnn", "lstm_tf"]
 
 def grids(args) -> list[dict]:
     dataset = {"label": "lorenz63 (GTF paper)", "train": str(args.data_dir / "lorenz63_on0.05_train.npy"),
-               "test": str(args.data_dir / "lorenz63_test.npy"), "max_test_steps": args.test_steps,
+               "test": str(args.data_dir / "lorenz63_test.npy"), "max_test_steps": args.test_steps, "dt": 0.01,
                "lambda_max": LAMBDA_MAX}
     if args.train_steps:
         dataset["max_train_steps"] = args.train_steps

@@ -41,7 +41,7 @@ def tiny_grid(data_files, models=None, forcings=None, seeds=(0, 1)):
         "models": models or [{"name": "rnn", "hidden_dim": 4}, {"name": "lstm", "hidden_dim": 3, "label": "LSTM"}],
         "forcings": forcings or [{"name": "gtf", "alpha": 0.2}],
         "datasets": [{"label": "cycle", "train": str(data_files / "train.npy"),
-                      "test": str(data_files / "test.npy"), "lambda_max": 0.0}],  # a limit cycle
+                      "test": str(data_files / "test.npy"), "lambda_max": 0.0, "dt": 0.1}],  # a limit cycle
     }
 
 
@@ -183,6 +183,7 @@ label = "cycle"
 train = "{data_files / 'train.npy'}"
 test = "{data_files / 'test.npy'}"
 lambda_max = 0.0
+dt = 0.1
 """ + ("\n[eval]\n" + "".join(f"{k} = {v!r}\n" for k, v in EVAL.items()) if EVAL else ""))
     rc = cli_main(["compare", str(grid), "--out", str(tmp_path / "out"), "--executor", "serial",
                    "--no-progress", "--no-figure"])
@@ -265,3 +266,11 @@ def test_shplrnn_seeds_train_as_one_ensemble_with_the_same_results(data_files, t
     assert all((p.parent / "train" / "history.csv").is_file() for p in (tmp_path / "g" / "runs").glob("*/result.json"))
     again = dsrecon.compare(grid, out_dir=tmp_path / "g", executor="serial", progress=False, figure=False)
     assert (again.n_executed, again.n_skipped) == (0, 3)
+
+
+def test_lambda_max_reference_without_dt_warns(data_files, tmp_path):
+    """A per-time-unit reference with dt unknown (npy files) would compare per-step exponents: say so."""
+    grid = tiny_grid(data_files, models=[{"name": "rnn", "hidden_dim": 2}], seeds=[0])
+    del grid["datasets"][0]["dt"]
+    with pytest.warns(RuntimeWarning, match="no dt"):
+        dsrecon.compare(grid, out_dir=tmp_path, executor="serial", progress=False, figure=False)

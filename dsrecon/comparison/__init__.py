@@ -70,6 +70,7 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dirs = {d["label"]: prepare_dataset(d, out_dir / "data") for d in g.datasets}
     _check_lengths(g, data_dirs)
+    _warn_units(g, data_dirs)
     specs = g.runs()
     run_dirs = [_run_dir(out_dir / "runs", s) for s in specs]
     todo = [i for i, d in enumerate(run_dirs)
@@ -148,6 +149,19 @@ def _check_lengths(g: Grid, data_dirs: dict) -> None:
         if n < need:
             raise ValueError(f"dataset {label!r} has {n} training steps but [budget] seq_len needs at least "
                              f"{need}; use a longer series or a shorter seq_len")
+
+
+def _warn_units(g: Grid, data_dirs: dict) -> None:
+    """A reference lambda_max is per time unit; with no dt (npy/csv files) the model's is per step."""
+    import json
+
+    for d in g.datasets:
+        meta = json.loads((Path(data_dirs[d["label"]]) / "meta.json").read_text())
+        if "lambda_max" in d and "dt" not in d and meta["dt"] == 1.0:
+            warnings.warn(f"dataset {d['label']!r} gives lambda_max = {d['lambda_max']} (per time unit) but no dt, "
+                          "and its files carry none, so dt = 1: model exponents come out per step and the "
+                          "lambda_max error mixes units; add dt = <sampling interval> to the dataset",
+                          RuntimeWarning, stacklevel=3)
 
 
 def _progress(total, initial, executor, enabled):
