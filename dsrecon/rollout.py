@@ -100,6 +100,13 @@ class ForcedRollout:
     z_hat: torch.Tensor
 
 
+def check_windows(model: Model, x: torch.Tensor) -> None:
+    """Raise a ValueError unless ``x`` is a batch of windows ``(B, T + 1, N)`` with T >= 1 for ``model``."""
+    if x.ndim != 3 or x.shape[-1] != model.obs_dim or x.shape[1] < 2:
+        raise ValueError(f"x must have shape (B, T + 1, N) with T >= 1 and N = {model.obs_dim}, "
+                         f"got {tuple(x.shape)}")
+
+
 def forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollout:
     r"""Unroll ``model`` over windows while forcing it towards the data (generalized teacher forcing).
 
@@ -131,9 +138,7 @@ def forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollout:
         Predictions ``(B, T, N)``, unforced states ``(B, T, M)``, detached data-inferred states
         ``(B, T + 1, M)``.
     """
-    if x.ndim != 3 or x.shape[-1] != model.obs_dim or x.shape[1] < 2:
-        raise ValueError(f"x must have shape (B, T + 1, N) with T >= 1 and N = {model.obs_dim}, "
-                         f"got {tuple(x.shape)}")
+    check_windows(model, x)
     n = x.shape[1]
     if isinstance(alphas, (int, float)):
         alphas = [float(alphas)] * n

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from dsrecon.models.base import Model
-from dsrecon.rollout import ForcedRollout
+from dsrecon.rollout import ForcedRollout, check_windows
 
 
 def has_affine_forcing(model) -> bool:
@@ -95,9 +95,7 @@ def affine_forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollou
     if not has_affine_forcing(model):
         raise ValueError(f"{type(model).__name__} does not declare affine_forcing = True; use "
                          "dsrecon.rollout.forced_rollout")
-    if x.ndim != 3 or x.shape[-1] != model.obs_dim or x.shape[1] < 2:
-        raise ValueError(f"x must have shape (B, T + 1, N) with T >= 1 and N = {model.obs_dim}, "
-                         f"got {tuple(x.shape)}")
+    check_windows(model, x)
     Bsz, n, N = x.shape
     M = model.state_dim
     Q, c, a, ac = forcing_terms(model, x, check_alphas(alphas, n))

@@ -47,7 +47,7 @@ import torch
 from dsrecon.fast import _kernels
 from dsrecon.fast.affine_forcing import check_alphas, forcing_terms, has_affine_forcing
 from dsrecon.models.base import Model
-from dsrecon.rollout import ForcedRollout
+from dsrecon.rollout import ForcedRollout, check_windows
 
 
 class FusedShPLRNNRollout(torch.autograd.Function):
@@ -110,9 +110,7 @@ def fused_forced_rollout(model: Model, x: torch.Tensor, alphas, *, backend: str 
     if not is_fusable(model):
         raise ValueError(f"the fused rollout handles ShPLRNN models only, got {type(model).__name__}; "
                          "use dsrecon.rollout.forced_rollout for other models")
-    if x.ndim != 3 or x.shape[-1] != model.obs_dim or x.shape[1] < 2:
-        raise ValueError(f"x must have shape (B, T + 1, N) with T >= 1 and N = {model.obs_dim}, "
-                         f"got {tuple(x.shape)}")
+    check_windows(model, x)
     Bsz, n, N = x.shape
     backend = _kernels.resolve_backend(backend, x.device)
     a = check_alphas(alphas, n)
