@@ -281,7 +281,7 @@ def paper_dstsp(model, test_x: np.ndarray) -> float:
 
 
 def to_target(args) -> None:
-    say("## 6. Wall time to D_stsp <= 0.30 on the GTF paper's Lorenz-63 files")
+    say("## 8. Wall time to D_stsp <= 0.30 on the GTF paper's Lorenz-63 files")
     say()
     train_x = np.load(DATA / "lorenz63_on0.05_train.npy")
     test_x = np.load(DATA / "lorenz63_test.npy")
