@@ -188,8 +188,7 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
                 (run_dir / "train").mkdir(parents=True, exist_ok=True)
                 _write_history_csv(run_dir / "train" / "history.csv", result.history)
                 shutil.copyfile(group_dir / f"seed{spec['seed']}.pt", run_dir / "train" / "model.pt")
-                if not _finite_params(model):
-                    raise RuntimeError("training diverged: the model has non-finite parameters")
+                _check_finite(model)
                 summaries[i] = _finish(spec, run_dir, model, result, per_run, meta, x_test,
                                        extra={"ensemble_size": len(idx), "ensemble_dir": str(group_dir)})
             except Exception as err:
@@ -197,10 +196,12 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
     return summaries
 
 
-def _finite_params(model) -> bool:
+def _check_finite(model) -> None:
+    """Raise if training left non-finite parameters (the run then fails at its train stage)."""
     import torch
 
-    return all(bool(torch.all(torch.isfinite(p))) for p in model.parameters())
+    if not all(bool(torch.all(torch.isfinite(p))) for p in model.parameters()):
+        raise RuntimeError("training diverged: the model has non-finite parameters")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -284,8 +285,6 @@ def _fail(spec: dict, run_dir: Path, stage: str, err: Exception, t0: float) -> d
 
 def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir: Path):
     """Train with the shared budget; continue from a checkpoint left by an interrupted run."""
-    import torch
-
     from dsrecon.data import Trajectory
     from dsrecon.training import TrainConfig, train
 
@@ -295,8 +294,7 @@ def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir
         shutil.rmtree(train_dir)  # started but never checkpointed: start over
     result = train(model, Trajectory(x_train, dt=dt), config, forcing, run_dir=train_dir, resume=resume,
                    progress=False)
-    if not all(bool(torch.all(torch.isfinite(p))) for p in model.parameters()):
-        raise RuntimeError("training diverged: the model has non-finite parameters")
+    _check_finite(model)
     return result
 
 
