@@ -518,6 +518,10 @@ def _recover(model, optimizer, forcing, good, config: TrainConfig, epoch: int, l
     return msg
 
 
+# TrainConfig fields a resumed run may change: where and how it runs, how often it reports, not what it learns
+RESUME_IGNORED = frozenset({"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads"})
+
+
 def _diag_due(epoch: int, config: TrainConfig) -> bool:
     """Whether the epoch records the growth-bound diagnostic G (every ``diag_every`` and the last)."""
     return epoch % config.diag_every == 0 or epoch == config.epochs
@@ -530,9 +534,8 @@ def _check_same_run(stored: dict, model: Model, forcing: Forcing, cfg: dict, pat
         diffs.append(f"model {stored['model']} != {model_spec(model)}")
     if stored["forcing"] != forcing.config():
         diffs.append(f"forcing {stored['forcing']} != {forcing.config()}")
-    ignored = {"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads"}
     for k, v in (stored["train"] or {}).items():
-        if k not in ignored and cfg.get(k) != v:
+        if k not in RESUME_IGNORED and cfg.get(k) != v:
             diffs.append(f"train.{k}: stored {v!r}, now {cfg.get(k)!r}")
     if diffs:
         raise ValueError(f"cannot resume {path}: the settings differ from the stored run ({'; '.join(diffs)}); "

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dsrecon.checkpoint import atomic_write, model_spec, save_checkpoint
+from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
 from dsrecon.models.plrnn import ShPLRNN
@@ -283,24 +283,20 @@ ENSEMBLE_CHECKPOINT = "ensemble.pt"
 
 
 def _read_ensemble_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"no ensemble checkpoint at {path}; nothing to resume (start without resume=True)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign file: say which
-        raise RuntimeError(f"cannot read ensemble checkpoint {path}: {err}") from err
-    if not isinstance(state, dict) or state.get("kind") != "ensemble":
-        raise RuntimeError(f"{path} is not a dsrecon ensemble checkpoint")
-    state["config"] = json.loads(state["config_json"])
+    """:func:`dsrecon.checkpoint.read_checkpoint` (safe load, config parsed), and a check that it is an ensemble's."""
+    state = read_checkpoint(path)
+    if state.get("kind") != "ensemble":
+        raise RuntimeError(f"{path} is a single-model checkpoint, not an ensemble's (ensemble.pt)")
     return state
 
 
 def _check_same_ensemble(stored: dict, current: dict, path: Path) -> None:
     """A resumed ensemble must continue with the same models, seeds, forcing and settings."""
-    ignored = {"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads"}
+    from dsrecon.training import RESUME_IGNORED
+
     cur = json.loads(json.dumps(current, default=str))  # the stored form (tuples as lists, ...)
     diffs = [k for k in ("models", "seeds", "forcing") if stored[k] != cur[k]]
-    diffs += [f"train.{k}" for k, v in stored["train"].items() if k not in ignored and cur["train"].get(k) != v]
+    diffs += [f"train.{k}" for k, v in stored["train"].items() if k not in RESUME_IGNORED and cur["train"].get(k) != v]
     if diffs:
         raise ValueError(f"cannot resume {path}: {', '.join(diffs)} differ from the stored run; resume with "
                          "the stored settings or start a new run folder")
