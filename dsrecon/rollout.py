@@ -18,6 +18,19 @@ def _as_tensor(x, model: Model) -> torch.Tensor:
     return t.to(device=model._device(), dtype=model._dtype())
 
 
+def _kernel_available(model: Model) -> bool:
+    """Whether ``model`` is a shPLRNN and the compiled kernel builds here (no compiler: False)."""
+    from dsrecon.fast import _kernels, is_fusable
+
+    if not is_fusable(model):
+        return False
+    try:
+        _kernels.c_library()
+    except RuntimeError:
+        return False
+    return True
+
+
 @torch.no_grad()
 def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=None,
              fast: bool = True) -> torch.Tensor:
@@ -49,22 +62,17 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     x0 = _as_tensor(x0, model)
-    if fast and x0.device.type == "cpu" and (out_device is None or torch.device(out_device).type == "cpu"):
-        from dsrecon.fast import _kernels, fused_generate, is_fusable
-
-        if is_fusable(model) and x0.shape[-1] == model.obs_dim and x0.ndim in (1, 2):
-            try:
-                _kernels.c_library()
-            except RuntimeError:  # no compiler: the eager loop below
-                pass
-            else:
-                return fused_generate(model, x0, n_steps, backend="c")
     squeeze = x0.ndim == 1
     if squeeze:
         x0 = x0.unsqueeze(0)
     if x0.ndim != 2 or x0.shape[1] != model.obs_dim:
         raise ValueError(f"x0 must have shape (N,) or (B, N) with N = {model.obs_dim}, got {tuple(x0.shape)}")
     out_device = torch.device(out_device) if out_device is not None else x0.device
+    if fast and x0.device.type == "cpu" and out_device.type == "cpu" and _kernel_available(model):
+        from dsrecon.fast import fused_generate
+
+        x = fused_generate(model, x0, n_steps, backend="c")  # (B, n_steps, N)
+        return x.squeeze(0) if squeeze else x
     z = model.initial_state(x0)  # (B, M)
     chunks, buf = [], []
     for t in range(n_steps):

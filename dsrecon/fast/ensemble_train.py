@@ -114,10 +114,10 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     optimizer = torch.optim.RAdam(ens.parameters(), lr=config.lr_start)
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    adaptive = [isinstance(f, AdaptiveGTF) for f in forcings]
-    fixed_alphas = [None if ad else f.alphas(config.seq_len + 1) for f, ad in zip(forcings, adaptive)]
-    fixed_stack = None if any(adaptive) else torch.stack(
-        [torch.as_tensor(a, dtype=torch.float64) for a in fixed_alphas])  # (K, T+1), constant over the run
+    adaptive = isinstance(forcing, AdaptiveGTF)  # the K policies are copies of one
+    # a fixed policy's alphas never change: stack them once; adaptive ones are read every update
+    fixed_alphas = None if adaptive else torch.stack(
+        [torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64) for f in forcings])  # (K, T+1)
     n_steps = x.shape[0]
     window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
     histories = [[] for _ in range(K)]
@@ -188,9 +188,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                         noises.append(torch.randn(window_shape, generator=generators[k], dtype=dtype))
                 target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)
                 inp = target + config.noise_std * torch.stack(noises).to(device) if config.noise_std else target
-                alphas = fixed_stack if fixed_stack is not None else torch.stack(
-                    [torch.as_tensor(f.alphas(config.seq_len + 1) if a is None else a, dtype=torch.float64)
-                     for f, a in zip(forcings, fixed_alphas)])  # (K, T+1)
+                alphas = fixed_alphas if not adaptive else torch.stack(
+                    [torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64) for f in forcings])  # (K, T+1)
                 optimizer.zero_grad(set_to_none=True)
                 loss, mse, z_hat = ensemble_loss_and_grads(ens, inp, alphas, config.reg_weight, target,
                                                            backend=backend)
@@ -224,7 +223,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                         if recoveries[k] > config.max_recoveries:
                             frozen[k] = True
                             warn_k[k] += f"; frozen after {recoveries[k]} recoveries"
-                if any(adaptive) and any(n_updates % f.every == 0 for f, ad in zip(forcings, adaptive) if ad):
+                if adaptive and n_updates % forcing.every == 0:
                     ens.write_to(models)
                 loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
                 for k in range(K):
