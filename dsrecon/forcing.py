@@ -75,13 +75,33 @@ def growth_bound(model: Model, z_hat: torch.Tensor, estimator: str = "geometric_
     with torch.no_grad():
         B, T, M = z_hat.shape
         J = model.jacobian(z_hat.detach().reshape(B * T, M))  # (B*T, M, M)
-        if estimator == "mean_jacobian":
-            return float(torch.linalg.matrix_norm(J.mean(0), ord=2))
-        norms = spectral_norms(J).reshape(B, T)  # (B, T)
-        if estimator == "batch_max":
-            return float(norms.max())
-        # geometric mean over time per sequence, worst sequence; a zero norm gives G = 0 for it
-        return float(torch.exp(torch.log(norms).mean(1)).max())
+        return float(growth_bound_from_jacobians(J.reshape(B, T, M, M), estimator))
+
+
+def growth_bound_from_jacobians(J: torch.Tensor, estimator: str = "geometric_mean") -> torch.Tensor:
+    """The reduction of :func:`growth_bound` over given Jacobians, with any leading axes.
+
+    Parameters
+    ----------
+    J : torch.Tensor, shape ``(..., B, T, M, M)``
+        Jacobians at the data-inferred states of B windows of T steps (an ensemble puts its K
+        models in the leading axis).
+    estimator : {"geometric_mean", "mean_jacobian", "batch_max"}
+
+    Returns
+    -------
+    torch.Tensor, shape ``(...)``, float64
+    """
+    if estimator == "mean_jacobian":
+        return torch.linalg.matrix_norm(J.mean((-4, -3)), ord=2).double()
+    if estimator not in ("geometric_mean", "batch_max"):
+        raise ValueError(f"estimator {estimator!r} is not computed from Jacobians; valid: geometric_mean, "
+                         "mean_jacobian, batch_max")
+    norms = spectral_norms(J)  # (..., B, T)
+    if estimator == "batch_max":
+        return norms.amax((-2, -1))
+    # geometric mean over time per sequence, worst sequence; a zero norm gives G = 0 for it
+    return torch.exp(torch.log(norms).mean(-1)).amax(-1)
 
 
 class Forcing:
@@ -209,11 +229,16 @@ class AdaptiveGTF(GTF):
     def update(self, model: Model, z_hat: torch.Tensor, n_updates: int) -> None:
         if n_updates % self.every:
             return
-        self.last_G = growth_bound(model, z_hat, self.estimator)
-        self.apply_estimate(self.last_G)
+        self.apply_estimate(growth_bound(model, z_hat, self.estimator))
 
     def apply_estimate(self, G: float) -> float:
-        """The update rule for a given growth bound ``G``; returns the new alpha."""
+        """The update rule for a given growth bound ``G`` (kept as ``last_G``); returns the new alpha.
+
+        ``update`` computes G from one model; an ensemble computes its K bounds at once and hands
+        each policy its own here.
+        """
+        G = float(G)
+        self.last_G = G
         alpha_est = max(0.0, 1.0 - 1.0 / G) if G > 0 else 0.0
         if not math.isfinite(alpha_est):
             return self._alpha  # a non-finite G (broken model) is handled by the trainer, not here

@@ -406,7 +406,9 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
     elif resume:
         raise ValueError("resume=True needs run_dir, the folder of the run to continue")
 
-    alphas = None if isinstance(forcing, AdaptiveGTF) else forcing.alphas(config.seq_len + 1)
+    # a policy that adapts (AdaptiveGTF, or a user policy with its own update) is asked for its alphas
+    # every update; a fixed one once
+    alphas = None if type(forcing).update is not Forcing.update else forcing.alphas(config.seq_len + 1)
     recoveries, in_a_row, metrics = 0, 0, {}
     for record in reversed(history):
         if "d_stsp" in record:

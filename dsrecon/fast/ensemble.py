@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from dsrecon.fast import _kernels
-from dsrecon.fast.fused_plrnn import FusedShPLRNNRollout
 from dsrecon.models.plrnn import ShPLRNN
 
 _STACKED = ("A", "W1", "W2", "h1", "h2")
@@ -119,6 +118,37 @@ class EnsembleShPLRNN(nn.Module):
             return z @ self.B.transpose(1, 2)  # (K, S, N)
         return z[..., : self.obs_dim]
 
+    @torch.no_grad()
+    def jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-model analytic Jacobians ``diag(A) + W1 diag(m) W2`` at states ``z``: ``(K, S, M) -> (K, S, M, M)``.
+
+        As :meth:`ShPLRNN.jacobian` (same mask ``m``, ReLU derivative 0 at 0), computed as one
+        product ``m (K, S, L) @ P (K, L, M*M)`` with ``P[l] = W1[:, l] W2[l, :]``, so no
+        ``(K, S, M, L)`` intermediate is formed.
+        """
+        K, S, M = z.shape
+        u = torch.bmm(z, self.W2.transpose(1, 2))  # (K, S, L)
+        m = (u + self.h2[:, None, :] > 0).to(z.dtype)  # (K, S, L)
+        if self.clipped:
+            m = m - (u > 0).to(z.dtype)
+        P = (self.W1.transpose(1, 2)[:, :, :, None] * self.W2[:, :, None, :]).reshape(K, -1, M * M)  # (K, L, M*M)
+        J = torch.bmm(m, P).reshape(K, S, M, M)
+        return J + torch.diag_embed(self.A)[:, None]  # (K, S, M, M)
+
+    @torch.no_grad()
+    def growth_bounds(self, z_hat: torch.Tensor, estimator: str = "geometric_mean") -> torch.Tensor:
+        """:func:`dsrecon.forcing.growth_bound` of the K models at once: ``z_hat (K, B, T, M) -> (K,)`` float64."""
+        from dsrecon.forcing import GROWTH_ESTIMATORS, growth_bound_from_jacobians
+
+        if estimator not in GROWTH_ESTIMATORS:
+            raise ValueError(f"unknown growth estimator {estimator!r}; valid: {', '.join(GROWTH_ESTIMATORS)}")
+        if estimator == "parameter_bound":  # max|A_i| + ||W1||_2 ||W2||_2 per model
+            return (self.A.abs().amax(1) + torch.linalg.matrix_norm(self.W1, ord=2)
+                    * torch.linalg.matrix_norm(self.W2, ord=2)).double()
+        K, Bsz, n, M = z_hat.shape
+        J = self.jacobian(z_hat.reshape(K, Bsz * n, M)).reshape(K, Bsz, n, M, M)
+        return growth_bound_from_jacobians(J, estimator)
+
     def forcing_terms(self, x: torch.Tensor, alphas: torch.Tensor):
         """Detached ``state_from_obs(x, z) = c(x) + z Q`` per model (see ``fused_plrnn.forcing_terms``).
 
@@ -148,8 +178,15 @@ class EnsembleShPLRNN(nn.Module):
 
 
 def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
-                            target: torch.Tensor | None = None, *, backend: str = "auto"):
+                            target: torch.Tensor | None = None, *, backend: str = "auto", need_z_hat: bool = True):
     """Per-model forced-rollout losses of one batch each, gradients into the stacked ``.grad``.
+
+    No autograd graph: the loss gradient ``dL/dZ`` is formed directly (``2 (x_pred - x) / (T B N)``
+    through the observation), the kernel's adjoint pass returns the weight gradients, and the
+    gradients of the regularizer and of the observation/initial-state maps (``B``, ``C``) are
+    written out analytically. Equal to ``loss.sum().backward()`` through
+    :class:`~dsrecon.fast.fused_plrnn.FusedShPLRNNRollout` (tests), without its per-update graph cost.
+    Gradients are added to existing ``.grad`` tensors, as ``backward`` does.
 
     Parameters
     ----------
@@ -161,11 +198,20 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
     reg_weight : float
     target : torch.Tensor, shape ``(K, B, T + 1, N)``, optional
         Clean windows for the loss (default ``x``).
+    backend : {"auto", "c", "numpy", "torch"}
+    need_z_hat : bool
+        Return the data-inferred states (an adaptive forcing or the growth diagnostic needs them);
+        False skips that product and returns None in its place.
 
     Returns
     -------
     loss (K,), mse (K,) : torch.Tensor, detached
-    z_hat : torch.Tensor, shape ``(K, B, T + 1, M)``, detached data-inferred states
+    z_hat : torch.Tensor, shape ``(K, B, T + 1, M)``, detached data-inferred states, or None
+
+    Notes
+    -----
+    A model whose loss is not finite receives a zero loss gradient (its weight gradients may still
+    hold NaN from a non-finite rollout; the trainer discards that model's update).
     """
     if x.ndim != 4 or x.shape[0] != ens.K or x.shape[-1] != ens.obs_dim or x.shape[2] < 2:
         raise ValueError(f"x must have shape (K, B, T + 1, N) with K = {ens.K}, N = {ens.obs_dim}, "
@@ -174,20 +220,51 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
     if alphas.shape[1] != x.shape[2]:
         raise ValueError(f"alphas must have shape (K, T + 1) = ({ens.K}, {x.shape[2]}), got {tuple(alphas.shape)}")
     K, Bsz, n, N = x.shape
+    T, M = n - 1, ens.state_dim
     backend = _kernels.resolve_backend(backend, x.device)
-    Q, c, a, ac = ens.forcing_terms(x, alphas)
-    z1 = ens.initial_state(x[:, :, 0])  # (K, B, M)
-    Z = FusedShPLRNNRollout.apply(z1, ens.A, ens.W1, ens.W2, ens.h1, ens.h2, a, Q, ac,
-                                  ens.clipped, backend)  # (K, T, B, M)
-    x_pred = ens.observe(Z.reshape(K, (n - 1) * Bsz, -1)).reshape(K, n - 1, Bsz, N)  # (K, T, B, N)
     target = x if target is None else target
-    mse = torch.mean((x_pred - target[:, :, 1:].transpose(1, 2)) ** 2, dim=(1, 2, 3))  # (K,)
-    loss = mse + reg_weight * ens.regularization() if reg_weight else mse  # (K,)
-    finite = torch.isfinite(loss)
-    if bool(finite.any()):
-        torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
+    Q, c, a, ac = ens.forcing_terms(x, alphas)
     with torch.no_grad():
-        z_all = torch.cat([z1.unsqueeze(1), Z], dim=1).transpose(1, 2)  # (K, B, T + 1, M)
-        M = Q.shape[-1]
-        z_hat = c + torch.bmm(z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
+        x0 = x[:, :, 0]  # (K, B, N)
+        z1 = ens.initial_state(x0).contiguous()  # (K, B, M)
+        weights = [t.detach().contiguous() for t in (ens.A, ens.W1, ens.W2.transpose(1, 2), ens.h1, ens.h2)]
+        forcing = [t.to(x.dtype).contiguous() for t in (a, Q, ac)]
+        Zt, Z = _kernels.forward(backend, z1, *weights, ens.clipped, *forcing)  # (K, T, B, M) each
+        x_pred = ens.observe(Z.reshape(K, T * Bsz, M)).reshape(K, T, Bsz, N)
+        resid = x_pred - target[:, :, 1:].transpose(1, 2)  # (K, T, B, N)
+        mse = resid.pow(2).mean(dim=(1, 2, 3))  # (K,)
+        loss = mse + reg_weight * ens.regularization() if reg_weight else mse  # (K,)
+        finite = torch.isfinite(loss)  # (K,)
+        scale = finite.to(x.dtype) * (2.0 / (T * Bsz * N))  # (K,) dMSE/dx_pred factor, in x's dtype
+        g_pred = resid * scale[:, None, None, None]  # (K, T, B, N)
+        if ens.observation == "affine":
+            G = torch.bmm(g_pred.reshape(K, T * Bsz, N), ens.B.detach()).reshape(K, T, Bsz, M)
+            d_obs = torch.bmm(g_pred.reshape(K, T * Bsz, N).transpose(1, 2), Z.reshape(K, T * Bsz, M))  # dB (K, N, M)
+        elif M > N:
+            G = torch.cat([g_pred, g_pred.new_zeros(K, T, Bsz, M - N)], dim=-1)
+        else:
+            G = g_pred
+        dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(backend, G.contiguous(), Zt, *weights, ens.clipped,
+                                                         *forcing[:2])
+        grads = {"A": dA, "W1": dW1, "W2": dW2t.transpose(1, 2), "h1": dh1, "h2": dh2}
+        if reg_weight:  # d/dp of ||1 - A||^2 + sum ||p||^2, for the models with a finite loss
+            w = (2.0 * reg_weight) * finite.to(x.dtype)  # (K,)
+            grads["A"] = grads["A"] - w[:, None] * (1 - ens.A)
+            for name in ("W1", "W2", "h1", "h2"):
+                p = getattr(ens, name)
+                grads[name] = grads[name] + w.reshape(-1, *[1] * (p.ndim - 1)) * p
+        if ens.observation == "affine":
+            grads["B"] = d_obs  # the initial state uses a detached pseudo-inverse of B
+        elif M > N:
+            grads["C"] = torch.bmm(dz1[:, :, N:].transpose(1, 2), x0)  # z1[N:] = x0 C^T -> (K, M - N, N)
+        for name, g in grads.items():
+            p = getattr(ens, name)
+            if p.grad is None:
+                p.grad = g.contiguous()
+            else:
+                p.grad += g
+        z_hat = None
+        if need_z_hat:
+            z_all = torch.cat([z1.unsqueeze(1), Z], dim=1).transpose(1, 2)  # (K, B, T + 1, M)
+            z_hat = c + torch.bmm(z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
     return loss.detach(), mse.detach(), z_hat

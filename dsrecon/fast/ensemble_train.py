@@ -21,17 +21,16 @@ import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
-from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
+from dsrecon.forcing import AdaptiveGTF, Forcing
 from dsrecon.models.plrnn import ShPLRNN
 
 
 def _per_model_grad_norms(ens: EnsembleShPLRNN) -> torch.Tensor:
     """``(K,)`` Euclidean norm of each model's gradient over all its parameters."""
-    sq = torch.zeros(ens.K, dtype=torch.float64, device=ens.A.device)
-    for p in ens.parameters():
-        if p.grad is not None:
-            sq += (p.grad.double() ** 2).reshape(ens.K, -1).sum(1)
-    return sq.sqrt()
+    grads = [p.grad.reshape(ens.K, -1) for p in ens.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(ens.K, dtype=torch.float64, device=ens.A.device)
+    return torch.linalg.vector_norm(torch.cat(grads, dim=1).double(), dim=1)
 
 
 def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcing | None = None, *,
@@ -114,9 +113,12 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     optimizer = torch.optim.RAdam(ens.parameters(), lr=config.lr_start)
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    adaptive = isinstance(forcing, AdaptiveGTF)  # the K policies are copies of one
+    # the K policies are copies of one: AdaptiveGTF's update runs batched over the K models, a
+    # fixed policy has none, any other policy's update runs per model
+    adaptive = type(forcing).update is AdaptiveGTF.update
+    generic_policy = not adaptive and type(forcing).update is not Forcing.update
     # a fixed policy's alphas never change: stack them once; adaptive ones are read every update
-    fixed_alphas = None if adaptive else torch.stack(
+    fixed_alphas = None if adaptive or generic_policy else torch.stack(
         [torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64) for f in forcings])  # (K, T+1)
     n_steps = x.shape[0]
     window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
@@ -177,8 +179,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                     [copy.deepcopy(f.state_dict()) for f in forcings])
             losses, mses, gnorms = [[] for _ in range(K)], [[] for _ in range(K)], [[] for _ in range(K)]
             warn_k = [None] * K
-            z_hat = None
-            for _ in range(config.batches_per_epoch):
+            diag = _diag_due(epoch, config)
+            for batch in range(config.batches_per_epoch):
                 # model k's windows and noise come from its own generator, drawn in the order
                 # train() draws them (starts, then noise), so each model sees its separate run's batches
                 starts, noises = [], []
@@ -188,11 +190,14 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                         noises.append(torch.randn(window_shape, generator=generators[k], dtype=dtype))
                 target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)
                 inp = target + config.noise_std * torch.stack(noises).to(device) if config.noise_std else target
-                alphas = fixed_alphas if not adaptive else torch.stack(
+                alphas = fixed_alphas if fixed_alphas is not None else torch.stack(
                     [torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64) for f in forcings])  # (K, T+1)
+                # z_hat only where something reads it: the policy's update, or G after the epoch's last batch
+                bound_due = adaptive and (n_updates + 1) % forcing.every == 0
+                need_z_hat = generic_policy or bound_due or (diag and batch == config.batches_per_epoch - 1)
                 optimizer.zero_grad(set_to_none=True)
                 loss, mse, z_hat = ensemble_loss_and_grads(ens, inp, alphas, config.reg_weight, target,
-                                                           backend=backend)
+                                                           backend=backend, need_z_hat=need_z_hat)
                 gn = _per_model_grad_norms(ens)  # (K,)
                 bad = ~(torch.isfinite(loss.double().cpu()) & torch.isfinite(gn.cpu())).numpy()
                 with torch.no_grad():
@@ -223,16 +228,21 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                         if recoveries[k] > config.max_recoveries:
                             frozen[k] = True
                             warn_k[k] += f"; frozen after {recoveries[k]} recoveries"
-                if adaptive and n_updates % forcing.every == 0:
+                live = np.flatnonzero(~(bad | frozen))
+                if bound_due:  # AdaptiveGTF.update for the K models in one batched computation
+                    G = ens.growth_bounds(z_hat, forcing.estimator).tolist()
+                    for k in live:
+                        forcings[k].apply_estimate(G[k])
+                elif generic_policy:  # a user policy: its own update, per model
                     ens.write_to(models)
+                    for k in live:
+                        forcings[k].update(models[k], z_hat[k], n_updates)
                 loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
-                for k in range(K):
-                    if bad[k] or frozen[k]:
-                        continue
-                    forcings[k].update(models[k], z_hat[k], n_updates)
+                for k in live:
                     losses[k].append(loss_k[k])
                     mses[k].append(mse_k[k])
                     gnorms[k].append(gn_k[k])
+            epoch_G = ens.growth_bounds(z_hat).tolist() if diag and z_hat is not None else [float("nan")] * K
             scheduler.step()
             ens.write_to(models)
             elapsed = time.perf_counter() - t_start
@@ -240,8 +250,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                 record = {"epoch": epoch, "loss": float(np.mean(losses[k])) if losses[k] else float("nan"),
                           "mse": float(np.mean(mses[k])) if mses[k] else float("nan"), "alpha": forcings[k].alpha,
                           "grad_norm": float(np.mean(gnorms[k])) if gnorms[k] else float("nan"),
-                          "G": growth_bound(models[k], z_hat[k]) if z_hat is not None and _diag_due(epoch, config)
-                          else float("nan"),
+                          "G": epoch_G[k],
                           "lr": optimizer.param_groups[0]["lr"], "time_s": elapsed}
                 if warn_k[k] is not None:
                     record["warning"] = warn_k[k]
