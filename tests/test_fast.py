@@ -61,7 +61,8 @@ def _check_against_plain(backend, observation, M, clipped, kind, reg_weight):
         assert _rel(g[name], g_ref[name]) < RTOL, name
 
 
-@pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
+@pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4),
+                                           ("identity", 10)])  # M > 8: the kernel's run-time-M loops
 @pytest.mark.parametrize("clipped", [True, False])
 @pytest.mark.parametrize("kind", ["gtf", "agtf", "stf", "none", "tf"])
 @pytest.mark.parametrize("reg_weight", [0.0, 1e-2])

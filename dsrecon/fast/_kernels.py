@@ -1,14 +1,17 @@
-"""The two time recursions of the fused shPLRNN rollout, in three interchangeable backends.
+"""The time recursions of the fused shPLRNN rollout in three interchangeable backends, and the
+growth bound's Jacobian norms (C only).
 
 Only the sequential part of the rollout lives here; :mod:`dsrecon.fast.fused_plrnn` builds the
-inputs and maps the gradients back to the model's parameters. Shapes (K models, T steps, B windows, M latent, L hidden; row vectors; ``W2t = W2^T``)::
+inputs and maps the gradients back to the model's parameters. Shapes (K models, T steps, B windows,
+M latent, L hidden; row vectors; ``W2t = W2^T``); every per-step array is window-major, as the
+windows themselves, so no caller transposes::
 
     forward(z1 (K,B,M), A (K,M), W1 (K,M,L), W2t (K,M,L), h1 (K,M), h2 (K,L), clipped,
-            alpha (K,T), Q (K,M,M), ac (K,T,B,M)) -> (Zt, Z), both (K,T,B,M)
-        zt_t    = z_t + alpha_t (z_t Q - z_t) + ac_t        forced state z~_t
+            alpha (K,T), Q (K,M,M), c (K,B,Tc,M), Tc >= T) -> (Zt, Z), both (K,B,T,M)
+        zt_t    = z_t + alpha_t (z_t Q - z_t) + alpha_t c_t    forced state z~_t
         u_t     = zt_t W2t,  phi_t = relu(u_t + h2) - relu(u_t)   (clipped; else relu(u_t + h2))
         z_{t+1} = A * zt_t + phi_t W1^T + h1
-    backward(G (K,T,B,M) = dL/dZ, Zt, A, W1, W2t, h1, h2, clipped, alpha, Q)
+    backward(G (K,B,T,M) = dL/dZ, Zt, A, W1, W2t, h1, h2, clipped, alpha, Q)
             -> (dz1, dA, dW1, dW2t, dh1, dh2)
         s = lam_{t+1} W1,  gu = s * (1[u + h2 > 0] - 1[u > 0]),  dh2 += s * 1[u + h2 > 0]
         dW1 += lam^T phi,  dW2t += zt^T gu,  dA += lam * zt,  dh1 += lam
@@ -55,9 +58,9 @@ _MAX_M = 64  # the C kernel keeps one M-vector on the stack
 _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast), forward and backward through time.
  * Row vectors, C order. K models, T steps, B windows, M latent, L hidden:
  *   z1 (K,B,M), A (K,M), W1 (K,M,L), W2t (K,M,L) = W2^T, h1 (K,M), h2 (K,L), alpha (K,T), Q (K,M,M),
- *   ac (K,T,B,M), Zt, Z, G (K,T,B,M); gradients dz1 (K,B,M) and dA, dW1, dW2t, dh1, dh2 (shapes
+ *   c (K,B,Tc,M), Zt, Z, G (K,B,T,M); gradients dz1 (K,B,M) and dA, dW1, dW2t, dh1, dh2 (shapes
  *   as the parameters, zeroed by the caller). clipped = 1: phi = relu(u + h2) - relu(u); 0: relu(u + h2).
- * Forward:  zt = z + a_t (z Q - z) + ac_t;  u = zt W2t;  z' = A * zt + phi(u) W1^T + h1.
+ * Forward:  zt = z + a_t (z Q - z) + a_t c_t;  u = zt W2t;  z' = A * zt + phi(u) W1^T + h1.
  * Backward (u recomputed from zt, so only O(T B M) is stored), lam = dL/dz':
  *   s = lam W1;  gu = s * (1[u + h2 > 0] - clipped 1[u > 0]);  dh2 += s * 1[u + h2 > 0];
  *   dW1 += lam^T phi;  dW2t += zt^T gu;  dA += lam * zt;  dh1 += lam;
@@ -86,6 +89,7 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
 #endif
 #define MAXM 64
 #define BC 16
+#define TC 16  /* backward: steps per chunk of stored weight-gradient factors */
 #define IDX(k, t, T) ((size_t)(k) * (T) + (t))
 #define LANES _Pragma("omp simd") for (int i = 0; i < BC; ++i)  /* independent lanes */
 #define SUM_LANES for (int i = 0; i < BC; ++i)                     /* sums over lanes */
@@ -111,11 +115,20 @@ static void run_workers(void *(*fn)(void *), void **args, int n) {
     }
 }
 
+/* Run CALL with MC = the latent dimension, a compile-time constant for M <= 8 (the per-model loops
+ * below are always inlined, so each case is compiled with fully unrolled M-loops: ~20 % faster for
+ * M = 3), a run-time value above. */
+#define CASE_M(V, CALL) case V: { enum { MC = V }; CALL; } break;
+#define SPECIALIZE_M(MV, CALL) switch (MV) { CASE_M(1, CALL) CASE_M(2, CALL) CASE_M(3, CALL)       \
+    CASE_M(4, CALL) CASE_M(5, CALL) CASE_M(6, CALL) CASE_M(7, CALL) CASE_M(8, CALL)                 \
+    default: { const int MC = MV; CALL; } }
+#define INLINE static inline __attribute__((always_inline))
+
 #define DEFINE_KERNELS(REAL, SUF)                                                                   \
 /* one model, all blocks of windows; scratch U (L*BC) */                                           \
-static void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z1, const REAL *Ak,  \
+INLINE void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z1, const REAL *Ak,  \
                               const REAL *w1, const REAL *w2, const REAL *h1k, const REAL *h2k,     \
-                              const REAL *alk, const REAL *q, const REAL *ack, REAL *Ztk, REAL *Zk, \
+                              const REAL *alk, const REAL *q, const REAL *ck, int Tc, REAL *Ztk, REAL *Zk, \
                               REAL *U) {                                                            \
     REAL z[MAXM][BC], zt[MAXM][BC];                                                                 \
     for (int b0 = 0; b0 < B; b0 += BC) {                                                            \
@@ -123,7 +136,7 @@ static void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z
         for (int m = 0; m < M; ++m) LANES z[m][i] = i < nb ? z1[(size_t)(b0 + i) * M + m] : 0;      \
         for (int t = 0; t < T; ++t) {                                                               \
             const REAL a = alk[t];                                                                  \
-            const REAL *act = ack + (size_t)t * B * M + (size_t)b0 * M;                             \
+            const REAL *ct = ck + ((size_t)b0 * Tc + t) * M;  /* window b0 + i at ct[i Tc M] */     \
             if (a == 0) {                                                                           \
                 for (int m = 0; m < M; ++m) LANES zt[m][i] = z[m][i];                               \
             } else {                                                                                \
@@ -133,7 +146,7 @@ static void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z
                         const REAL qj = q[j * M + m];                                               \
                         LANES zq[i] += qj * z[j][i];                                                \
                     }                                                                               \
-                    LANES zt[m][i] = z[m][i] + a * (zq[i] - z[m][i]) + (i < nb ? act[i * M + m] : 0);\
+                    LANES zt[m][i] = z[m][i] + a * (zq[i] - z[m][i]) + a * (i < nb ? ct[(size_t)i * Tc * M + m] : 0); \
                 }                                                                                   \
             }                                                                                       \
             for (int l = 0; l < L; ++l) {                                                           \
@@ -159,21 +172,21 @@ static void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z
                 }                                                                                   \
                 LANES z[m][i] = acc[i];                                                             \
             }                                                                                       \
-            REAL *ztt = Ztk + (size_t)t * B * M + (size_t)b0 * M;                                   \
-            REAL *zn = Zk + (size_t)t * B * M + (size_t)b0 * M;                                     \
+            REAL *ztt = Ztk + ((size_t)b0 * T + t) * M;                                             \
+            REAL *zn = Zk + ((size_t)b0 * T + t) * M;                                               \
             for (int i = 0; i < nb; ++i)                                                            \
                 for (int m = 0; m < M; ++m) {                                                       \
-                    ztt[i * M + m] = zt[m][i];                                                      \
-                    zn[i * M + m] = z[m][i];                                                        \
+                    ztt[(size_t)i * T * M + m] = zt[m][i];                                          \
+                    zn[(size_t)i * T * M + m] = z[m][i];                                            \
                 }                                                                                   \
         }                                                                                           \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
 typedef struct {                                                                                   \
-    int K, T, B, M, L, n, tid, status;                                                              \
+    int K, T, B, M, L, Tc, n, tid, status;                                                          \
     REAL cl;                                                                                        \
-    const REAL *z1, *A, *W1, *W2t, *h1, *h2, *alpha, *Q, *ac;                                       \
+    const REAL *z1, *A, *W1, *W2t, *h1, *h2, *alpha, *Q, *c;                                        \
     REAL *Zt, *Z;                                                                                   \
 } fwd_job_##SUF;                                                                                    \
                                                                                                     \
@@ -184,25 +197,25 @@ static void *forward_worker_##SUF(void *arg) { /* models k = tid, tid + n, ... *
     if (U == NULL) { j->status = 2; return NULL; }                                                  \
     SAVE_FTZ                                                                                        \
     for (int k = j->tid; k < j->K; k += j->n)                                                       \
-        forward_one_##SUF(T, B, M, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M,       \
+        SPECIALIZE_M(M, forward_one_##SUF(T, B, MC, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M,       \
                           j->W1 + (size_t)k * M * L, j->W2t + (size_t)k * M * L,                    \
                           j->h1 + (size_t)k * M, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T),    \
-                          j->Q + (size_t)k * M * M, j->ac + IDX(k, 0, T) * B * M,                   \
-                          j->Zt + IDX(k, 0, T) * B * M, j->Z + IDX(k, 0, T) * B * M, U);            \
+                          j->Q + (size_t)k * M * M, j->c + (size_t)k * B * j->Tc * M, j->Tc,        \
+                          j->Zt + IDX(k, 0, T) * B * M, j->Z + IDX(k, 0, T) * B * M, U))           \
     RESTORE_FTZ                                                                                     \
     free(U);                                                                                        \
     return NULL;                                                                                    \
 }                                                                                                   \
                                                                                                     \
-int forward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads, const REAL *z1,     \
+int forward_##SUF(int K, int T, int B, int M, int L, int Tc, int clipped, int nthreads, const REAL *z1, \
                   const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h1, const REAL *h2,   \
-                  const REAL *alpha, const REAL *Q, const REAL *ac, REAL *Zt, REAL *Z) {            \
+                  const REAL *alpha, const REAL *Q, const REAL *c, REAL *Zt, REAL *Z) {             \
     if (M > MAXM) return 1;                                                                         \
     const int n = n_workers(nthreads, K);                                                           \
     fwd_job_##SUF jobs[MAXT];                                                                       \
     for (int i = 0; i < n; ++i)                                                                     \
-        jobs[i] = (fwd_job_##SUF){K, T, B, M, L, n, i, 0, clipped ? 1 : 0, z1, A, W1, W2t, h1, h2,  \
-                                  alpha, Q, ac, Zt, Z};                                             \
+        jobs[i] = (fwd_job_##SUF){K, T, B, M, L, Tc, n, i, 0, clipped ? 1 : 0, z1, A, W1, W2t, h1, h2, \
+                                  alpha, Q, c, Zt, Z};                                              \
     void *args[MAXT];                                                                               \
     for (int i = 0; i < n; ++i) args[i] = &jobs[i];                                                 \
     run_workers(forward_worker_##SUF, args, n);                                                     \
@@ -211,26 +224,63 @@ int forward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads, 
     return status;                                                                                  \
 }                                                                                                   \
                                                                                                     \
-/* one model; scratch: PH, S (L*BC each), gW1, gW2 (M*L*BC each), gh2 (L*BC) */                     \
-static void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *Gk,                 \
+/* one model; scratch: gh2 (L*BC), PHc, Sc (TC*L*BC each), LAc, ZTc (TC*M*BC each), gW1, gW2 (M*L*BC) */ \
+/* Weight gradients dW1 += lam^T phi, dW2t += zt^T gu are summed over chunks of TC steps from the   */ \
+/* stored per-step factors (accumulators stay in registers) instead of read-modify-write per step.  */ \
+INLINE void flush_##SUF(int nt, int M, int L, const REAL *PHc, const REAL *Sc, const REAL *LAc,     \
+                        const REAL *ZTc, REAL *gW1, REAL *gW2) {                                    \
+    const size_t LB = (size_t)L * BC, MB = (size_t)M * BC;                                          \
+    for (int m = 0; m < M; ++m) {                                                                   \
+        int l = 0;                                                                                  \
+        for (; l + 4 <= L; l += 4) {                                                                \
+            REAL a1[4][BC] = {{0}}, a2[4][BC] = {{0}};                                              \
+            for (int t = 0; t < nt; ++t) {                                                          \
+                const REAL *la = LAc + t * MB + (size_t)m * BC, *zt = ZTc + t * MB + (size_t)m * BC; \
+                const REAL *ph = PHc + t * LB + (size_t)l * BC, *gs = Sc + t * LB + (size_t)l * BC; \
+                for (int j = 0; j < 4; ++j) LANES { a1[j][i] += la[i] * ph[j * BC + i]; a2[j][i] += zt[i] * gs[j * BC + i]; } \
+            }                                                                                       \
+            for (int j = 0; j < 4; ++j) {                                                           \
+                REAL *g1 = gW1 + ((size_t)m * L + l + j) * BC, *g2 = gW2 + ((size_t)m * L + l + j) * BC; \
+                LANES { g1[i] += a1[j][i]; g2[i] += a2[j][i]; }                                     \
+            }                                                                                       \
+        }                                                                                           \
+        for (; l < L; ++l) {                                                                        \
+            REAL a1[BC] = {0}, a2[BC] = {0};                                                        \
+            for (int t = 0; t < nt; ++t) {                                                          \
+                const REAL *la = LAc + t * MB + (size_t)m * BC, *zt = ZTc + t * MB + (size_t)m * BC; \
+                const REAL *ph = PHc + t * LB + (size_t)l * BC, *gs = Sc + t * LB + (size_t)l * BC; \
+                LANES { a1[i] += la[i] * ph[i]; a2[i] += zt[i] * gs[i]; }                           \
+            }                                                                                       \
+            REAL *g1 = gW1 + ((size_t)m * L + l) * BC, *g2 = gW2 + ((size_t)m * L + l) * BC;        \
+            LANES { g1[i] += a1[i]; g2[i] += a2[i]; }                                               \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+INLINE void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *Gk,                 \
                                const REAL *Ztk, const REAL *Ak, const REAL *w1, const REAL *w2,     \
                                const REAL *h2k, const REAL *alk, const REAL *q, REAL *dz1k,         \
                                REAL *dAk, REAL *dw1, REAL *dw2, REAL *dh1k, REAL *dh2k,             \
-                               REAL *PH, REAL *S, REAL *gW1, REAL *gW2, REAL *gh2) {                \
+                               REAL *PHc, REAL *Sc, REAL *LAc, REAL *ZTc, REAL *gW1, REAL *gW2, REAL *gh2) { \
     REAL lam[MAXM][BC], zt[MAXM][BC], lt[MAXM][BC], gA[MAXM][BC], gh1[MAXM][BC];                    \
-    const size_t ML = (size_t)M * L;                                                                \
+    const size_t ML = (size_t)M * L, LB = (size_t)L * BC, MB = (size_t)M * BC;                      \
     for (int b0 = 0; b0 < B; b0 += BC) {                                                            \
         const int nb = B - b0 < BC ? B - b0 : BC;                                                   \
         memset(gW1, 0, sizeof(REAL) * ML * BC);                                                     \
         memset(gW2, 0, sizeof(REAL) * ML * BC);                                                     \
-        memset(gh2, 0, sizeof(REAL) * (size_t)L * BC);                                              \
+        memset(gh2, 0, sizeof(REAL) * LB);                                                          \
         for (int m = 0; m < M; ++m) LANES { gA[m][i] = 0; gh1[m][i] = 0; }                          \
-        const REAL *gl = Gk + (size_t)(T - 1) * B * M + (size_t)b0 * M;                             \
-        for (int m = 0; m < M; ++m) LANES lam[m][i] = i < nb ? gl[i * M + m] : 0;                   \
+        const REAL *gl = Gk + ((size_t)b0 * T + T - 1) * M;                                         \
+        for (int m = 0; m < M; ++m) LANES lam[m][i] = i < nb ? gl[(size_t)i * T * M + m] : 0;       \
+        int nt = 0;  /* steps stored in the current chunk */                                        \
         for (int t = T - 1; t >= 0; --t) {                                                          \
             const REAL a = alk[t];                                                                  \
-            const REAL *ztt = Ztk + (size_t)t * B * M + (size_t)b0 * M;                             \
-            for (int m = 0; m < M; ++m) LANES zt[m][i] = i < nb ? ztt[i * M + m] : 0;               \
+            const REAL *ztt = Ztk + ((size_t)b0 * T + t) * M;                                       \
+            REAL *ph_t = PHc + nt * LB, *gs_t = Sc + nt * LB, *la_t = LAc + nt * MB, *zt_t = ZTc + nt * MB; \
+            for (int m = 0; m < M; ++m) {                                                           \
+                LANES zt[m][i] = i < nb ? ztt[(size_t)i * T * M + m] : 0;                           \
+                LANES { la_t[(size_t)m * BC + i] = lam[m][i]; zt_t[(size_t)m * BC + i] = zt[m][i]; } \
+            }                                                                                       \
             for (int l = 0; l < L; ++l) {                                                           \
                 REAL u[BC] = {0}, s[BC] = {0};                                                      \
                 for (int m = 0; m < M; ++m) {                                                       \
@@ -238,9 +288,9 @@ static void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
                     LANES { u[i] += wa * zt[m][i]; s[i] += wb * lam[m][i]; }                        \
                 }                                                                                   \
                 const REAL h = h2k[l];                                                              \
-                REAL *ph = PH + (size_t)l * BC, *gs = S + (size_t)l * BC, *g2 = gh2 + (size_t)l * BC;\
+                REAL *ph = ph_t + (size_t)l * BC, *gs = gs_t + (size_t)l * BC, *g2 = gh2 + (size_t)l * BC; \
                 LANES {                                                                             \
-                    const REAL p = u[i] + h, sp = p > 0 ? s[i] : 0;  /* selects: gcc vectorizes */ \
+                    const REAL p = u[i] + h, sp = p > 0 ? s[i] : 0;  /* selects: gcc vectorizes */  \
                     ph[i] = (p > 0 ? p : 0) - cl * (u[i] > 0 ? u[i] : 0);                           \
                     g2[i] += sp;                                                                    \
                     gs[i] = sp - (cl > 0 && u[i] > 0 ? s[i] : 0);                                   \
@@ -251,20 +301,18 @@ static void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
                 LANES { gA[m][i] += lam[m][i] * zt[m][i]; gh1[m][i] += lam[m][i];                   \
                         acc[i] = Ak[m] * lam[m][i]; }                                               \
                 const REAL *wr = w2 + (size_t)m * L;                                                \
-                REAL *g1 = gW1 + (size_t)m * L * BC, *g2 = gW2 + (size_t)m * L * BC;                \
                 for (int l = 0; l < L; ++l) {                                                       \
                     const REAL w = wr[l];                                                           \
-                    const REAL *ph = PH + (size_t)l * BC, *gs = S + (size_t)l * BC;                 \
-                    REAL *g1l = g1 + (size_t)l * BC, *g2l = g2 + (size_t)l * BC;                    \
-                    LANES {                                                                         \
-                        g1l[i] += lam[m][i] * ph[i];                                                \
-                        g2l[i] += zt[m][i] * gs[i];                                                 \
-                        acc[i] += w * gs[i];                                                        \
-                    }                                                                               \
+                    const REAL *gs = gs_t + (size_t)l * BC;                                         \
+                    LANES acc[i] += w * gs[i];                                                      \
                 }                                                                                   \
                 LANES lt[m][i] = acc[i];                                                            \
             }                                                                                       \
-            const REAL *g = t > 0 ? Gk + (size_t)(t - 1) * B * M + (size_t)b0 * M : NULL;           \
+            if (++nt == TC || t == 0) {                                                             \
+                flush_##SUF(nt, M, L, PHc, Sc, LAc, ZTc, gW1, gW2);                                 \
+                nt = 0;                                                                             \
+            }                                                                                       \
+            const REAL *g = t > 0 ? Gk + ((size_t)b0 * T + t - 1) * M : NULL;                       \
             for (int m = 0; m < M; ++m) {                                                           \
                 REAL nl[BC];                                                                        \
                 if (a == 0) {                                                                       \
@@ -277,31 +325,31 @@ static void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
                     }                                                                               \
                     LANES nl[i] = lt[m][i] + a * (lq[i] - lt[m][i]);                                \
                 }                                                                                   \
-                if (g != NULL) { LANES lam[m][i] = nl[i] + (i < nb ? g[i * M + m] : 0); }           \
+                if (g != NULL) { LANES lam[m][i] = nl[i] + (i < nb ? g[(size_t)i * T * M + m] : 0); } \
                 else { for (int i = 0; i < nb; ++i) dz1k[(size_t)(b0 + i) * M + m] = nl[i]; }       \
             }                                                                                       \
         }                                                                                           \
         for (int m = 0; m < M; ++m) {                                                               \
             REAL sa = 0, s1 = 0;                                                                    \
-            SUM_LANES { sa += gA[m][i]; s1 += gh1[m][i]; }                                              \
+            SUM_LANES { sa += gA[m][i]; s1 += gh1[m][i]; }                                          \
             dAk[m] += sa;                                                                           \
             dh1k[m] += s1;                                                                          \
         }                                                                                           \
         for (size_t r = 0; r < ML; ++r) {                                                           \
             REAL s1 = 0, s2 = 0;                                                                    \
-            SUM_LANES { s1 += gW1[r * BC + i]; s2 += gW2[r * BC + i]; }                                 \
+            SUM_LANES { s1 += gW1[r * BC + i]; s2 += gW2[r * BC + i]; }                             \
             dw1[r] += s1;                                                                           \
             dw2[r] += s2;                                                                           \
         }                                                                                           \
         for (int l = 0; l < L; ++l) {                                                               \
             REAL s2 = 0;                                                                            \
-            SUM_LANES s2 += gh2[(size_t)l * BC + i];                                                    \
+            SUM_LANES s2 += gh2[(size_t)l * BC + i];                                                \
             dh2k[l] += s2;                                                                          \
         }                                                                                           \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
-typedef struct {                                                                                   \
+typedef struct {                                                                                    \
     int K, T, B, M, L, n, tid, status;                                                              \
     REAL cl;                                                                                        \
     const REAL *G, *Zt, *A, *W1, *W2t, *h2, *alpha, *Q;                                             \
@@ -311,19 +359,19 @@ typedef struct {                                                                
 static void *backward_worker_##SUF(void *arg) {                                                     \
     bwd_job_##SUF *j = arg;                                                                         \
     const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
-    const size_t ML = (size_t)M * L;                                                                \
-    REAL *buf = malloc(sizeof(REAL) * (3 * (size_t)L + 2 * ML) * BC);                               \
+    const size_t ML = (size_t)M * L, LB = (size_t)L * BC, MB = (size_t)M * BC;                      \
+    REAL *buf = malloc(sizeof(REAL) * (LB + 2 * TC * LB + 2 * TC * MB + 2 * ML * BC));              \
     if (buf == NULL) { j->status = 2; return NULL; }                                                \
-    REAL *PH = buf, *S = PH + (size_t)L * BC, *gh2 = S + (size_t)L * BC;                            \
-    REAL *gW1 = gh2 + (size_t)L * BC, *gW2 = gW1 + ML * BC;                                         \
+    REAL *gh2 = buf, *PHc = gh2 + LB, *Sc = PHc + TC * LB, *LAc = Sc + TC * LB, *ZTc = LAc + TC * MB; \
+    REAL *gW1 = ZTc + TC * MB, *gW2 = gW1 + ML * BC;                                                \
     SAVE_FTZ                                                                                        \
     for (int k = j->tid; k < j->K; k += j->n)                                                       \
-        backward_one_##SUF(T, B, M, L, j->cl, j->G + IDX(k, 0, T) * B * M,                          \
+        SPECIALIZE_M(M, backward_one_##SUF(T, B, MC, L, j->cl, j->G + IDX(k, 0, T) * B * M,                          \
                            j->Zt + IDX(k, 0, T) * B * M, j->A + (size_t)k * M, j->W1 + (size_t)k * ML, \
                            j->W2t + (size_t)k * ML, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T), \
                            j->Q + (size_t)k * M * M, j->dz1 + (size_t)k * B * M, j->dA + (size_t)k * M, \
                            j->dW1 + (size_t)k * ML, j->dW2t + (size_t)k * ML, j->dh1 + (size_t)k * M, \
-                           j->dh2 + (size_t)k * L, PH, S, gW1, gW2, gh2);                           \
+                           j->dh2 + (size_t)k * L, PHc, Sc, LAc, ZTc, gW1, gW2, gh2))              \
     RESTORE_FTZ                                                                                     \
     free(buf);                                                                                      \
     return NULL;                                                                                    \
@@ -349,9 +397,148 @@ int backward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads,
 
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
+/* Spectral norms of the shPLRNN's Jacobians J(z) = diag(A) + W1 diag(m) W2 at given states, for the
+ * growth bound G of adaptive GTF: out[k][s] = ||J_k(z_ks)||_2 (double). m = 1[u + h2 > 0] - clipped 1[u > 0],
+ * u = z W2t. J is formed in REAL (as the model's jacobian), S = J^T J and its largest eigenvalue in
+ * double by cyclic Jacobi rotations (to convergence: off-diagonal mass below 1e-30 of the diagonal's,
+ * at most 50 sweeps), NL = 8 states per SIMD block. Return: 0 ok, 1 M too large, 2 out of memory. */
+#define NL 8
+#define NLANES _Pragma("omp simd") for (int i = 0; i < NL; ++i)
+#define DEFINE_NORMS(REAL, SUF)                                                                     \
+INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const REAL *Ak,          \
+                            const REAL *w1, const REAL *w2, const REAL *h2k, double *outk,         \
+                            REAL *msk, REAL *J, double *a) {                                        \
+    for (int s0 = 0; s0 < S; s0 += NL) {                                                            \
+        const int ns = S - s0 < NL ? S - s0 : NL;                                                   \
+        REAL z[MAXM][NL];                                                                           \
+        for (int m = 0; m < M; ++m) NLANES z[m][i] = i < ns ? Zk[(size_t)(s0 + i) * M + m] : 0;    \
+        for (int l = 0; l < L; ++l) {                                                               \
+            REAL u[NL] = {0};                                                                       \
+            for (int m = 0; m < M; ++m) { const REAL w = w2[(size_t)m * L + l]; NLANES u[i] += w * z[m][i]; } \
+            const REAL h = h2k[l];                                                                  \
+            NLANES msk[(size_t)l * NL + i] = (u[i] + h > 0 ? (REAL)1 : (REAL)0) - (cl > 0 && u[i] > 0 ? (REAL)1 : (REAL)0); \
+        }                                                                                           \
+        for (int r = 0; r < M; ++r)                                                                 \
+            for (int c = 0; c < M; ++c) {                                                           \
+                REAL acc[NL];                                                                       \
+                const REAL d = r == c ? Ak[r] : 0;                                                  \
+                NLANES acc[i] = 0;                                                                  \
+                for (int l = 0; l < L; ++l) {                                                       \
+                    const REAL w = w1[(size_t)r * L + l] * w2[(size_t)c * L + l];                   \
+                    const REAL *mm = msk + (size_t)l * NL;                                          \
+                    NLANES acc[i] += w * mm[i];                                                     \
+                }                                                                                   \
+                NLANES J[((size_t)r * M + c) * NL + i] = acc[i] + d;                                \
+            }                                                                                       \
+        for (int p = 0; p < M; ++p)                                                                 \
+            for (int q = p; q < M; ++q) {                                                           \
+                double acc[NL] = {0};                                                               \
+                for (int r = 0; r < M; ++r) {                                                       \
+                    const REAL *jp = J + ((size_t)r * M + p) * NL, *jq = J + ((size_t)r * M + q) * NL; \
+                    NLANES acc[i] += (double)jp[i] * (double)jq[i];                                 \
+                }                                                                                   \
+                NLANES { a[((size_t)p * M + q) * NL + i] = acc[i]; a[((size_t)q * M + p) * NL + i] = acc[i]; } \
+            }                                                                                       \
+        jacobi_max_eig(M, a, outk + s0, ns);                                                        \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+typedef struct {                                                                                   \
+    int K, S, M, L, n, tid, status;                                                                 \
+    REAL cl;                                                                                        \
+    const REAL *Z, *A, *W1, *W2t, *h2;                                                              \
+    double *out;                                                                                    \
+} norm_job_##SUF;                                                                                   \
+                                                                                                    \
+static void *norms_worker_##SUF(void *arg) {                                                        \
+    norm_job_##SUF *j = arg;                                                                        \
+    const int S = j->S, M = j->M, L = j->L;                                                         \
+    const size_t ML = (size_t)M * L;                                                                \
+    REAL *buf = malloc(sizeof(REAL) * ((size_t)L + (size_t)M * M) * NL);                            \
+    double *a = malloc(sizeof(double) * (size_t)M * M * NL);                                        \
+    if (buf == NULL || a == NULL) { free(buf); free(a); j->status = 2; return NULL; }               \
+    SAVE_FTZ                                                                                        \
+    for (int k = j->tid; k < j->K; k += j->n)                                                       \
+        SPECIALIZE_M(M, norms_one_##SUF(S, MC, L, j->cl, j->Z + (size_t)k * S * M, j->A + (size_t)k * M, \
+                        j->W1 + k * ML,                                                             \
+                        j->W2t + k * ML, j->h2 + (size_t)k * L, j->out + (size_t)k * S, buf,        \
+                        buf + (size_t)L * NL, a))                                                   \
+    RESTORE_FTZ                                                                                     \
+    free(buf);                                                                                      \
+    free(a);                                                                                        \
+    return NULL;                                                                                    \
+}                                                                                                   \
+                                                                                                    \
+int jacobian_norms_##SUF(int K, int S, int M, int L, int clipped, int nthreads, const REAL *Z,      \
+                         const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h2, double *out) { \
+    if (M > MAXM) return 1;                                                                         \
+    const int n = n_workers(nthreads, K);                                                           \
+    norm_job_##SUF jobs[MAXT];                                                                      \
+    for (int i = 0; i < n; ++i)                                                                     \
+        jobs[i] = (norm_job_##SUF){K, S, M, L, n, i, 0, clipped ? 1 : 0, Z, A, W1, W2t, h2, out};   \
+    void *args[MAXT];                                                                               \
+    for (int i = 0; i < n; ++i) args[i] = &jobs[i];                                                 \
+    run_workers(norms_worker_##SUF, args, n);                                                       \
+    int status = 0;                                                                                 \
+    for (int i = 0; i < n; ++i) status = jobs[i].status > status ? jobs[i].status : status;         \
+    return status;                                                                                  \
+}
+
+/* Largest eigenvalue of NL symmetric M x M matrices a[p][q][lane] (overwritten) by cyclic Jacobi
+ * rotations; writes sqrt(max(lambda_max, 0)) for the first ns lanes. A rotation with a_pq = 0 is
+ * the identity (t = 0), selected lane by lane so the loops stay branch-free. */
+#include <math.h>
+INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
+#define AT(p, q) (a + ((size_t)(p) * M + (q)) * NL)
+    for (int sweep = 0; sweep < 50; ++sweep) {
+        double off[NL] = {0}, dia[NL] = {0};
+        for (int p = 0; p < M; ++p) {
+            const double *ap = AT(p, p);
+            NLANES dia[i] += ap[i] * ap[i];
+            for (int q = p + 1; q < M; ++q) { const double *aq = AT(p, q); NLANES off[i] += aq[i] * aq[i]; }
+        }
+        int done = 1;
+        for (int i = 0; i < NL; ++i) done &= off[i] <= 1e-30 * dia[i];
+        if (done) break;
+        for (int p = 0; p < M - 1; ++p)
+            for (int q = p + 1; q < M; ++q) {
+                double c[NL], s[NL], t[NL];
+                double *app = AT(p, p), *aqq = AT(q, q), *apq = AT(p, q), *aqp = AT(q, p);
+                NLANES {
+                    const double x = apq[i], th = (aqq[i] - app[i]) / (2 * (x != 0 ? x : 1));
+                    const double tt = (th >= 0 ? 1.0 : -1.0) / (fabs(th) + sqrt(th * th + 1));
+                    t[i] = x != 0 && isfinite(th) ? tt : 0;
+                    c[i] = 1 / sqrt(t[i] * t[i] + 1);
+                    s[i] = t[i] * c[i];
+                    app[i] -= t[i] * x;
+                    aqq[i] += t[i] * x;
+                    apq[i] = 0;
+                    aqp[i] = 0;
+                }
+                for (int r = 0; r < M; ++r) {
+                    if (r == p || r == q) continue;
+                    double *arp = AT(r, p), *arq = AT(r, q), *apr = AT(p, r), *aqr = AT(q, r);
+                    NLANES {
+                        const double vp = arp[i], vq = arq[i];
+                        arp[i] = apr[i] = c[i] * vp - s[i] * vq;
+                        arq[i] = aqr[i] = s[i] * vp + c[i] * vq;
+                    }
+                }
+            }
+    }
+    for (int i = 0; i < ns; ++i) {
+        double mx = AT(0, 0)[i];
+        for (int p = 1; p < M; ++p) mx = AT(p, p)[i] > mx ? AT(p, p)[i] : mx;
+        out[i] = sqrt(mx > 0 ? mx : 0);
+    }
+#undef AT
+}
+
+DEFINE_NORMS(float, f32)
+DEFINE_NORMS(double, f64)
 """
 
-_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-pthread", "-std=c99", "-shared", "-fPIC"]
+_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-pthread", "-std=c99", "-shared", "-fPIC"]
 _LIB = None  # the loaded ctypes library, or the reason it could not be built (str)
 _THREADS: int | None = None  # kernel threads over the K models (None: every core this process may use)
 
@@ -398,10 +585,13 @@ def _build_library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     ptr = ctypes.c_void_p
     for name in ("forward_f32", "forward_f64"):
-        getattr(lib, name).argtypes = [ctypes.c_int] * 7 + [ptr] * 11
+        getattr(lib, name).argtypes = [ctypes.c_int] * 8 + [ptr] * 11
         getattr(lib, name).restype = ctypes.c_int
     for name in ("backward_f32", "backward_f64"):
         getattr(lib, name).argtypes = [ctypes.c_int] * 7 + [ptr] * 14
+        getattr(lib, name).restype = ctypes.c_int
+    for name in ("jacobian_norms_f32", "jacobian_norms_f64"):
+        getattr(lib, name).argtypes = [ctypes.c_int] * 6 + [ptr] * 6
         getattr(lib, name).restype = ctypes.c_int
     return lib
 
@@ -484,26 +674,31 @@ def stack_weights(A, W1, W2t, h1, h2, clipped: bool):
 
 
 # ----------------------------------------------------------------------------- forward
-def forward(backend: str, z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, ac):
-    """Forward recursion (module docstring); all inputs contiguous, one dtype. Returns ``(Zt, Z)``,
-    the forced states z~_1..z~_T and the unforced states z_2..z_{T+1}, each ``(K, T, B, M)``."""
-    K, T, B, M = ac.shape
+def forward(backend: str, z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, c):
+    """Forward recursion (module docstring); all inputs contiguous, one dtype. ``c (K, B, Tc, M)``
+    holds the data term of steps 0..Tc-1 (only the first T = ``alpha.shape[1]`` are read). Returns
+    ``(Zt, Z)``, the forced states z~_1..z~_T and the unforced states z_2..z_{T+1}, each ``(K, B, T, M)``."""
+    K, T = alpha.shape
+    _, B, Tc, M = c.shape
     L = W1.shape[-1]
+    if Tc < T:
+        raise ValueError(f"c covers {Tc} steps, the recursion needs T = {T}")
     if backend == "c":
-        Zt, Z = torch.empty_like(ac), torch.empty_like(ac)
+        Zt = torch.empty((K, B, T, M), dtype=c.dtype, device=c.device)
+        Z = torch.empty_like(Zt)
         lib = c_library()
-        fn = lib.forward_f32 if ac.dtype == torch.float32 else lib.forward_f64
-        status = fn(K, T, B, M, L, int(clipped), kernel_threads(),
-                    *map(_ptr, (z1, A, W1, W2t, h1, h2, alpha, Q, ac, Zt, Z)))
+        fn = lib.forward_f32 if c.dtype == torch.float32 else lib.forward_f64
+        status = fn(K, T, B, M, L, Tc, int(clipped), kernel_threads(),
+                    *map(_ptr, (z1, A, W1, W2t, h1, h2, alpha, Q, c, Zt, Z)))
         _check_status(status, M)
         return Zt, Z
     Wbig, bias, W1c = stack_weights(A, W1, W2t, h1, h2, clipped)
-    return _forward_stacked(backend, z1, Wbig, bias, W1c, alpha, Q, ac)
+    return _forward_stacked(backend, z1, Wbig, bias, W1c, alpha, Q, c[:, :, :T])
 
 
 def backward(backend: str, G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
-    """Adjoint recursion (module docstring). Returns ``(dz1 (K,B,M), dA, dW1, dW2t, dh1, dh2)``."""
-    K, T, B, M = G.shape
+    """Adjoint recursion (module docstring); ``G, Zt (K, B, T, M)``. Returns ``(dz1 (K,B,M), dA, dW1, dW2t, dh1, dh2)``."""
+    K, B, T, M = G.shape
     L = W1.shape[-1]
     if backend == "c":
         lib = c_library()
@@ -523,88 +718,106 @@ def backward(backend: str, G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
     return dz1, dA, dW1, dW2t, db[:, R:], db[:, :L]
 
 
+def jacobian_norms(z, A, W1, W2t, h2, clipped: bool) -> torch.Tensor:
+    """``||J_k(z_ks)||_2`` of the shPLRNN Jacobians ``diag(A) + W1 diag(m) W2`` with the C kernel.
+
+    ``z (K, S, M)``, weights as for :func:`forward` (contiguous, one dtype); returns ``(K, S)``
+    float64. J is formed in the weights' dtype, its largest singular value found in float64 by
+    Jacobi rotations on ``J^T J`` (agrees with ``eigvalsh`` to ~1e-15 relative). Raises
+    ``RuntimeError`` when the kernel cannot be built (callers fall back to PyTorch).
+    """
+    K, S, M = z.shape
+    L = W1.shape[-1]
+    lib = c_library()
+    fn = lib.jacobian_norms_f32 if z.dtype == torch.float32 else lib.jacobian_norms_f64
+    out = torch.empty((K, S), dtype=torch.float64)
+    status = fn(K, S, M, L, int(clipped), kernel_threads(), *map(_ptr, (z, A, W1, W2t, h2, out)))
+    _check_status(status, M)
+    return out
+
+
 # ----------------------------------------------------------------------------- NumPy / PyTorch loops
-def _forward_stacked(backend: str, z1, Wbig, bias, W1c, alpha, Q, ac) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward recursion on the stacked weights (:func:`stack_weights`). Returns ``(Zt, Z)``."""
-    K, T, B, M = ac.shape
+def _forward_stacked(backend: str, z1, Wbig, bias, W1c, alpha, Q, c) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward recursion on the stacked weights (:func:`stack_weights`); ``c (K, B, T, M)``. Returns ``(Zt, Z)``."""
+    K, B, T, M = c.shape
     R = W1c.shape[-1]
-    Zt = torch.empty_like(ac)  # (K, T, B, M) forced states z~_1 .. z~_T
-    Z = torch.empty_like(ac)  # (K, T, B, M) unforced states z_2 .. z_{T+1}
+    Zt = torch.empty_like(c)  # (K, B, T, M) forced states z~_1 .. z~_T
+    Z = torch.empty_like(c)  # (K, B, T, M) unforced states z_2 .. z_{T+1}
     if backend == "numpy":
-        z1n, Wn, bn, W1n, an, Qn, acn, Ztn, Zn = (t.numpy() for t in (z1, Wbig, bias, W1c, alpha, Q, ac, Zt, Z))
+        z1n, Wn, bn, W1n, an, Qn, cn, Ztn, Zn = (t.numpy() for t in (z1, Wbig, bias, W1c, alpha, Q, c, Zt, Z))
         W1t = np.ascontiguousarray(W1n.transpose(0, 2, 1))  # (K, R, M)
         bn = bn[:, None, :]  # (K, 1, D)
         a = an[:, :, None, None]  # (K, T, 1, 1)
         z = z1n
         for t in range(T):
-            zt = Ztn[:, t]  # (K, B, M)
-            np.matmul(z, Qn, out=zt)
+            zt = np.matmul(z, Qn)  # (K, B, M)
             zt -= z
             zt *= a[:, t]
             zt += z
-            zt += acn[:, t]
+            zt += a[:, t] * cn[:, :, t]
+            Ztn[:, :, t] = zt
             v = np.matmul(zt, Wn)  # (K, B, D)
             v += bn
-            z = Zn[:, t]
-            np.matmul(np.maximum(v[..., :R], 0), W1t, out=z)
+            z = np.matmul(np.maximum(v[..., :R], 0), W1t)
             z += v[..., R:]
+            Zn[:, :, t] = z
     else:
         W1t = W1c.transpose(1, 2)  # (K, R, M)
         a = alpha[:, :, None, None]  # (K, T, 1, 1)
         z = z1
         for t in range(T):
-            zt = Zt[:, t]
-            zt.copy_(z + a[:, t] * (torch.bmm(z, Q) - z) + ac[:, t])  # (K, B, M)
+            zt = z + a[:, t] * (torch.bmm(z, Q) - z) + a[:, t] * c[:, :, t]  # (K, B, M)
+            Zt[:, :, t] = zt
             v = torch.baddbmm(bias[:, None, :], zt, Wbig)  # (K, B, D)
-            z = Z[:, t]
-            z.copy_(torch.baddbmm(v[..., R:], torch.relu(v[..., :R]), W1t))  # (K, B, M)
+            z = torch.baddbmm(v[..., R:], torch.relu(v[..., :R]), W1t)  # (K, B, M)
+            Z[:, :, t] = z
     return Zt, Z
 
 
 def _backward_stacked(backend: str, G, Zt, Wbig, bias, W1c, alpha, Q):
-    """Adjoint recursion on the stacked weights. Returns ``(dz1 (K,B,M), dWbig (K,M,D), db (K,D),
-    dW1c (K,M,R))``."""
-    K, T, B, M = G.shape
+    """Adjoint recursion on the stacked weights; ``G, Zt (K, B, T, M)``. Returns ``(dz1 (K,B,M),
+    dWbig (K,M,D), db (K,D), dW1c (K,M,R))``."""
+    K, B, T, M = G.shape
     R = W1c.shape[-1]
     D = R + M
     # numpy / torch: pre-activations for all steps at once, then the recursion storing dL/dv
-    V = torch.baddbmm(bias[:, None, :], Zt.reshape(K, T * B, M), Wbig).reshape(K, T, B, D)  # (K, T, B, D)
-    GV = torch.empty_like(V)  # (K, T, B, D)
+    V = torch.baddbmm(bias[:, None, :], Zt.reshape(K, B * T, M), Wbig).reshape(K, B, T, D)  # (K, B, T, D)
+    GV = torch.empty_like(V)  # (K, B, T, D)
     if backend == "numpy":
         Gn, Vn, GVn, Wn, W1n, Qn, an = (t.numpy() for t in (G, V, GV, Wbig, W1c, Q, alpha))
         WT, QT = np.ascontiguousarray(Wn.transpose(0, 2, 1)), np.ascontiguousarray(Qn.transpose(0, 2, 1))
-        mask = Vn[..., :R] > 0  # (K, T, B, R)
+        mask = Vn[..., :R] > 0  # (K, B, T, R)
         a = an[:, :, None, None]  # (K, T, 1, 1)
-        lam = Gn[:, T - 1].copy()  # (K, B, M)
+        lam = Gn[:, :, T - 1].copy()  # (K, B, M)
         for t in range(T - 1, -1, -1):
-            gv = GVn[:, t]  # (K, B, D)
+            gv = np.empty((K, B, D), dtype=Gn.dtype)
             np.matmul(lam, W1n, out=gv[..., :R])
-            gv[..., :R] *= mask[:, t]
+            gv[..., :R] *= mask[:, :, t]
             gv[..., R:] = lam
+            GVn[:, :, t] = gv
             lt = np.matmul(gv, WT)  # (K, B, M)
             lam = np.matmul(lt, QT)
             lam -= lt
             lam *= a[:, t]
             lam += lt
             if t > 0:
-                lam += Gn[:, t - 1]
+                lam += Gn[:, :, t - 1]
         dz1 = torch.from_numpy(lam)
     else:
-        mask = V[..., :R] > 0  # (K, T, B, R)
+        mask = V[..., :R] > 0  # (K, B, T, R)
         a = alpha[:, :, None, None]  # (K, T, 1, 1)
         WT, QT = Wbig.transpose(1, 2), Q.transpose(1, 2)
-        lam = G[:, T - 1]
+        lam = G[:, :, T - 1]
         for t in range(T - 1, -1, -1):
-            gv = GV[:, t]  # (K, B, D)
-            gv[..., :R].copy_(torch.bmm(lam, W1c) * mask[:, t])
-            gv[..., R:].copy_(lam)
+            gv = torch.cat([torch.bmm(lam, W1c) * mask[:, :, t], lam], dim=-1)  # (K, B, D)
+            GV[:, :, t] = gv
             lt = torch.bmm(gv, WT)  # (K, B, M)
             lam = lt + a[:, t] * (torch.bmm(lt, QT) - lt)
             if t > 0:
-                lam = lam + G[:, t - 1]
+                lam = lam + G[:, :, t - 1]
         dz1 = lam
-    gv = GV.reshape(K, T * B, D)
-    dWbig = Zt.reshape(K, T * B, M).transpose(1, 2) @ gv  # (K, M, D)
+    gv = GV.reshape(K, B * T, D)
+    dWbig = Zt.reshape(K, B * T, M).transpose(1, 2) @ gv  # (K, M, D)
     db = gv.sum(1)  # (K, D)
-    dW1c = GV[..., R:].reshape(K, T * B, M).transpose(1, 2) @ V[..., :R].clamp(min=0).reshape(K, T * B, R)
+    dW1c = GV[..., R:].reshape(K, B * T, M).transpose(1, 2) @ V[..., :R].clamp(min=0).reshape(K, B * T, R)
     return dz1, dWbig, db, dW1c  # dW1c (K, M, R)

@@ -45,7 +45,7 @@ def check_alphas(alphas, n: int) -> torch.Tensor:
     return a
 
 
-def forcing_terms(model: Model, x: torch.Tensor, alphas: torch.Tensor):
+def forcing_terms(model: Model, x: torch.Tensor, alphas: torch.Tensor, with_ac: bool = True):
     """Detached affine form of the model's forcing over a batch of windows.
 
     Reads ``state_from_obs`` (affine in ``(x, z)`` with detached coefficients) as ``c(x) + z Q`` by
@@ -54,10 +54,13 @@ def forcing_terms(model: Model, x: torch.Tensor, alphas: torch.Tensor):
     Parameters
     ----------
     x : (B, T + 1, N); alphas : (T + 1,)
+    with_ac : bool
+        Also form ``ac`` (the step-major product the PyTorch loop reads; the fused kernel reads
+        ``a`` and ``c`` and needs none: None is returned in its place).
 
     Returns
     -------
-    Q : (M, M), c : (B, T + 1, M), a : (T,), ac : (T, B, M) = a_t c_t
+    Q : (M, M), c : (B, T + 1, M), a : (T,), ac : (T, B, M) = a_t c_t or None
         for window steps 1..T (the last step's forcing acts after the last prediction).
     """
     Bsz, n, N = x.shape
@@ -71,7 +74,7 @@ def forcing_terms(model: Model, x: torch.Tensor, alphas: torch.Tensor):
         c = model.state_from_obs(x.reshape(-1, N), torch.zeros(Bsz * n, M, dtype=dtype, device=device))
         c = c.reshape(Bsz, n, M)  # (B, T + 1, M)
         a = alphas[:-1].to(dtype=dtype, device=device)  # (T,)
-        ac = a[:, None, None] * c[:, :-1].transpose(0, 1)  # (T, B, M)
+        ac = a[:, None, None] * c[:, :-1].transpose(0, 1) if with_ac else None  # (T, B, M)
     return Q, c, a, ac
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from dsrecon.fast import _kernels
+from dsrecon.fast.jacobian_norms import stacked_jacobian_norms, stacked_jacobians
 from dsrecon.models.plrnn import ShPLRNN
 
 _STACKED = ("A", "W1", "W2", "h1", "h2")
@@ -118,27 +119,14 @@ class EnsembleShPLRNN(nn.Module):
             return z @ self.B.transpose(1, 2)  # (K, S, N)
         return z[..., : self.obs_dim]
 
-    @torch.no_grad()
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
-        """Per-model analytic Jacobians ``diag(A) + W1 diag(m) W2`` at states ``z``: ``(K, S, M) -> (K, S, M, M)``.
-
-        As :meth:`ShPLRNN.jacobian` (same mask ``m``, ReLU derivative 0 at 0), computed as one
-        product ``m (K, S, L) @ P (K, L, M*M)`` with ``P[l] = W1[:, l] W2[l, :]``, so no
-        ``(K, S, M, L)`` intermediate is formed.
-        """
-        K, S, M = z.shape
-        u = torch.bmm(z, self.W2.transpose(1, 2))  # (K, S, L)
-        m = (u + self.h2[:, None, :] > 0).to(z.dtype)  # (K, S, L)
-        if self.clipped:
-            m = m - (u > 0).to(z.dtype)
-        P = (self.W1.transpose(1, 2)[:, :, :, None] * self.W2[:, :, None, :]).reshape(K, -1, M * M)  # (K, L, M*M)
-        J = torch.bmm(m, P).reshape(K, S, M, M)
-        return J + torch.diag_embed(self.A)[:, None]  # (K, S, M, M)
+        """Per-model analytic Jacobians at states ``z``: ``(K, S, M) -> (K, S, M, M)`` (as :meth:`ShPLRNN.jacobian`)."""
+        return stacked_jacobians(self.A, self.W1, self.W2, self.h2, self.clipped, z)
 
     @torch.no_grad()
     def growth_bounds(self, z_hat: torch.Tensor, estimator: str = "geometric_mean") -> torch.Tensor:
         """:func:`dsrecon.forcing.growth_bound` of the K models at once: ``z_hat (K, B, T, M) -> (K,)`` float64."""
-        from dsrecon.forcing import GROWTH_ESTIMATORS, growth_bound_from_jacobians
+        from dsrecon.forcing import GROWTH_ESTIMATORS, reduce_norms
 
         if estimator not in GROWTH_ESTIMATORS:
             raise ValueError(f"unknown growth estimator {estimator!r}; valid: {', '.join(GROWTH_ESTIMATORS)}")
@@ -146,8 +134,11 @@ class EnsembleShPLRNN(nn.Module):
             return (self.A.abs().amax(1) + torch.linalg.matrix_norm(self.W1, ord=2)
                     * torch.linalg.matrix_norm(self.W2, ord=2)).double()
         K, Bsz, n, M = z_hat.shape
-        J = self.jacobian(z_hat.reshape(K, Bsz * n, M)).reshape(K, Bsz, n, M, M)
-        return growth_bound_from_jacobians(J, estimator)
+        z = z_hat.reshape(K, Bsz * n, M)
+        if estimator == "mean_jacobian":
+            return torch.linalg.matrix_norm(self.jacobian(z).mean(1), ord=2).double()
+        norms = stacked_jacobian_norms(self.A, self.W1, self.W2, self.h2, self.clipped, z)  # (K, B * n)
+        return reduce_norms(norms.reshape(K, Bsz, n), estimator)
 
     def forcing_terms(self, x: torch.Tensor, alphas: torch.Tensor):
         """Detached ``state_from_obs(x, z) = c(x) + z Q`` per model (see ``fused_plrnn.forcing_terms``).
@@ -158,7 +149,7 @@ class EnsembleShPLRNN(nn.Module):
 
         Returns
         -------
-        Q (K, M, M), c (K, B, T + 1, M), a (K, T), ac (K, T, B, M)
+        Q (K, M, M), c (K, B, T + 1, M), a (K, T): the kernel forms ``a_t c_t`` itself
         """
         K, Bsz, n, N = x.shape
         M = self.state_dim
@@ -169,12 +160,11 @@ class EnsembleShPLRNN(nn.Module):
                 eye = torch.eye(M, dtype=x.dtype, device=x.device)
                 Q = eye - self.B.detach().transpose(1, 2) @ P.transpose(1, 2)  # (K, M, M)
             else:
-                c = torch.cat([x, x.new_zeros(K, Bsz, n, M - N)], dim=-1)  # (K, B, T+1, M)
+                c = x if M == N else torch.cat([x, x.new_zeros(K, Bsz, n, M - N)], dim=-1)  # (K, B, T+1, M)
                 q = torch.cat([x.new_zeros(N), x.new_ones(M - N)])  # (M,)
                 Q = torch.diag(q).expand(K, M, M).contiguous()  # (K, M, M)
             a = alphas[:, :-1].to(dtype=x.dtype, device=x.device)  # (K, T)
-            ac = a[:, :, None, None] * c[:, :, :-1].transpose(1, 2)  # (K, T, B, M)
-        return Q, c, a, ac
+        return Q, c, a
 
 
 def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
@@ -223,25 +213,25 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
     T, M = n - 1, ens.state_dim
     backend = _kernels.resolve_backend(backend, x.device)
     target = x if target is None else target
-    Q, c, a, ac = ens.forcing_terms(x, alphas)
+    Q, c, a = ens.forcing_terms(x, alphas)
     with torch.no_grad():
         x0 = x[:, :, 0]  # (K, B, N)
         z1 = ens.initial_state(x0).contiguous()  # (K, B, M)
         weights = [t.detach().contiguous() for t in (ens.A, ens.W1, ens.W2.transpose(1, 2), ens.h1, ens.h2)]
-        forcing = [t.to(x.dtype).contiguous() for t in (a, Q, ac)]
-        Zt, Z = _kernels.forward(backend, z1, *weights, ens.clipped, *forcing)  # (K, T, B, M) each
-        x_pred = ens.observe(Z.reshape(K, T * Bsz, M)).reshape(K, T, Bsz, N)
-        resid = x_pred - target[:, :, 1:].transpose(1, 2)  # (K, T, B, N)
+        forcing = [t.contiguous() for t in (a, Q, c)]
+        Zt, Z = _kernels.forward(backend, z1, *weights, ens.clipped, *forcing)  # (K, B, T, M) each
+        x_pred = ens.observe(Z.reshape(K, Bsz * T, M)).reshape(K, Bsz, T, N)
+        resid = x_pred - target[:, :, 1:]  # (K, B, T, N)
         mse = resid.pow(2).mean(dim=(1, 2, 3))  # (K,)
         loss = mse + reg_weight * ens.regularization() if reg_weight else mse  # (K,)
         finite = torch.isfinite(loss)  # (K,)
         scale = finite.to(x.dtype) * (2.0 / (T * Bsz * N))  # (K,) dMSE/dx_pred factor, in x's dtype
-        g_pred = resid * scale[:, None, None, None]  # (K, T, B, N)
+        g_pred = resid * scale[:, None, None, None]  # (K, B, T, N)
         if ens.observation == "affine":
-            G = torch.bmm(g_pred.reshape(K, T * Bsz, N), ens.B.detach()).reshape(K, T, Bsz, M)
-            d_obs = torch.bmm(g_pred.reshape(K, T * Bsz, N).transpose(1, 2), Z.reshape(K, T * Bsz, M))  # dB (K, N, M)
+            G = torch.bmm(g_pred.reshape(K, Bsz * T, N), ens.B.detach()).reshape(K, Bsz, T, M)
+            d_obs = torch.bmm(g_pred.reshape(K, Bsz * T, N).transpose(1, 2), Z.reshape(K, Bsz * T, M))  # dB (K, N, M)
         elif M > N:
-            G = torch.cat([g_pred, g_pred.new_zeros(K, T, Bsz, M - N)], dim=-1)
+            G = torch.cat([g_pred, g_pred.new_zeros(K, Bsz, T, M - N)], dim=-1)
         else:
             G = g_pred
         dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(backend, G.contiguous(), Zt, *weights, ens.clipped,
@@ -265,6 +255,6 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
                 p.grad += g
         z_hat = None
         if need_z_hat:
-            z_all = torch.cat([z1.unsqueeze(1), Z], dim=1).transpose(1, 2)  # (K, B, T + 1, M)
+            z_all = torch.cat([z1.unsqueeze(2), Z], dim=2)  # (K, B, T + 1, M)
             z_hat = c + torch.bmm(z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
     return loss.detach(), mse.detach(), z_hat

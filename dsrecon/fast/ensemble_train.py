@@ -105,12 +105,12 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     for m in models:
         m.to(device)
     dtype = ens.A.dtype
-    x = torch.as_tensor(_as_series(data, models[0], "data", config.seq_len + 1), dtype=dtype, device=device)
+    x = torch.as_tensor(_as_series(data, models[0], "data", config.seq_len + 1), dtype=dtype, device=device).contiguous()  # windows are cut from a strided view
     val_x = None
     if val_data is not None:
         val_x = torch.as_tensor(_as_series(val_data, models[0], "val_data", 2), dtype=dtype, device=device)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    optimizer = torch.optim.RAdam(ens.parameters(), lr=config.lr_start)
+    optimizer = torch.optim.RAdam(ens.parameters(), lr=config.lr_start, foreach=True)  # as train()
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     # the K policies are copies of one: AdaptiveGTF's update runs batched over the K models, a

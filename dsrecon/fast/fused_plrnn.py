@@ -19,8 +19,9 @@ for the affine one), the forced state is ``z~_t = z_t F_t + alpha_t c_t``. The c
     z_{t+1} = relu(v_t[:2L]) W1c^T + v_t[2L:]
 
 (unclipped: ``Wbig = [W2^T, diag(A)]``, ``b = [h2, h1]``, ``W1c = W1``). The data term
-``alpha_t c_t`` is computed for all t at once; the sequential loop (forcing, two small matrix
-products and a ReLU per step) runs in a compiled kernel (:mod:`dsrecon.fast._kernels`). The
+``c_t`` is computed for all t at once, in the windows' own (window-major) layout; the sequential
+loop (forcing, two small matrix products and a ReLU per step) runs in a compiled kernel
+(:mod:`dsrecon.fast._kernels`). The
 backward pass is the adjoint recursion with the analytic vector-Jacobian product of that step::
 
     gv_t  = [(lam_{t+1} W1c) * 1[v_t[:2L] > 0], lam_{t+1}]       dL/dv_t
@@ -51,22 +52,23 @@ from dsrecon.rollout import ForcedRollout, check_windows
 
 
 class FusedShPLRNNRollout(torch.autograd.Function):
-    """Forced rollout of K stacked shPLRNNs: ``(z1, A, W1, W2, h1, h2) -> Z (K, T, B, M)``.
+    """Forced rollout of K stacked shPLRNNs: ``(z1, A, W1, W2, h1, h2) -> Z (K, B, T, M)``.
 
-    ``alpha (K, T)``, ``Q (K, M, M)`` and ``ac (K, T, B, M)`` (``alpha_t c_t``) are the detached
-    forcing terms for window steps 1..T; ``Z[:, t]`` is the unforced state ``z_{t+2}`` (the
-    prediction for ``x_{t+2}``). Only ``z1`` and the five weights receive gradients.
+    ``alpha (K, T)``, ``Q (K, M, M)`` and ``c (K, B, T + 1, M)`` (``state_from_obs(x_t, 0)``) are the
+    detached forcing terms (steps 1..T of ``alpha`` and ``c`` are read); ``Z[:, :, t]`` is the
+    unforced state ``z_{t+2}`` (the prediction for ``x_{t+2}``). Only ``z1`` and the five weights
+    receive gradients.
     """
 
     @staticmethod
-    def forward(ctx, z1, A, W1, W2, h1, h2, alpha, Q, ac, clipped: bool, backend: str):
-        dtype = ac.dtype
+    def forward(ctx, z1, A, W1, W2, h1, h2, alpha, Q, c, clipped: bool, backend: str):
+        dtype = c.dtype
         weights = [t.detach().contiguous() for t in (A, W1, W2.transpose(1, 2), h1, h2)]  # W2 as W2^T
-        forcing = [t.detach().to(dtype).contiguous() for t in (alpha, Q, ac)]
+        forcing = [t.detach().to(dtype).contiguous() for t in (alpha, Q, c)]
         Zt, Z = _kernels.forward(backend, z1.detach().contiguous(), *weights, clipped, *forcing)
         ctx.save_for_backward(Zt, *weights, *forcing[:2])
         ctx.clipped, ctx.backend = clipped, backend
-        return Z  # (K, T, B, M)
+        return Z  # (K, B, T, M)
 
     @staticmethod
     def backward(ctx, gZ):
@@ -114,12 +116,12 @@ def fused_forced_rollout(model: Model, x: torch.Tensor, alphas, *, backend: str 
     Bsz, n, N = x.shape
     backend = _kernels.resolve_backend(backend, x.device)
     a = check_alphas(alphas, n)
-    Q, c, a, ac = forcing_terms(model, x, a)
+    Q, c, a, _ = forcing_terms(model, x, a, with_ac=False)
     z1 = model.initial_state(x[:, 0])  # (B, M)
     Z = FusedShPLRNNRollout.apply(
         z1.unsqueeze(0), model.A.unsqueeze(0), model.W1.unsqueeze(0), model.W2.unsqueeze(0),
-        model.h1.unsqueeze(0), model.h2.unsqueeze(0), a.unsqueeze(0), Q.unsqueeze(0), ac.unsqueeze(0),
-        model.clipped, backend)[0].transpose(0, 1)  # (B, T, M)
+        model.h1.unsqueeze(0), model.h2.unsqueeze(0), a.unsqueeze(0), Q.unsqueeze(0), c.unsqueeze(0),
+        model.clipped, backend)[0]  # (B, T, M)
     x_pred = model.observe(Z.reshape(-1, model.state_dim)).reshape(Bsz, n - 1, N)  # (B, T, N)
     with torch.no_grad():
         z_all = torch.cat([z1.detach().unsqueeze(1), Z.detach()], dim=1)  # (B, T + 1, M)
@@ -225,10 +227,10 @@ def fused_generate(model: Model, x0, n_steps: int, *, chunk: int = 100_000, back
     while done < n_steps:
         n = min(chunk, n_steps - done)
         alpha = torch.zeros(1, n, dtype=x0.dtype, device=x0.device)
-        ac = torch.zeros(1, n, Bsz, M, dtype=x0.dtype, device=x0.device)
-        _, Z = _kernels.forward(backend, z, *weights, model.clipped, alpha, Q, ac)  # (1, n, B, M)
-        out.append(model.observe(Z[0].reshape(n * Bsz, M)).reshape(n, Bsz, -1).transpose(0, 1))
-        z = Z[:, -1].contiguous()
+        c = torch.zeros(1, Bsz, n, M, dtype=x0.dtype, device=x0.device)
+        _, Z = _kernels.forward(backend, z, *weights, model.clipped, alpha, Q, c)  # (1, B, n, M)
+        out.append(model.observe(Z[0].reshape(Bsz * n, M)).reshape(Bsz, n, -1))
+        z = Z[:, :, -1].contiguous()
         done += n
     x = torch.cat(out, dim=1)  # (B, n_steps, N)
     return x[0] if squeeze else x

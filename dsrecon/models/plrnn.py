@@ -170,6 +170,14 @@ class ShPLRNN(Model):
         J = (self.W1 * m.unsqueeze(1)) @ self.W2  # (B, M, L) @ (L, M) -> (B, M, M)
         return J + torch.diag_embed(self.A.expand_as(z))  # (B, M, M)
 
+    def jacobian_norms(self, z: torch.Tensor) -> torch.Tensor:
+        """``||J(z)||_2`` per state, ``(S, M) -> (S,)`` float64: the growth bound's inner loop, in a
+        compiled kernel on the CPU (:mod:`dsrecon.fast.jacobian_norms`)."""
+        from dsrecon.fast.jacobian_norms import stacked_jacobian_norms
+
+        return stacked_jacobian_norms(self.A[None], self.W1[None], self.W2[None], self.h2[None], self.clipped,
+                                      z[None])[0]
+
     # ----------------------------------------------------------------- extras
     def regularization(self) -> torch.Tensor:
         """``||1 - A||^2 + ||W1||^2 + ||W2||^2 + ||h1||^2 + ||h2||^2`` (A pulled towards 1)."""
