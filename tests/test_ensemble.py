@@ -199,6 +199,70 @@ def test_kernel_threads_change_nothing_but_speed():
         _kernels.set_kernel_threads(0)
 
 
+def _pool_job(seed):
+    """One 4-thread ensemble gradient (module level so a forked child can run it)."""
+    from dsrecon.fast import _kernels
+
+    _kernels.set_kernel_threads(4)
+    x = torch.randn(5, 20, 31, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ens = EnsembleShPLRNN(_models(5, M=4))
+    ensemble_loss_and_grads(ens, x, torch.full((5, 31), 0.2), 1e-3, backend="c")
+    return [p.grad.clone() for p in ens.parameters()]
+
+
+_FORK_INPUTS: list = []  # the forked child's kernel inputs, made by the parent
+
+
+def _kernel_forward_4_threads():
+    """The C kernel's forward pass on 4 threads, nothing else (in a forked child, torch's own
+    threaded operations may hang: a known GNU OpenMP limitation, why compare spawns its workers)."""
+    from dsrecon.fast import _kernels
+
+    _kernels.set_kernel_threads(4)
+    return _kernels.forward("c", *_FORK_INPUTS)[1].numpy()
+
+
+def test_kernel_thread_pool_is_safe_across_threads_and_fork():
+    """The kernel's worker pool serves one call at a time (a concurrent Python thread gets threads
+    of its own) and is rebuilt in a forked child, where the parent's pool threads do not exist:
+    every way gives the single-threaded numbers, and nothing deadlocks."""
+    import multiprocessing
+    import threading
+
+    from dsrecon.fast import _kernels
+
+    try:
+        _kernels.c_library()
+    except RuntimeError:
+        pytest.skip("no C compiler")
+    try:
+        ref = [_pool_job(s) for s in range(4)]  # starts the pool in this process
+        out = [None] * 4
+        threads = [threading.Thread(target=lambda s=s: out.__setitem__(s, _pool_job(s))) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads)
+        for a, b in zip(ref, out):
+            assert all(torch.equal(g, h) for g, h in zip(a, b))
+
+        g = torch.Generator().manual_seed(5)
+        K, B, T, M, L = 5, 20, 30, 4, 16
+        _FORK_INPUTS[:] = [torch.randn(K, B, M, generator=g, dtype=torch.float64)] + [
+            torch.randn(*shape, generator=g, dtype=torch.float64) * 0.3
+            for shape in [(K, M), (K, M, L), (K, M, L), (K, M), (K, L)]] + [
+            True, torch.full((K, T), 0.2, dtype=torch.float64), torch.zeros(K, M, M, dtype=torch.float64),
+            torch.randn(K, B, T + 1, M, generator=g, dtype=torch.float64)]
+        here = _kernel_forward_4_threads()
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            child = pool.apply_async(_kernel_forward_4_threads).get(timeout=60)
+        np.testing.assert_array_equal(child, here)
+    finally:
+        _kernels.set_kernel_threads(None)
+        _FORK_INPUTS.clear()
+
+
 @pytest.mark.parametrize("forcing", ["agtf", "gtf"])
 def test_train_ensemble_resumes_exactly(tmp_path, forcing):
     """Stopped after 2 of 4 epochs and resumed from its checkpoint, an ensemble ends where an

@@ -27,12 +27,16 @@ Backends
     (O(T B M)) are stored; the clipped difference of ReLUs evaluated from one product ``zt W2t``
     (half the work of the stacked form below). Windows are processed in blocks of 16 with every
     per-window quantity stored window-innermost, so the inner loops are fixed-length SIMD loops
-    (no horizontal sums; weight gradients summed per lane, reduced once per block). The K models
-    of an ensemble run on parallel POSIX threads (:func:`set_kernel_threads`). It flushes denormals
-    (FTZ/DAZ) inside the call and restores the caller's floating-point state on return.
+    (no horizontal sums; weight gradients summed per lane over chunks of 16 stored steps, reduced
+    once per block). For float32 the latent size M <= 8 is a compile-time constant (fully unrolled
+    M-loops: forward 2x, backward 1.3x faster for M = 3; the build takes ~10 s, once per machine).
+    The K models of an ensemble run on the threads of a persistent pool that sleeps between calls
+    (:func:`set_kernel_threads`; starting threads per call cost ~40 microseconds each). It flushes
+    denormals (FTZ/DAZ) inside the call and restores the caller's floating-point state on return.
 ``"numpy"``
     The same loops, on the stacked form ``v = zt [W2t, W2t, diag(A)] + [h2, 0, h1]``,
-    ``z' = relu(v[:2L]) [W1, -W1]^T + v[2L:]`` (:func:`stack_weights`), with NumPy calls (about 1 microsecond each); no compiler needed.
+    ``z' = relu(v[:2L]) [W1, -W1]^T + v[2L:]`` (:func:`stack_weights`), with NumPy calls (about 1
+    microsecond each); no compiler needed.
 ``"torch"``
     The same loops with PyTorch calls; the only one that runs on a GPU.
 """
@@ -68,10 +72,11 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
  * Layout inside: windows are processed in blocks of BC = 16 and every per-window quantity is stored
  * window-innermost (x[m][i], i < BC), so each inner loop is a fixed-length SIMD loop over the
  * block with no horizontal sums; the weight-gradient sums over windows are kept per lane and
- * reduced once per block. Lanes past B are padded with zeros and contribute nothing.
+ * reduced once per block; the backward pass sums them over chunks of TC stored steps. Lanes past B
+ * are padded with zeros and contribute nothing. Arrays outside are window-major (b, t, m).
  * a_t = 0 skips the forcing product (z~ = z exactly, as the plain loop's shortcut).
- * The K models are split over nthreads POSIX threads (k = tid, tid + n, ...); each thread flushes
- * denormals (FTZ/DAZ) for its models and restores its own MXCSR afterwards.
+ * The K models are split over nthreads threads of a persistent pool (k = tid, tid + n, ...); each
+ * thread flushes denormals (FTZ/DAZ) for its models and restores its own MXCSR afterwards.
  * Return: 0 ok, 1 M too large, 2 out of memory.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -101,10 +106,47 @@ static int n_workers(int nthreads, int K) {
     return n < 1 ? 1 : n > MAXT ? MAXT : n;
 }
 
-/* Run fn(args[i]) for i < n: i >= 1 on new threads, i = 0 on the caller's; a thread that cannot be
- * started runs on the caller's thread instead. Threads live for one call (tens of microseconds
- * against milliseconds of work) and never spin, so a busy machine loses nothing to them. */
-static void run_workers(void *(*fn)(void *), void **args, int n) {
+/* Worker pool: run fn(args[i]) for i < n, i = 0 on the caller's thread and i >= 1 on pool threads
+ * that are started once and then sleep on a condition variable between calls (no spinning, so a
+ * busy machine loses nothing to them; waking one costs a few microseconds, starting a thread per
+ * call cost ~40). One call at a time uses the pool; a concurrent caller (another Python thread)
+ * starts threads of its own for its call. A forked child starts with an empty pool (the parent's
+ * threads do not exist there). A thread that cannot be started runs its share on the caller's. */
+static pthread_mutex_t pool_job = PTHREAD_MUTEX_INITIALIZER;  /* held for a whole call */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER, pool_done = PTHREAD_COND_INITIALIZER;
+static int pool_size = 0, pool_pending = 0, pool_atfork = 0;
+static unsigned long pool_gen = 0;
+static void *(*pool_fn[MAXT])(void *);
+static void *pool_arg[MAXT];
+static unsigned long pool_born[MAXT];  /* the generation current when worker i started */
+
+static void pool_child_reset(void) {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    pool_job = m; pool_mu = m; pool_wake = c; pool_done = c;
+    pool_size = 0; pool_pending = 0;
+}
+
+static void *pool_main(void *arg) {
+    const int id = (int)(size_t)arg;
+    pthread_mutex_lock(&pool_mu);
+    unsigned long seen = pool_born[id];
+    for (;;) {
+        while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_mu);
+        seen = pool_gen;
+        void *(*fn)(void *) = pool_fn[id];
+        if (fn == NULL) continue;
+        pool_fn[id] = NULL;
+        pthread_mutex_unlock(&pool_mu);
+        fn(pool_arg[id]);
+        pthread_mutex_lock(&pool_mu);
+        if (--pool_pending == 0) pthread_cond_signal(&pool_done);
+    }
+    return NULL;
+}
+
+static void run_on_new_threads(void *(*fn)(void *), void **args, int n) {
     pthread_t th[MAXT];
     int started[MAXT] = {0};
     for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, fn, args[i]) == 0;
@@ -115,6 +157,32 @@ static void run_workers(void *(*fn)(void *), void **args, int n) {
     }
 }
 
+static void run_workers(void *(*fn)(void *), void **args, int n) {
+    if (n <= 1) { fn(args[0]); return; }
+    if (pthread_mutex_trylock(&pool_job) != 0) { run_on_new_threads(fn, args, n); return; }
+    pthread_mutex_lock(&pool_mu);
+    if (!pool_atfork) pool_atfork = pthread_atfork(NULL, NULL, pool_child_reset) == 0;
+    while (pool_size < n - 1) {  /* worker ids 1 .. pool_size */
+        pthread_t th;
+        pool_born[pool_size + 1] = pool_gen;
+        if (pthread_create(&th, NULL, pool_main, (void *)(size_t)(pool_size + 1)) != 0) break;
+        pthread_detach(th);
+        pool_size++;
+    }
+    const int m = n - 1 < pool_size ? n - 1 : pool_size;  /* shares handed to pool threads */
+    for (int i = 1; i <= m; ++i) { pool_fn[i] = fn; pool_arg[i] = args[i]; }
+    pool_pending = m;
+    pool_gen++;
+    pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_mu);
+    fn(args[0]);
+    for (int i = m + 1; i < n; ++i) fn(args[i]);  /* threads that could not be started */
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+    pthread_mutex_unlock(&pool_job);
+}
+
 /* Run CALL with MC = the latent dimension, a compile-time constant for M <= 8 (the per-model loops
  * below are always inlined, so each case is compiled with fully unrolled M-loops: ~20 % faster for
  * M = 3), a run-time value above. */
@@ -122,9 +190,10 @@ static void run_workers(void *(*fn)(void *), void **args, int n) {
 #define SPECIALIZE_M(MV, CALL) switch (MV) { CASE_M(1, CALL) CASE_M(2, CALL) CASE_M(3, CALL)       \
     CASE_M(4, CALL) CASE_M(5, CALL) CASE_M(6, CALL) CASE_M(7, CALL) CASE_M(8, CALL)                 \
     default: { const int MC = MV; CALL; } }
+#define RUNTIME_M(MV, CALL) { const int MC = MV; CALL; }
 #define INLINE static inline __attribute__((always_inline))
 
-#define DEFINE_KERNELS(REAL, SUF)                                                                   \
+#define DEFINE_KERNELS(REAL, SUF, DISPATCH)                                                         \
 /* one model, all blocks of windows; scratch U (L*BC) */                                           \
 INLINE void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z1, const REAL *Ak,  \
                               const REAL *w1, const REAL *w2, const REAL *h1k, const REAL *h2k,     \
@@ -197,7 +266,7 @@ static void *forward_worker_##SUF(void *arg) { /* models k = tid, tid + n, ... *
     if (U == NULL) { j->status = 2; return NULL; }                                                  \
     SAVE_FTZ                                                                                        \
     for (int k = j->tid; k < j->K; k += j->n)                                                       \
-        SPECIALIZE_M(M, forward_one_##SUF(T, B, MC, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M,       \
+        DISPATCH(M, forward_one_##SUF(T, B, MC, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M, \
                           j->W1 + (size_t)k * M * L, j->W2t + (size_t)k * M * L,                    \
                           j->h1 + (size_t)k * M, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T),    \
                           j->Q + (size_t)k * M * M, j->c + (size_t)k * B * j->Tc * M, j->Tc,        \
@@ -237,7 +306,10 @@ INLINE void flush_##SUF(int nt, int M, int L, const REAL *PHc, const REAL *Sc, c
             for (int t = 0; t < nt; ++t) {                                                          \
                 const REAL *la = LAc + t * MB + (size_t)m * BC, *zt = ZTc + t * MB + (size_t)m * BC; \
                 const REAL *ph = PHc + t * LB + (size_t)l * BC, *gs = Sc + t * LB + (size_t)l * BC; \
-                for (int j = 0; j < 4; ++j) LANES { a1[j][i] += la[i] * ph[j * BC + i]; a2[j][i] += zt[i] * gs[j * BC + i]; } \
+                for (int j = 0; j < 4; ++j) LANES {                                                 \
+                    a1[j][i] += la[i] * ph[j * BC + i];                                             \
+                    a2[j][i] += zt[i] * gs[j * BC + i];                                             \
+                }                                                                                   \
             }                                                                                       \
             for (int j = 0; j < 4; ++j) {                                                           \
                 REAL *g1 = gW1 + ((size_t)m * L + l + j) * BC, *g2 = gW2 + ((size_t)m * L + l + j) * BC; \
@@ -366,7 +438,7 @@ static void *backward_worker_##SUF(void *arg) {                                 
     REAL *gW1 = ZTc + TC * MB, *gW2 = gW1 + ML * BC;                                                \
     SAVE_FTZ                                                                                        \
     for (int k = j->tid; k < j->K; k += j->n)                                                       \
-        SPECIALIZE_M(M, backward_one_##SUF(T, B, MC, L, j->cl, j->G + IDX(k, 0, T) * B * M,                          \
+        DISPATCH(M, backward_one_##SUF(T, B, MC, L, j->cl, j->G + IDX(k, 0, T) * B * M,             \
                            j->Zt + IDX(k, 0, T) * B * M, j->A + (size_t)k * M, j->W1 + (size_t)k * ML, \
                            j->W2t + (size_t)k * ML, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T), \
                            j->Q + (size_t)k * M * M, j->dz1 + (size_t)k * B * M, j->dA + (size_t)k * M, \
@@ -395,8 +467,10 @@ int backward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads,
     return status;                                                                                  \
 }
 
-DEFINE_KERNELS(float, f32)
-DEFINE_KERNELS(double, f64)
+/* float32, the models' default dtype, gets the M-specialized loops; float64 (tests, checks) the
+ * run-time-M ones: each specialization costs compile time (~10 s for all of them, once per machine) */
+DEFINE_KERNELS(float, f32, SPECIALIZE_M)
+DEFINE_KERNELS(double, f64, RUNTIME_M)
 /* Spectral norms of the shPLRNN's Jacobians J(z) = diag(A) + W1 diag(m) W2 at given states, for the
  * growth bound G of adaptive GTF: out[k][s] = ||J_k(z_ks)||_2 (double). m = 1[u + h2 > 0] - clipped 1[u > 0],
  * u = z W2t. J is formed in REAL (as the model's jacobian), S = J^T J and its largest eigenvalue in
@@ -404,7 +478,7 @@ DEFINE_KERNELS(double, f64)
  * at most 50 sweeps), NL = 8 states per SIMD block. Return: 0 ok, 1 M too large, 2 out of memory. */
 #define NL 8
 #define NLANES _Pragma("omp simd") for (int i = 0; i < NL; ++i)
-#define DEFINE_NORMS(REAL, SUF)                                                                     \
+#define DEFINE_NORMS(REAL, SUF, DISPATCH)                                                           \
 INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const REAL *Ak,          \
                             const REAL *w1, const REAL *w2, const REAL *h2k, double *outk,         \
                             REAL *msk, REAL *J, double *a) {                                        \
@@ -416,7 +490,8 @@ INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const 
             REAL u[NL] = {0};                                                                       \
             for (int m = 0; m < M; ++m) { const REAL w = w2[(size_t)m * L + l]; NLANES u[i] += w * z[m][i]; } \
             const REAL h = h2k[l];                                                                  \
-            NLANES msk[(size_t)l * NL + i] = (u[i] + h > 0 ? (REAL)1 : (REAL)0) - (cl > 0 && u[i] > 0 ? (REAL)1 : (REAL)0); \
+            NLANES msk[(size_t)l * NL + i] = (u[i] + h > 0 ? (REAL)1 : (REAL)0)                     \
+                                           - (cl > 0 && u[i] > 0 ? (REAL)1 : (REAL)0);              \
         }                                                                                           \
         for (int r = 0; r < M; ++r)                                                                 \
             for (int c = 0; c < M; ++c) {                                                           \
@@ -459,7 +534,7 @@ static void *norms_worker_##SUF(void *arg) {                                    
     if (buf == NULL || a == NULL) { free(buf); free(a); j->status = 2; return NULL; }               \
     SAVE_FTZ                                                                                        \
     for (int k = j->tid; k < j->K; k += j->n)                                                       \
-        SPECIALIZE_M(M, norms_one_##SUF(S, MC, L, j->cl, j->Z + (size_t)k * S * M, j->A + (size_t)k * M, \
+        DISPATCH(M, norms_one_##SUF(S, MC, L, j->cl, j->Z + (size_t)k * S * M, j->A + (size_t)k * M, \
                         j->W1 + k * ML,                                                             \
                         j->W2t + k * ML, j->h2 + (size_t)k * L, j->out + (size_t)k * S, buf,        \
                         buf + (size_t)L * NL, a))                                                   \
@@ -534,8 +609,8 @@ INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
 #undef AT
 }
 
-DEFINE_NORMS(float, f32)
-DEFINE_NORMS(double, f64)
+DEFINE_NORMS(float, f32, SPECIALIZE_M)
+DEFINE_NORMS(double, f64, RUNTIME_M)
 """
 
 _CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-pthread", "-std=c99", "-shared", "-fPIC"]
@@ -697,7 +772,8 @@ def forward(backend: str, z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, c):
 
 
 def backward(backend: str, G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
-    """Adjoint recursion (module docstring); ``G, Zt (K, B, T, M)``. Returns ``(dz1 (K,B,M), dA, dW1, dW2t, dh1, dh2)``."""
+    """Adjoint recursion (module docstring); ``G, Zt (K, B, T, M)``. Returns ``(dz1 (K,B,M), dA, dW1,
+    dW2t, dh1, dh2)``."""
     K, B, T, M = G.shape
     L = W1.shape[-1]
     if backend == "c":
