@@ -24,7 +24,7 @@ def _stack(models):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("M,L,S", [(3, 50, 37), (5, 20, 8), (1, 4, 3), (12, 30, 17)])
+@pytest.mark.parametrize("M,L,S", [(3, 50, 37), (5, 20, 8), (1, 4, 3), (2, 7, 9), (12, 30, 17)])
 @pytest.mark.parametrize("clipped", [True, False])
 def test_kernel_equals_eigvalsh(dtype, tol, M, L, S, clipped):
     _needs_c()
@@ -60,3 +60,12 @@ def test_degenerate_matrices():
     A = torch.tensor([[0.5, -2.0, 0.5, 1.0]], dtype=torch.float64)  # diagonal J: norm = max |A_i|
     got = _kernels.jacobian_norms(z, A, *zero[1:], True)
     assert torch.equal(got, torch.full((1, 10), 2.0, dtype=torch.float64))
+    # M = 3 takes Newton's method on the characteristic polynomial: a double largest root (two equal
+    # singular values) converges only linearly and to ~1e-8, a simple one to rounding
+    for diag, rel in (([2.0, -2.0, 0.5], 1e-7), ([0.3, -2.0, 0.5], 1e-14), ([0.0, 0.0, 0.0], 0.0)):
+        A3 = torch.tensor([diag], dtype=torch.float64)
+        zero3 = [torch.zeros(1, 3, L, dtype=torch.float64), torch.zeros(1, 3, L, dtype=torch.float64),
+                 torch.zeros(1, L, dtype=torch.float64)]
+        got = _kernels.jacobian_norms(z[:, :, :3].contiguous(), A3, *zero3, True)
+        want = max(abs(d) for d in diag)
+        assert float((got - want).abs().max()) <= rel * max(want, 1e-300), diag

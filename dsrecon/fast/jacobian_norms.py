@@ -5,8 +5,10 @@ state of the batch (B (T + 1) states, 3216 for B = 16, T = 200), and the trainer
 per epoch. In PyTorch that is a batched Jacobian (masks, a product) and a batched symmetric
 eigensolver, ~3 ms per model and call for M = 3, L = 50 (more than the training update itself);
 the C kernel (:func:`dsrecon.fast._kernels.jacobian_norms`) forms each J and finds its largest
-singular value by Jacobi rotations in one pass, about 10x faster, and is taken on the CPU when it
-builds; otherwise the PyTorch computation runs. Both agree to float rounding (tests).
+singular value in one pass (Newton's method on the characteristic polynomial of ``J^T J`` for
+M = 3, Jacobi rotations for larger M), about 15x faster, and is taken on the CPU when it builds;
+otherwise the PyTorch computation runs. Both agree to float rounding (tests; ~1e-8 relative where
+the two largest singular values of a 3 x 3 J coincide).
 
 Shapes: K models stacked along the first axis (K = 1 for one model), S states each.
 """
