@@ -214,3 +214,27 @@ def test_auto_backend_without_compiler_warns_and_uses_numpy(monkeypatch):
         assert _kernels.resolve_backend("auto", torch.device("cpu")) == "numpy"
     with pytest.raises(RuntimeError, match="'c' backend is unavailable"):
         _kernels.c_library()
+
+
+def test_fused_step_follows_replaced_parameters():
+    """The fused step runs as a one-model ensemble sharing the model's storage, cached per model: a
+    parameter replaced (dtype change, assignment) must be seen, and gradients accumulate like autograd's."""
+    model = ShPLRNN(3, 4, 16, seed=3)
+    x = torch.randn(4, 21, 3, generator=torch.Generator().manual_seed(4))
+    alphas = torch.full((21,), 0.2, dtype=torch.float64)
+    loss_and_grads(model, x, alphas, 1e-3)  # caches the view (float32)
+    model.double()  # new storage for every parameter
+    with torch.no_grad():
+        model.W1.add_(0.1)  # in place: the cached view must see it too
+    model.zero_grad()
+    xd = x.double()
+    ref = plain_loss_and_grads(model, xd, alphas, 1e-3)
+    g_ref = _grads(model)
+    model.zero_grad()
+    res = loss_and_grads(model, xd, alphas, 1e-3)
+    assert res.loss == pytest.approx(ref.loss, rel=1e-12)
+    for name, g in _grads(model).items():
+        assert _rel(g, g_ref[name]) < 1e-10, name
+    loss_and_grads(model, xd, alphas, 1e-3)  # a second call adds to .grad, as backward() does
+    for name, g in _grads(model).items():
+        assert _rel(g, 2 * g_ref[name]) < 1e-10, name

@@ -45,6 +45,9 @@ class EnsembleShPLRNN(nn.Module):
     models : sequence of ShPLRNN
         K >= 1 models with identical ``config()`` (shapes, clipping, observation, dtype). Their
         values are copied; :meth:`write_to` and :meth:`to_models` go back.
+    share_storage : bool
+        With one model: the stacked parameters are ``(1, ...)`` views of the model's own (no copy),
+        so the model's single-run training can use :func:`ensemble_loss_and_grads`.
 
     Attributes
     ----------
@@ -52,9 +55,11 @@ class EnsembleShPLRNN(nn.Module):
     B (K, N, M) (affine observation) or C (K, M - N, N) (identity, M > N) : nn.Parameter
     """
 
-    def __init__(self, models: Sequence[ShPLRNN]):
+    def __init__(self, models: Sequence[ShPLRNN], *, share_storage: bool = False):
         super().__init__()
         models = list(models)
+        if share_storage and len(models) != 1:
+            raise ValueError(f"share_storage needs exactly one model, got {len(models)}")
         if not models or not all(isinstance(m, ShPLRNN) for m in models):
             raise ValueError("EnsembleShPLRNN needs a non-empty sequence of ShPLRNN models, got "
                              f"{[type(m).__name__ for m in models]}")
@@ -73,7 +78,10 @@ class EnsembleShPLRNN(nn.Module):
             names.append("C")
         self._names = names
         for name in names:
-            stacked = torch.stack([getattr(m, name).detach() for m in models]).clone()
+            if share_storage:
+                stacked = getattr(models[0], name).detach().unsqueeze(0)  # a view: same storage
+            else:
+                stacked = torch.stack([getattr(m, name).detach() for m in models]).clone()
             setattr(self, name, nn.Parameter(stacked))
 
     @property
