@@ -125,6 +125,12 @@ class Forcing:
     def update(self, model: Model, z_hat: torch.Tensor, n_updates: int) -> None:
         """Adapt to the model after ``n_updates`` parameter updates (no-op for fixed policies)."""
 
+    @property
+    def adapts(self) -> bool:
+        """True when the policy overrides :meth:`update`: its alphas may change during training, so
+        trainers ask for them every update (a fixed policy's once)."""
+        return type(self).update is not Forcing.update
+
     def config(self) -> dict:
         """``make_forcing(**config())`` rebuilds the policy (JSON-serializable)."""
         return {"name": self.name}

@@ -373,14 +373,16 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
     device = torch.device(config.device)
     model.to(device)
     dtype = model._dtype()
-    x = torch.as_tensor(_as_series(data, model, "data", config.seq_len + 1), dtype=dtype, device=device).contiguous()  # windows are cut from a strided view
+    # contiguous: windows are cut from a strided view of the series
+    x = torch.as_tensor(_as_series(data, model, "data", config.seq_len + 1), dtype=dtype, device=device).contiguous()
     val_x = None
     if val_data is not None:
         val_x = torch.as_tensor(_as_series(val_data, model, "val_data", 2), dtype=dtype, device=device)
     from dsrecon.data import sample_windows
 
     generator = torch.Generator().manual_seed(config.seed)  # windows and noise, CPU
-    optimizer = torch.optim.RAdam(model.parameters(), lr=config.lr_start, foreach=True)  # one call for all tensors: ~1.5x faster
+    # foreach: one call for all parameter tensors, ~1.5x faster than one per tensor on the CPU
+    optimizer = torch.optim.RAdam(model.parameters(), lr=config.lr_start, foreach=True)
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     history, start_epoch, n_updates, time_before = [], 0, 0, 0.0
@@ -406,9 +408,7 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
     elif resume:
         raise ValueError("resume=True needs run_dir, the folder of the run to continue")
 
-    # a policy that adapts (AdaptiveGTF, or a user policy with its own update) is asked for its alphas
-    # every update; a fixed one once
-    alphas = None if type(forcing).update is not Forcing.update else forcing.alphas(config.seq_len + 1)
+    alphas = None if forcing.adapts else forcing.alphas(config.seq_len + 1)  # a fixed policy's, once
     recoveries, in_a_row, metrics = 0, 0, {}
     for record in reversed(history):
         if "d_stsp" in record:

@@ -651,6 +651,33 @@ INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
 
 DEFINE_NORMS(float, f32, SPECIALIZE_M)
 DEFINE_NORMS(double, f64, RUNTIME_M)
+
+/* The training loss of the identity observation and its gradient in one pass over the states:
+ * sse[k] = sum_{b,t,n} (Z[k,b,t,n] - X[k,b,t+1,n])^2 (double), G[k,b,t,m] = scale (Z - X) for
+ * m < N, 0 for m >= N. Z, G (K,B,T,M); X, the target windows, (K,B,T+1,N). */
+#define DEFINE_LOSS(REAL, SUF)                                                                      \
+void identity_loss_##SUF(int K, int B, int T, int M, int N, REAL scale, const REAL *Z,             \
+                         const REAL *X, double *sse, REAL *G) {                                     \
+    for (int k = 0; k < K; ++k) {                                                                   \
+        double acc = 0;                                                                             \
+        for (int b = 0; b < B; ++b) {                                                               \
+            const size_t zb = ((size_t)k * B + b) * T * M, xb = (((size_t)k * B + b) * (T + 1) + 1) * N; \
+            for (int t = 0; t < T; ++t) {                                                           \
+                const REAL *z = Z + zb + (size_t)t * M, *x = X + xb + (size_t)t * N;                \
+                REAL *g = G + zb + (size_t)t * M;                                                   \
+                for (int n = 0; n < N; ++n) {                                                       \
+                    const REAL r = z[n] - x[n];                                                     \
+                    acc += (double)r * (double)r;                                                   \
+                    g[n] = r * scale;                                                               \
+                }                                                                                   \
+                for (int m = N; m < M; ++m) g[m] = 0;                                               \
+            }                                                                                       \
+        }                                                                                           \
+        sse[k] = acc;                                                                               \
+    }                                                                                               \
+}
+DEFINE_LOSS(float, f32)
+DEFINE_LOSS(double, f64)
 """
 
 _CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-pthread", "-std=c99", "-shared", "-fPIC"]
@@ -705,6 +732,8 @@ def _build_library() -> ctypes.CDLL:
     for name in ("backward_f32", "backward_f64"):
         getattr(lib, name).argtypes = [ctypes.c_int] * 7 + [ptr] * 14
         getattr(lib, name).restype = ctypes.c_int
+    lib.identity_loss_f32.argtypes = [ctypes.c_int] * 5 + [ctypes.c_float] + [ptr] * 4
+    lib.identity_loss_f64.argtypes = [ctypes.c_int] * 5 + [ctypes.c_double] + [ptr] * 4
     for name in ("jacobian_norms_f32", "jacobian_norms_f64"):
         getattr(lib, name).argtypes = [ctypes.c_int] * 6 + [ptr] * 6
         getattr(lib, name).restype = ctypes.c_int
@@ -832,6 +861,24 @@ def backward(backend: str, G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
     dW2t = dWbig[:, :, :L] + dWbig[:, :, L:R] if clipped else dWbig[:, :, :L]  # (K, M, L)
     dW1 = dW1c[:, :, :L] - dW1c[:, :, L:] if clipped else dW1c  # (K, M, L)
     return dz1, dA, dW1, dW2t, db[:, R:], db[:, :L]
+
+
+def identity_loss(Z: torch.Tensor, X: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared error of the identity observation's predictions and its scaled gradient, one pass (C).
+
+    ``Z (K, B, T, M)`` unforced states (predictions ``Z[..., :N]``), ``X (K, B, T + 1, N)`` target
+    windows (``X[:, :, 1:]`` is compared), both contiguous, one dtype. Returns ``sse (K,)`` float64,
+    the sum of squared residuals per model, and ``G (K, B, T, M)`` = ``scale * (Z[..., :N] -
+    X[:, :, 1:])``, zero-padded to M: ``dL/dZ`` for ``L = scale / 2 * sse``.
+    """
+    K, B, T, M = Z.shape
+    N = X.shape[-1]
+    lib = c_library()
+    fn = lib.identity_loss_f32 if Z.dtype == torch.float32 else lib.identity_loss_f64
+    sse = torch.empty(K, dtype=torch.float64)
+    G = torch.empty_like(Z)
+    fn(K, B, T, M, N, scale, *map(_ptr, (Z, X, sse, G)))
+    return sse, G
 
 
 def jacobian_norms(z, A, W1, W2t, h2, clipped: bool) -> torch.Tensor:

@@ -228,20 +228,27 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
         weights = [t.detach().contiguous() for t in (ens.A, ens.W1, ens.W2.transpose(1, 2), ens.h1, ens.h2)]
         forcing = [t.contiguous() for t in (a, Q, c)]
         Zt, Z = _kernels.forward(backend, z1, *weights, ens.clipped, *forcing)  # (K, B, T, M) each
-        x_pred = ens.observe(Z.reshape(K, Bsz * T, M)).reshape(K, Bsz, T, N)
-        resid = x_pred - target[:, :, 1:]  # (K, B, T, N)
-        mse = resid.pow(2).mean(dim=(1, 2, 3))  # (K,)
+        scale = 2.0 / (T * Bsz * N)  # dMSE/dx_pred = scale * residual
+        if backend == "c" and ens.observation == "identity":  # one pass: squared error and dL/dZ
+            sse, G = _kernels.identity_loss(Z, target.contiguous(), scale)  # (K,), (K, B, T, M)
+            mse = (sse / (T * Bsz * N)).to(x.dtype)
+        else:
+            resid = ens.observe(Z.reshape(K, Bsz * T, M)).reshape(K, Bsz, T, N) - target[:, :, 1:]  # (K, B, T, N)
+            mse = resid.pow(2).mean(dim=(1, 2, 3))  # (K,)
+            g_pred = resid * scale  # (K, B, T, N)
+            if ens.observation == "affine":
+                G = torch.bmm(g_pred.reshape(K, Bsz * T, N), ens.B.detach()).reshape(K, Bsz, T, M)
+                d_obs = torch.bmm(g_pred.reshape(K, Bsz * T, N).transpose(1, 2), Z.reshape(K, Bsz * T, M))  # dB
+            elif M > N:
+                G = torch.cat([g_pred, g_pred.new_zeros(K, Bsz, T, M - N)], dim=-1)
+            else:
+                G = g_pred
         loss = mse + reg_weight * ens.regularization() if reg_weight else mse  # (K,)
         finite = torch.isfinite(loss)  # (K,)
-        scale = finite.to(x.dtype) * (2.0 / (T * Bsz * N))  # (K,) dMSE/dx_pred factor, in x's dtype
-        g_pred = resid * scale[:, None, None, None]  # (K, B, T, N)
-        if ens.observation == "affine":
-            G = torch.bmm(g_pred.reshape(K, Bsz * T, N), ens.B.detach()).reshape(K, Bsz, T, M)
-            d_obs = torch.bmm(g_pred.reshape(K, Bsz * T, N).transpose(1, 2), Z.reshape(K, Bsz * T, M))  # dB (K, N, M)
-        elif M > N:
-            G = torch.cat([g_pred, g_pred.new_zeros(K, Bsz, T, M - N)], dim=-1)
-        else:
-            G = g_pred
+        if not bool(finite.all()):  # no loss gradient for a model whose loss is not finite
+            G = torch.where(finite[:, None, None, None], G, 0.0)
+            if ens.observation == "affine":
+                d_obs = torch.where(finite[:, None, None], d_obs, 0.0)
         dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(backend, G.contiguous(), Zt, *weights, ens.clipped,
                                                          *forcing[:2])
         grads = {"A": dA, "W1": dW1, "W2": dW2t.transpose(1, 2), "h1": dh1, "h2": dh2}

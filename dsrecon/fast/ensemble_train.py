@@ -105,7 +105,9 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     for m in models:
         m.to(device)
     dtype = ens.A.dtype
-    x = torch.as_tensor(_as_series(data, models[0], "data", config.seq_len + 1), dtype=dtype, device=device).contiguous()  # windows are cut from a strided view
+    # contiguous: windows are cut from a strided view of the series
+    x = torch.as_tensor(_as_series(data, models[0], "data", config.seq_len + 1), dtype=dtype,
+                        device=device).contiguous()
     val_x = None
     if val_data is not None:
         val_x = torch.as_tensor(_as_series(val_data, models[0], "val_data", 2), dtype=dtype, device=device)
@@ -116,7 +118,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     # the K policies are copies of one: AdaptiveGTF's update runs batched over the K models, a
     # fixed policy has none, any other policy's update runs per model
     adaptive = type(forcing).update is AdaptiveGTF.update
-    generic_policy = not adaptive and type(forcing).update is not Forcing.update
+    generic_policy = forcing.adapts and not adaptive
     # a fixed policy's alphas never change: stack them once; adaptive ones are read every update
     fixed_alphas = None if adaptive or generic_policy else torch.stack(
         [torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64) for f in forcings])  # (K, T+1)
