@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +37,27 @@ def lorenz63_paper_test(gtf_data_dir) -> np.ndarray:
     return np.load(gtf_data_dir / "lorenz63_test.npy")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache_dir(tmp_path_factory):
-    """Simulation and kernel caches of the test session go to a temp folder, not the user's cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DSRECON_CACHE_DIR", str(tmp_path_factory.mktemp("dsrecon_cache")))
-    yield
-    mp.undo()
+_CACHE_ENV: dict = {}
+
+
+def pytest_configure(config):
+    """Simulation and kernel caches of the test session go to a temp folder, not the user's cache.
+
+    Set here, before collection: test modules build the C kernel at import (``test_fast.BACKENDS``),
+    which a session fixture would only redirect after the fact."""
+    _CACHE_ENV["old"] = os.environ.get("DSRECON_CACHE_DIR")
+    _CACHE_ENV["dir"] = tempfile.mkdtemp(prefix="dsrecon_test_cache_")
+    os.environ["DSRECON_CACHE_DIR"] = _CACHE_ENV["dir"]
+
+
+def pytest_unconfigure(config):
+    if "dir" not in _CACHE_ENV:
+        return
+    if _CACHE_ENV["old"] is None:
+        os.environ.pop("DSRECON_CACHE_DIR", None)
+    else:
+        os.environ["DSRECON_CACHE_DIR"] = _CACHE_ENV["old"]
+    shutil.rmtree(_CACHE_ENV["dir"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -238,3 +238,20 @@ def test_fused_step_follows_replaced_parameters():
     loss_and_grads(model, xd, alphas, 1e-3)  # a second call adds to .grad, as backward() does
     for name, g in _grads(model).items():
         assert _rel(g, 2 * g_ref[name]) < 1e-10, name
+
+
+@pytest.mark.parametrize("M", [10, 11, 16])
+def test_fused_float32_specialized_and_generic_latent_sizes(M):
+    """float32 runs the kernel compiled for a fixed M (M <= 8, 10, 12, 16) or the run-time-M loops
+    (11): both give the plain loop's gradients (the float64 tests only reach the run-time-M loops)."""
+    model = ShPLRNN(3, M, 30, seed=1)
+    x = torch.randn(16, 81, 3, generator=torch.Generator().manual_seed(M))
+    alphas = torch.full((81,), 0.2, dtype=torch.float64)
+    model.zero_grad()
+    ref = plain_loss_and_grads(model, x, alphas, 1e-5)
+    g_ref = _grads(model)
+    model.zero_grad()
+    res = loss_and_grads(model, x, alphas, 1e-5)
+    assert res.loss == pytest.approx(ref.loss, rel=1e-5)
+    for name, g in _grads(model).items():
+        assert _rel(g, g_ref[name]) < RTOL, name
