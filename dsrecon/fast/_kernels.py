@@ -195,11 +195,11 @@ static void run_workers(void *(*fn)(void *), void **args, int n) {
 #define INLINE static inline __attribute__((always_inline))
 
 #define DEFINE_KERNELS(REAL, SUF, DISPATCH)                                                         \
-/* one model, all blocks of windows; scratch U (L*BC) */                                           \
+/* one model, all blocks of windows */                                                              \
 INLINE void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z1, const REAL *Ak,  \
                               const REAL *w1, const REAL *w2, const REAL *h1k, const REAL *h2k,     \
-                              const REAL *alk, const REAL *q, const REAL *ck, int Tc, REAL *Ztk, REAL *Zk, \
-                              REAL *U) {                                                            \
+                              const REAL *alk, const REAL *q, const REAL *ck, int Tc, REAL *Ztk,    \
+                              REAL *Zk) {                                                           \
     REAL z[MAXM][BC], zt[MAXM][BC];                                                                 \
     for (int b0 = 0; b0 < B; b0 += BC) {                                                            \
         const int nb = B - b0 < BC ? B - b0 : BC;                                                   \
@@ -219,8 +219,10 @@ INLINE void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z
                     LANES zt[m][i] = z[m][i] + a * (zq[i] - z[m][i]) + a * (i < nb ? ct[(size_t)i * Tc * M + m] : 0); \
                 }                                                                                   \
             }                                                                                       \
+            REAL acc[MAXM][BC];  /* z' = A * zt + h1 + sum_l W1[:, l] phi_l: M chains, one pass over l */ \
+            for (int m = 0; m < M; ++m) LANES acc[m][i] = Ak[m] * zt[m][i] + h1k[m];                \
             for (int l = 0; l < L; ++l) {                                                           \
-                REAL u[BC] = {0};                                                                   \
+                REAL u[BC] = {0}, ph[BC];                                                           \
                 for (int m = 0; m < M; ++m) {                                                       \
                     const REAL w = w2[(size_t)m * L + l];                                           \
                     LANES u[i] += w * zt[m][i];                                                     \
@@ -228,20 +230,14 @@ INLINE void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z
                 const REAL h = h2k[l];                                                              \
                 LANES {                                                                             \
                     const REAL p = u[i] + h;                                                        \
-                    U[(size_t)l * BC + i] = (p > 0 ? p : 0) - cl * (u[i] > 0 ? u[i] : 0);           \
+                    ph[i] = (p > 0 ? p : 0) - cl * (u[i] > 0 ? u[i] : 0);                           \
+                }                                                                                   \
+                for (int m = 0; m < M; ++m) {                                                       \
+                    const REAL w = w1[(size_t)m * L + l];                                           \
+                    LANES acc[m][i] += w * ph[i];                                                   \
                 }                                                                                   \
             }                                                                                       \
-            for (int m = 0; m < M; ++m) {                                                           \
-                REAL acc[BC];                                                                       \
-                LANES acc[i] = Ak[m] * zt[m][i] + h1k[m];                                           \
-                const REAL *wr = w1 + (size_t)m * L;                                                \
-                for (int l = 0; l < L; ++l) {                                                       \
-                    const REAL w = wr[l];                                                           \
-                    const REAL *ph = U + (size_t)l * BC;                                            \
-                    LANES acc[i] += w * ph[i];                                                      \
-                }                                                                                   \
-                LANES z[m][i] = acc[i];                                                             \
-            }                                                                                       \
+            for (int m = 0; m < M; ++m) LANES z[m][i] = acc[m][i];                                  \
             REAL *ztt = Ztk + ((size_t)b0 * T + t) * M;                                             \
             REAL *zn = Zk + ((size_t)b0 * T + t) * M;                                               \
             for (int i = 0; i < nb; ++i)                                                            \
@@ -263,17 +259,14 @@ typedef struct {                                                                
 static void *forward_worker_##SUF(void *arg) { /* models k = tid, tid + n, ... */                   \
     fwd_job_##SUF *j = arg;                                                                         \
     const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
-    REAL *U = malloc(sizeof(REAL) * (size_t)L * BC);                                                \
-    if (U == NULL) { j->status = 2; return NULL; }                                                  \
     SAVE_FTZ                                                                                        \
     for (int k = j->tid; k < j->K; k += j->n)                                                       \
         DISPATCH(M, forward_one_##SUF(T, B, MC, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M, \
                           j->W1 + (size_t)k * M * L, j->W2t + (size_t)k * M * L,                    \
                           j->h1 + (size_t)k * M, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T),    \
                           j->Q + (size_t)k * M * M, j->c + (size_t)k * B * j->Tc * M, j->Tc,        \
-                          j->Zt + IDX(k, 0, T) * B * M, j->Z + IDX(k, 0, T) * B * M, U))           \
+                          j->Zt + IDX(k, 0, T) * B * M, j->Z + IDX(k, 0, T) * B * M))               \
     RESTORE_FTZ                                                                                     \
-    free(U);                                                                                        \
     return NULL;                                                                                    \
 }                                                                                                   \
                                                                                                     \
@@ -354,6 +347,8 @@ INLINE void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
                 LANES zt[m][i] = i < nb ? ztt[(size_t)i * T * M + m] : 0;                           \
                 LANES { la_t[(size_t)m * BC + i] = lam[m][i]; zt_t[(size_t)m * BC + i] = zt[m][i]; } \
             }                                                                                       \
+            for (int m = 0; m < M; ++m)  /* lt = A * lam + sum_l W2t[:, l] gu_l, accumulated in the l loop */ \
+                LANES { gA[m][i] += lam[m][i] * zt[m][i]; gh1[m][i] += lam[m][i]; lt[m][i] = Ak[m] * lam[m][i]; } \
             for (int l = 0; l < L; ++l) {                                                           \
                 REAL u[BC] = {0}, s[BC] = {0};                                                      \
                 for (int m = 0; m < M; ++m) {                                                       \
@@ -362,24 +357,18 @@ INLINE void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
                 }                                                                                   \
                 const REAL h = h2k[l];                                                              \
                 REAL *ph = ph_t + (size_t)l * BC, *gs = gs_t + (size_t)l * BC, *g2 = gh2 + (size_t)l * BC; \
+                REAL gu[BC];                                                                        \
                 LANES {                                                                             \
                     const REAL p = u[i] + h, sp = p > 0 ? s[i] : 0;  /* selects: gcc vectorizes */  \
                     ph[i] = (p > 0 ? p : 0) - cl * (u[i] > 0 ? u[i] : 0);                           \
                     g2[i] += sp;                                                                    \
-                    gs[i] = sp - (cl > 0 && u[i] > 0 ? s[i] : 0);                                   \
+                    gu[i] = sp - (cl > 0 && u[i] > 0 ? s[i] : 0);                                   \
+                    gs[i] = gu[i];                                                                  \
                 }                                                                                   \
-            }                                                                                       \
-            for (int m = 0; m < M; ++m) {                                                           \
-                REAL acc[BC];                                                                       \
-                LANES { gA[m][i] += lam[m][i] * zt[m][i]; gh1[m][i] += lam[m][i];                   \
-                        acc[i] = Ak[m] * lam[m][i]; }                                               \
-                const REAL *wr = w2 + (size_t)m * L;                                                \
-                for (int l = 0; l < L; ++l) {                                                       \
-                    const REAL w = wr[l];                                                           \
-                    const REAL *gs = gs_t + (size_t)l * BC;                                         \
-                    LANES acc[i] += w * gs[i];                                                      \
+                for (int m = 0; m < M; ++m) {                                                       \
+                    const REAL w = w2[(size_t)m * L + l];                                           \
+                    LANES lt[m][i] += w * gu[i];                                                    \
                 }                                                                                   \
-                LANES lt[m][i] = acc[i];                                                            \
             }                                                                                       \
             if (++nt == TC || t == 0) {                                                             \
                 flush_##SUF(nt, M, L, PHc, Sc, LAc, ZTc, gW1, gW2);                                 \
