@@ -84,6 +84,7 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <time.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #define SAVE_FTZ unsigned int csr_ = _mm_getcsr(); _mm_setcsr(csr_ | 0x8040);
@@ -115,8 +116,8 @@ static int n_workers(int nthreads, int K) {
 static pthread_mutex_t pool_job = PTHREAD_MUTEX_INITIALIZER;  /* held for a whole call */
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER, pool_done = PTHREAD_COND_INITIALIZER;
-static int pool_size = 0, pool_pending = 0, pool_atfork = 0;
-static unsigned long pool_gen = 0;
+static int pool_size = 0, pool_atfork = 0;
+static unsigned long pool_gen = 0, pool_pending = 0;  /* written under pool_mu, also read atomically */
 static void *(*pool_fn[MAXT])(void *);
 static void *pool_arg[MAXT];
 static unsigned long pool_born[MAXT];  /* the generation current when worker i started */
@@ -128,11 +129,38 @@ static void pool_child_reset(void) {
     pool_size = 0; pool_pending = 0;
 }
 
+/* Before sleeping, a waiting thread watches the flag for up to POOL_SPIN_NS (the next call of a
+ * training update usually comes within that, and a futex wake-up costs tens of microseconds). */
+#define POOL_SPIN_NS 50000L
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+/* spin while *flag == value (equal = 1) or while *flag != value (equal = 0), at most POOL_SPIN_NS */
+static void spin_while(const unsigned long *flag, unsigned long value, int equal) {
+    const long end = now_ns() + POOL_SPIN_NS;
+    for (int i = 0; (__atomic_load_n(flag, __ATOMIC_ACQUIRE) == value) == equal; ++i) {
+        cpu_relax();
+        if ((i & 63) == 63 && now_ns() > end) return;
+    }
+}
+
 static void *pool_main(void *arg) {
     const int id = (int)(size_t)arg;
     pthread_mutex_lock(&pool_mu);
     unsigned long seen = pool_born[id];
     for (;;) {
+        if (pool_gen == seen) {
+            pthread_mutex_unlock(&pool_mu);
+            spin_while(&pool_gen, seen, 1);
+            pthread_mutex_lock(&pool_mu);
+        }
         while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_mu);
         seen = pool_gen;
         void *(*fn)(void *) = pool_fn[id];
@@ -141,7 +169,7 @@ static void *pool_main(void *arg) {
         pthread_mutex_unlock(&pool_mu);
         fn(pool_arg[id]);
         pthread_mutex_lock(&pool_mu);
-        if (--pool_pending == 0) pthread_cond_signal(&pool_done);
+        if (__atomic_sub_fetch(&pool_pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&pool_done);
     }
     return NULL;
 }
@@ -171,12 +199,13 @@ static void run_workers(void *(*fn)(void *), void **args, int n) {
     }
     const int m = n - 1 < pool_size ? n - 1 : pool_size;  /* shares handed to pool threads */
     for (int i = 1; i <= m; ++i) { pool_fn[i] = fn; pool_arg[i] = args[i]; }
-    pool_pending = m;
-    pool_gen++;
+    __atomic_store_n(&pool_pending, (unsigned long)m, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&pool_gen, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool_wake);
     pthread_mutex_unlock(&pool_mu);
     fn(args[0]);
     for (int i = m + 1; i < n; ++i) fn(args[i]);  /* threads that could not be started */
+    spin_while(&pool_pending, 0, 0);
     pthread_mutex_lock(&pool_mu);
     while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
     pthread_mutex_unlock(&pool_mu);
