@@ -241,3 +241,21 @@ def test_fused_float32_specialized_and_generic_latent_sizes(M):
     x = torch.randn(16, 81, 3, generator=torch.Generator().manual_seed(M))
     alphas = torch.full((81,), 0.2, dtype=torch.float64)
     _fused_vs_plain(model, x, alphas, 1e-5, loss_rel=1e-5)
+
+
+@pytest.mark.parametrize("M", [3, 5])
+def test_identity_loss_kernel(M):
+    """The C pass behind the identity observation's loss: squared error per model (float64 sum) and
+    the scaled residual, zero-padded past N; M = N takes the contiguous SIMD loop."""
+    if "c" not in BACKENDS:
+        pytest.skip("no C compiler")
+    from dsrecon.fast._kernels import identity_loss
+
+    g = torch.Generator().manual_seed(M)
+    Z = torch.randn(2, 3, 7, M, generator=g)
+    X = torch.randn(2, 3, 8, 3, generator=g)
+    sse, G = identity_loss(Z, X, 0.25)
+    resid = Z[..., :3] - X[:, :, 1:]
+    torch.testing.assert_close(sse, (resid.double() ** 2).sum((1, 2, 3)), rtol=1e-12, atol=0)
+    torch.testing.assert_close(G[..., :3], resid * 0.25, rtol=0, atol=0)
+    assert torch.count_nonzero(G[..., 3:]) == 0
