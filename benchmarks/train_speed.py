@@ -373,7 +373,8 @@ def bench_training_loops(args) -> None:
     cfg = TrainConfig(epochs=epochs, batches_per_epoch=50, batch_size=B, seq_len=T, val_every=10**6)
     n_upd = epochs * 50
     cores = kernel_threads()
-    say(f"{epochs} epochs x 50 updates per measurement, after a warm-up run; times per update (all K models); "
+    say(f"{epochs} epochs x 50 updates per measurement, median of {args.loop_reps} interleaved repetitions, after a "
+        "warm-up run; times per update (all K models); "
         f"kernel threads: 1, and {cores} (every core this process may use). Ratios: model-updates per second "
         "against one train() run of one model on the fused path (and, last column, on the plain path).")
     say()
@@ -386,11 +387,28 @@ def bench_training_loops(args) -> None:
         warm = TrainConfig(epochs=1, batches_per_epoch=5, batch_size=B, seq_len=T, val_every=10**6)
         train(ShPLRNN(N, M, L, seed=99), x, warm, forcing(), progress=False)
         train_ensemble([ShPLRNN(N, M, L, seed=99)], x, warm, forcing())
-        single = {}
+        runs = []  # (key, kernel threads, function, updates it runs)
         for backend in ("fused", "plain"):
             c = dataclasses.replace(cfg, backend=backend, epochs=epochs if backend == "fused" else max(1, epochs // 3))
-            wall, cpu = _timed_loop(lambda c=c: train(ShPLRNN(N, M, L, seed=0), x, c, forcing(), progress=False))
-            single[backend] = (wall / (c.epochs * 50), cpu / (c.epochs * 50))
+            runs.append((backend, 1, lambda c=c: train(ShPLRNN(N, M, L, seed=0), x, c, forcing(), progress=False),
+                         c.epochs * 50))
+        for K in args.K:
+            for threads in sorted({1, cores}):
+                runs.append(((K, threads), threads,
+                             lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)], x, cfg, forcing()),
+                             n_upd))
+        samples = {key: ([], []) for key, *_ in runs}
+        for _ in range(args.loop_reps):  # interleaved, so a neighbour's load hits every configuration alike
+            for key, threads, fn, n in runs:
+                set_kernel_threads(threads)
+                try:
+                    wall, cpu = _timed_loop(fn)
+                finally:
+                    set_kernel_threads(None)
+                samples[key][0].append(wall / n)
+                samples[key][1].append(cpu / n)
+        med = {key: (statistics.median(w), statistics.median(c)) for key, (w, c) in samples.items()}
+        single = {"fused": med["fused"], "plain": med["plain"]}
         say(f"| {kind} | 1 (train(), fused) | 1 | {single['fused'][0] * 1e3:.2f} | {single['fused'][1] * 1e3:.2f} | "
             f"{1 / single['fused'][0]:.0f} | 1.0x | 1.0x | {single['plain'][0] / single['fused'][0]:.1f}x |")
         say(f"| {kind} | 1 (train(), plain) | 1 | {single['plain'][0] * 1e3:.2f} | {single['plain'][1] * 1e3:.2f} | "
@@ -398,13 +416,7 @@ def bench_training_loops(args) -> None:
             f"{single['fused'][1] / single['plain'][1]:.2f}x | 1.0x |")
         for K in args.K:
             for threads in sorted({1, cores}):
-                set_kernel_threads(threads)
-                try:
-                    wall, cpu = _timed_loop(lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)],
-                                                                       x, cfg, forcing()))
-                finally:
-                    set_kernel_threads(None)
-                w, c = wall / n_upd, cpu / n_upd
+                w, c = med[(K, threads)]
                 say(f"| {kind} | {K} | {threads} | {w * 1e3:.2f} | {c * 1e3:.2f} | {K / w:.0f} | "
                     f"{K * single['fused'][0] / w:.2f}x | {K * single['fused'][1] / c:.2f}x | "
                     f"{K * single['plain'][0] / w:.1f}x |")
@@ -453,6 +465,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="also time the plain loop with a torch.compile'd step")
     p.add_argument("--mem-updates", type=int, default=300)
     p.add_argument("--loop-epochs", type=int, default=3, help="epochs (x 50 updates) per training-loop timing")
+    p.add_argument("--loop-reps", type=int, default=5, help="interleaved repetitions of each training-loop timing")
     p.add_argument("--sections", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 7],
                    help="which sections to run (1-7; 2 needs 1)")
     p.add_argument("--to-target", action="store_true", help="wall time to D_stsp <= 0.30 (minutes)")

@@ -513,15 +513,21 @@ INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const 
             NLANES msk[(size_t)l * NL + i] = (u[i] + h > 0 ? (REAL)1 : (REAL)0)                     \
                                            - (cl > 0 && u[i] > 0 ? (REAL)1 : (REAL)0);              \
         }                                                                                           \
-        for (int rc = 0; rc < M * M; ++rc) {  /* J = sum_l P[l] m_l + diag(A), as the model's jacobian */ \
-            REAL acc[NL];                                                                           \
-            NLANES acc[i] = 0;                                                                      \
-            const REAL *pr = P + (size_t)rc * L;                                                    \
+        for (int r0 = 0; r0 < M * M; r0 += 8) {  /* J = sum_l P[l] m_l + diag(A), as the model's jacobian; */ \
+            const int nr = M * M - r0 < 8 ? M * M - r0 : 8;  /* 8 entries at once: independent FMA chains */ \
+            REAL acc[8][NL];                                                                        \
+            for (int r = 0; r < nr; ++r) NLANES acc[r][i] = 0;                                      \
             for (int l = 0; l < L; ++l) {                                                           \
-                const REAL w = pr[l], *mm = msk + (size_t)l * NL;                                   \
-                NLANES acc[i] += w * mm[i];                                                         \
+                const REAL *mm = msk + (size_t)l * NL;                                              \
+                for (int r = 0; r < nr; ++r) {                                                      \
+                    const REAL w = P[(size_t)(r0 + r) * L + l];                                     \
+                    NLANES acc[r][i] += w * mm[i];                                                  \
+                }                                                                                   \
             }                                                                                       \
-            NLANES J[(size_t)rc * NL + i] = acc[i] + (rc / M == rc % M ? Ak[rc / M] : 0);           \
+            for (int r = 0; r < nr; ++r) {                                                          \
+                const int rc = r0 + r;                                                              \
+                NLANES J[(size_t)rc * NL + i] = acc[r][i] + (rc / M == rc % M ? Ak[rc / M] : 0);    \
+            }                                                                                       \
         }                                                                                           \
         for (int p = 0; p < M; ++p)                                                                 \
             for (int q = p; q < M; ++q) {                                                           \
@@ -580,7 +586,7 @@ int jacobian_norms_##SUF(int K, int S, int M, int L, int clipped, int nthreads, 
 /* Largest eigenvalue of NL symmetric positive semi-definite M x M matrices a[p][q][lane]
  * (overwritten); writes sqrt(max(lambda_max, 0)) for the first ns lanes.
  * M <= 2: closed form. M = 3: Newton's method on the characteristic polynomial
- * p(l) = l^3 - c2 l^2 + c1 l - c0 from l = trace >= lambda_max, where p is increasing and convex,
+ * p(l) = l^3 - c2 l^2 + c1 l - c0 from l = ||S||_F >= lambda_max, where p is increasing and convex,
  * so the iterates fall monotonically onto the largest root (quadratically for a simple root; a
  * double largest root converges linearly and to ~1e-8 relative): no divisions but one per step,
  * ~5x cheaper than rotations. M > 3: cyclic Jacobi rotations (a rotation with a_pq = 0 is the
@@ -608,11 +614,12 @@ INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
             c2[i] = s00 + s11 + s22;
             c1[i] = s00 * s11 - s01 * s01 + s00 * s22 - s02 * s02 + s11 * s22 - s12 * s12;
             c0[i] = s00 * (s11 * s22 - s12 * s12) - s01 * (s01 * s22 - s12 * s02) + s02 * (s01 * s12 - s11 * s02);
-            l[i] = c2[i];
+            /* start at ||S||_F = sqrt(sum of lambda^2): above lambda_max, and within sqrt(3) of it */
+            l[i] = sqrt(s00 * s00 + s11 * s11 + s22 * s22 + 2 * (s01 * s01 + s02 * s02 + s12 * s12));
         }
         for (int it = 0; it < 200; ++it) {
             int moving = 0;
-            NLANES {
+            _Pragma("omp simd reduction(|:moving)") for (int i = 0; i < NL; ++i) {
                 const double p = ((l[i] - c2[i]) * l[i] + c1[i]) * l[i] - c0[i];
                 const double dp = (3 * l[i] - 2 * c2[i]) * l[i] + c1[i];
                 const double step = p > 0 && dp > 0 ? p / dp : 0;
