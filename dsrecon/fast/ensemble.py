@@ -9,11 +9,12 @@ one shared step count and learning-rate schedule) updates each slice as it would
 alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.training.train` with the
 same seeds (tests: to float tolerance), as long as every run stays finite (see its Notes).
 
-What it buys (``benchmarks/results/train_speed_2026-11-23_session3_loops.md`` and ``..._session3.md``,
-M = 3, L = 50, B = 16, T = 200, 2-core CPU, medians of interleaved repetitions): whole training
-loops of K = 10 seeds run at 4.5-4.9x the model-updates per wall second of one ``train()`` run with
-GTF (3.5-3.6x with one kernel thread, i.e. per core; adaptive GTF 3.5-3.8x and 3.0x) and ~140x one
-run of the plain autograd loop (the reference implementation's one model per process); ten seeds
+What it buys (``benchmarks/results/train_speed_2026-11-23_session3_loops{,_rerun}.md`` and
+``..._session3.md``, M = 3, L = 50, B = 16, T = 200, 2-core CPU, medians of interleaved
+repetitions): whole training loops of K = 10 seeds run at 4.4-4.5x the model-updates per wall
+second of one ``train()`` run with GTF (3.5-3.6x with one kernel thread, i.e. per core; adaptive GTF
+3.5-3.9x and 2.9-3.0x) and ~140x one run of the plain autograd loop (the reference implementation's
+one model per process); ten seeds
 all reached D_stsp <= 0.30 in 154 s where one alone took 60 s. What bounds it on a CPU: one update
 costs ~0.5 ms of fixed work (Python, RAdam, windows, bookkeeping), paid once per ensemble, plus
 per model ~0.12 ms of kernel arithmetic (forward 0.03, adjoint 0.09 ms) and ~0.01 ms of tensor
