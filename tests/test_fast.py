@@ -259,3 +259,21 @@ def test_identity_loss_kernel(M):
     torch.testing.assert_close(sse, (resid.double() ** 2).sum((1, 2, 3)), rtol=1e-12, atol=0)
     torch.testing.assert_close(G[..., :3], resid * 0.25, rtol=0, atol=0)
     assert torch.count_nonzero(G[..., 3:]) == 0
+
+
+def test_old_kernel_builds_are_pruned(tmp_path):
+    """A new build deletes the other builds of the cache folder older than a week, and only those."""
+    import os
+    import time
+
+    from dsrecon.fast._kernels import _prune_old_builds
+
+    new, recent, old, other = (tmp_path / n for n in ("shplrnn_new.so", "shplrnn_recent.so", "shplrnn_old.so",
+                                                       "results.h5"))
+    for f in (new, recent, old, other):
+        f.write_bytes(b"x")
+    week_ago = time.time() - 8 * 24 * 3600
+    for f in (old, other, new):
+        os.utime(f, (week_ago, week_ago))
+    assert _prune_old_builds(new) == [old]
+    assert new.exists() and recent.exists() and other.exists() and not old.exists()

@@ -751,6 +751,28 @@ def _compile(cc: str, flags: list, target: Path) -> str | None:
     return None
 
 
+_PRUNE_AGE_S = 7 * 24 * 3600
+
+
+def _prune_old_builds(keep: Path, max_age_s: float = _PRUNE_AGE_S) -> list[Path]:
+    """Delete the other kernel builds in ``keep``'s folder not modified for ``max_age_s`` (default
+    a week): every new dsrecon version or compiler flag leaves a ~0.3 MB library behind. A build
+    another machine sharing the folder still uses is younger (its mtime is its build time, so a
+    pruned one is rebuilt on its next use there); a library already loaded stays valid after its
+    file is deleted. Returns the deleted paths; files that cannot be deleted are left alone."""
+    import time
+
+    gone = []
+    for old in keep.parent.glob("shplrnn_*.so"):
+        try:
+            if old != keep and time.time() - old.stat().st_mtime > max_age_s:
+                old.unlink()
+                gone.append(old)
+        except OSError:
+            pass
+    return gone
+
+
 def _build_library() -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
@@ -761,6 +783,7 @@ def _build_library() -> ctypes.CDLL:
         err = _compile(cc, _CFLAGS, target)
         if err is not None:
             raise RuntimeError(f"compiling the fused kernel with {cc} failed:\n{err}")
+        _prune_old_builds(target)
     lib = ctypes.CDLL(str(target))
     ptr = ctypes.c_void_p
     for name in ("forward_f32", "forward_f64"):
