@@ -212,6 +212,22 @@ static void run_workers(void *(*fn)(void *), void **args, int n) {
     pthread_mutex_unlock(&pool_job);
 }
 
+/* Every kernel's job struct starts with this: the worker's share and its failure code. */
+typedef struct { int n, tid, status; } job_head;
+
+/* Run fn on n jobs of `size` bytes each (run_workers), return the largest status they set. */
+static int run_jobs(void *(*fn)(void *), void *jobs, size_t size, int n) {
+    void *args[MAXT];
+    for (int i = 0; i < n; ++i) args[i] = (char *)jobs + (size_t)i * size;
+    run_workers(fn, args, n);
+    int status = 0;
+    for (int i = 0; i < n; ++i) {
+        const int st = ((const job_head *)args[i])->status;
+        status = st > status ? st : status;
+    }
+    return status;
+}
+
 /* Run CALL with MC = the latent dimension, a compile-time constant for M <= 8 and M = 10, 12, 16
  * (the per-model loops below are always inlined, so each case is compiled with fully unrolled
  * M-loops: forward 2x / 1.7x, backward 1.3x / 1.2x faster for M = 3 / 10), a run-time value else. */
@@ -279,7 +295,8 @@ INLINE void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z
 }                                                                                                   \
                                                                                                     \
 typedef struct {                                                                                   \
-    int K, T, B, M, L, Tc, n, tid, status;                                                          \
+    job_head h;  /* first member: run_jobs reads the status through it */                           \
+    int K, T, B, M, L, Tc;                                                                          \
     REAL cl;                                                                                        \
     const REAL *z1, *A, *W1, *W2t, *h1, *h2, *alpha, *Q, *c;                                        \
     REAL *Zt, *Z;                                                                                   \
@@ -289,7 +306,7 @@ static void *forward_worker_##SUF(void *arg) { /* models k = tid, tid + n, ... *
     fwd_job_##SUF *j = arg;                                                                         \
     const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
     SAVE_FTZ                                                                                        \
-    for (int k = j->tid; k < j->K; k += j->n)                                                       \
+    for (int k = j->h.tid; k < j->K; k += j->h.n)                                                   \
         DISPATCH(M, forward_one_##SUF(T, B, MC, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M, \
                           j->W1 + (size_t)k * M * L, j->W2t + (size_t)k * M * L,                    \
                           j->h1 + (size_t)k * M, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T),    \
@@ -306,14 +323,9 @@ int forward_##SUF(int K, int T, int B, int M, int L, int Tc, int clipped, int nt
     const int n = n_workers(nthreads, K);                                                           \
     fwd_job_##SUF jobs[MAXT];                                                                       \
     for (int i = 0; i < n; ++i)                                                                     \
-        jobs[i] = (fwd_job_##SUF){K, T, B, M, L, Tc, n, i, 0, clipped ? 1 : 0, z1, A, W1, W2t, h1, h2, \
+        jobs[i] = (fwd_job_##SUF){{n, i, 0}, K, T, B, M, L, Tc, clipped ? 1 : 0, z1, A, W1, W2t, h1, h2, \
                                   alpha, Q, c, Zt, Z};                                              \
-    void *args[MAXT];                                                                               \
-    for (int i = 0; i < n; ++i) args[i] = &jobs[i];                                                 \
-    run_workers(forward_worker_##SUF, args, n);                                                     \
-    int status = 0;                                                                                 \
-    for (int i = 0; i < n; ++i) status = jobs[i].status > status ? jobs[i].status : status;         \
-    return status;                                                                                  \
+    return run_jobs(forward_worker_##SUF, jobs, sizeof(fwd_job_##SUF), n);                          \
 }                                                                                                   \
                                                                                                     \
 /* one model; scratch: gh2 (L*BC), PHc, Sc (TC*L*BC each), LAc, ZTc (TC*M*BC each), gW1, gW2 (M*L*BC) */ \
@@ -441,7 +453,8 @@ INLINE void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
 }                                                                                                   \
                                                                                                     \
 typedef struct {                                                                                    \
-    int K, T, B, M, L, n, tid, status;                                                              \
+    job_head h;  /* first member: run_jobs reads the status through it */                           \
+    int K, T, B, M, L;                                                                              \
     REAL cl;                                                                                        \
     const REAL *G, *Zt, *A, *W1, *W2t, *h2, *alpha, *Q;                                             \
     REAL *dz1, *dA, *dW1, *dW2t, *dh1, *dh2;                                                        \
@@ -452,11 +465,11 @@ static void *backward_worker_##SUF(void *arg) {                                 
     const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
     const size_t ML = (size_t)M * L, LB = (size_t)L * BC, MB = (size_t)M * BC;                      \
     REAL *buf = malloc(sizeof(REAL) * (LB + 2 * TC * LB + 2 * TC * MB + 2 * ML * BC));              \
-    if (buf == NULL) { j->status = 2; return NULL; }                                                \
+    if (buf == NULL) { j->h.status = 2; return NULL; }                                              \
     REAL *gh2 = buf, *PHc = gh2 + LB, *Sc = PHc + TC * LB, *LAc = Sc + TC * LB, *ZTc = LAc + TC * MB; \
     REAL *gW1 = ZTc + TC * MB, *gW2 = gW1 + ML * BC;                                                \
     SAVE_FTZ                                                                                        \
-    for (int k = j->tid; k < j->K; k += j->n)                                                       \
+    for (int k = j->h.tid; k < j->K; k += j->h.n)                                                   \
         DISPATCH(M, backward_one_##SUF(T, B, MC, L, j->cl, j->G + IDX(k, 0, T) * B * M,             \
                            j->Zt + IDX(k, 0, T) * B * M, j->A + (size_t)k * M, j->W1 + (size_t)k * ML, \
                            j->W2t + (size_t)k * ML, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T), \
@@ -476,14 +489,9 @@ int backward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads,
     const int n = n_workers(nthreads, K);                                                           \
     bwd_job_##SUF jobs[MAXT];                                                                       \
     for (int i = 0; i < n; ++i)                                                                     \
-        jobs[i] = (bwd_job_##SUF){K, T, B, M, L, n, i, 0, clipped ? 1 : 0, G, Zt, A, W1, W2t, h2,   \
+        jobs[i] = (bwd_job_##SUF){{n, i, 0}, K, T, B, M, L, clipped ? 1 : 0, G, Zt, A, W1, W2t, h2, \
                                   alpha, Q, dz1, dA, dW1, dW2t, dh1, dh2};                          \
-    void *args[MAXT];                                                                               \
-    for (int i = 0; i < n; ++i) args[i] = &jobs[i];                                                 \
-    run_workers(backward_worker_##SUF, args, n);                                                    \
-    int status = 0;                                                                                 \
-    for (int i = 0; i < n; ++i) status = jobs[i].status > status ? jobs[i].status : status;         \
-    return status;                                                                                  \
+    return run_jobs(backward_worker_##SUF, jobs, sizeof(bwd_job_##SUF), n);                         \
 }
 
 /* float32, the models' default dtype, gets the M-specialized loops; float64 (tests, checks) the
@@ -543,7 +551,8 @@ INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const 
 }                                                                                                   \
                                                                                                     \
 typedef struct {                                                                                   \
-    int K, S, M, L, n, tid, status;                                                                 \
+    job_head h;  /* first member: run_jobs reads the status through it */                           \
+    int K, S, M, L;                                                                                 \
     REAL cl;                                                                                        \
     const REAL *Z, *A, *W1, *W2t, *h2;                                                              \
     double *out;                                                                                    \
@@ -553,15 +562,15 @@ static void *norms_worker_##SUF(void *arg) {                                    
     norm_job_##SUF *j = arg;                                                                        \
     const int S = j->S, M = j->M, L = j->L;                                                         \
     const size_t ML = (size_t)M * L;                                                                \
-    REAL *buf = malloc(sizeof(REAL) * ((size_t)M * M * L + (size_t)L * NL + (size_t)M * M * NL));                            \
+    REAL *buf = malloc(sizeof(REAL) * ((size_t)M * M * L + (size_t)L * NL + (size_t)M * M * NL));   \
     double *a = malloc(sizeof(double) * (size_t)M * M * NL);                                        \
-    if (buf == NULL || a == NULL) { free(buf); free(a); j->status = 2; return NULL; }               \
+    if (buf == NULL || a == NULL) { free(buf); free(a); j->h.status = 2; return NULL; }             \
     SAVE_FTZ                                                                                        \
-    for (int k = j->tid; k < j->K; k += j->n)                                                       \
+    for (int k = j->h.tid; k < j->K; k += j->h.n)                                                   \
         DISPATCH(M, norms_one_##SUF(S, MC, L, j->cl, j->Z + (size_t)k * S * M, j->A + (size_t)k * M, \
                         j->W1 + k * ML,                                                             \
                         j->W2t + k * ML, j->h2 + (size_t)k * L, j->out + (size_t)k * S, buf,        \
-                        buf + (size_t)M * M * L, buf + (size_t)M * M * L + (size_t)L * NL, a))                                                   \
+                        buf + (size_t)M * M * L, buf + (size_t)M * M * L + (size_t)L * NL, a))      \
     RESTORE_FTZ                                                                                     \
     free(buf);                                                                                      \
     free(a);                                                                                        \
@@ -574,13 +583,8 @@ int jacobian_norms_##SUF(int K, int S, int M, int L, int clipped, int nthreads, 
     const int n = n_workers(nthreads, K);                                                           \
     norm_job_##SUF jobs[MAXT];                                                                      \
     for (int i = 0; i < n; ++i)                                                                     \
-        jobs[i] = (norm_job_##SUF){K, S, M, L, n, i, 0, clipped ? 1 : 0, Z, A, W1, W2t, h2, out};   \
-    void *args[MAXT];                                                                               \
-    for (int i = 0; i < n; ++i) args[i] = &jobs[i];                                                 \
-    run_workers(norms_worker_##SUF, args, n);                                                       \
-    int status = 0;                                                                                 \
-    for (int i = 0; i < n; ++i) status = jobs[i].status > status ? jobs[i].status : status;         \
-    return status;                                                                                  \
+        jobs[i] = (norm_job_##SUF){{n, i, 0}, K, S, M, L, clipped ? 1 : 0, Z, A, W1, W2t, h2, out}; \
+    return run_jobs(norms_worker_##SUF, jobs, sizeof(norm_job_##SUF), n);                           \
 }
 
 /* Largest eigenvalue of NL symmetric positive semi-definite M x M matrices a[p][q][lane]
