@@ -243,22 +243,39 @@ def test_fused_float32_specialized_and_generic_latent_sizes(M):
     _fused_vs_plain(model, x, alphas, 1e-5, loss_rel=1e-5)
 
 
-@pytest.mark.parametrize("M", [3, 5])
-def test_identity_loss_kernel(M):
-    """The C pass behind the identity observation's loss: squared error per model (float64 sum) and
-    the scaled residual, zero-padded past N; M = N takes the contiguous SIMD loop."""
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("M,dtype", [(3, torch.float32), (5, torch.float32), (3, torch.float64)])
+def test_identity_step_kernel(M, dtype, threads):
+    """The one-call training step (forward, identity-observation loss, backward) equals the
+    separate forward and backward kernels with dL/dZ = scale (Z[..., :N] - X[:, :, 1:]), zero-padded
+    past N (M = N takes the contiguous SIMD loss loop), bit for bit; a model whose squared error is
+    not finite gets no loss gradient and leaves the other models' results alone."""
     if "c" not in BACKENDS:
         pytest.skip("no C compiler")
-    from dsrecon.fast._kernels import identity_loss
+    from dsrecon.fast import _kernels
 
+    K, B, T, N, L = 3, 5, 9, 3, 7
     g = torch.Generator().manual_seed(M)
-    Z = torch.randn(2, 3, 7, M, generator=g)
-    X = torch.randn(2, 3, 8, 3, generator=g)
-    sse, G = identity_loss(Z, X, 0.25)
-    resid = Z[..., :3] - X[:, :, 1:]
-    torch.testing.assert_close(sse, (resid.double() ** 2).sum((1, 2, 3)), rtol=1e-12, atol=0)
-    torch.testing.assert_close(G[..., :3], resid * 0.25, rtol=0, atol=0)
-    assert torch.count_nonzero(G[..., 3:]) == 0
+    r = lambda *shape: (0.3 * torch.randn(*shape, generator=g)).to(dtype)  # noqa: E731
+    z1, A, W1, W2t, h1, h2 = r(K, B, M), r(K, M), r(K, M, L), r(K, M, L), r(K, M), r(K, L)
+    alpha = torch.full((K, T), 0.3, dtype=dtype)
+    Q, c, X = r(K, M, M), r(K, B, T + 1, M), r(K, B, T + 1, N)
+    X[1, 2, 4, 0] = float("nan")  # model 1's squared error is not finite
+    _kernels.set_kernel_threads(threads)
+    try:
+        Zt, Z, sse, *grads = _kernels.identity_step(z1, A, W1, W2t, h1, h2, True, alpha, Q, c, X, 0.25)
+        Zt_ref, Z_ref = _kernels.forward("c", z1, A, W1, W2t, h1, h2, True, alpha, Q, c)
+        resid = Z_ref[..., :N] - X[:, :, 1:]
+        G = torch.cat([resid * 0.25, resid.new_zeros(K, B, T, M - N)], dim=-1)
+        G[1] = 0
+        ref = _kernels.backward("c", G.contiguous(), Zt_ref, A, W1, W2t, h1, h2, True, alpha, Q)
+    finally:
+        _kernels.set_kernel_threads(None)
+    assert torch.equal(Zt, Zt_ref) and torch.equal(Z, Z_ref)
+    torch.testing.assert_close(sse[[0, 2]], (resid[[0, 2]].double() ** 2).sum((1, 2, 3)), rtol=1e-12, atol=0)
+    assert torch.isnan(sse[1])
+    for got, want in zip(grads, ref):
+        assert torch.equal(got, want)
 
 
 def test_old_kernel_builds_are_pruned(tmp_path):

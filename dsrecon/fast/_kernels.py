@@ -16,6 +16,9 @@ windows themselves, so no caller transposes::
         s = lam_{t+1} W1,  gu = s * (1[u + h2 > 0] - 1[u > 0]),  dh2 += s * 1[u + h2 > 0]
         dW1 += lam^T phi,  dW2t += zt^T gu,  dA += lam * zt,  dh1 += lam
         lam_t = G_{t-1} + lt + alpha_t (lt Q^T - lt),  lt = A * lam_{t+1} + gu W2t^T
+    identity_step(z1, A, W1, W2t, h1, h2, clipped, alpha, Q, c, X (K,B,T+1,N), scale)   (C only)
+        forward, the identity observation's squared error and dL/dZ, and backward of each model
+        in one call (one model's three passes on one thread, while its arrays are in cache)
 
 Backends
 --------
@@ -31,7 +34,8 @@ Backends
     once per block). For float32 the latent sizes M <= 8, 10, 12, 16 are compile-time constants (fully
     unrolled M-loops: forward 2x, backward 1.3x faster for M = 3; the build takes ~15 s, once per machine).
     The K models of an ensemble run on the threads of a persistent pool that sleeps between calls
-    (:func:`set_kernel_threads`; starting threads per call cost ~40 microseconds each). It flushes
+    (:func:`set_kernel_threads`; starting threads per call cost ~40 microseconds each); each thread
+    takes the next model not yet taken, so a thread that wakes late takes fewer. It flushes
     denormals (FTZ/DAZ) inside the call and restores the caller's floating-point state on return.
 ``"numpy"``
     The same loops, on the stacked form ``v = zt [W2t, W2t, diag(A)] + [h2, 0, h1]``,
@@ -75,8 +79,9 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
  * reduced once per block; the backward pass sums them over chunks of TC stored steps. Lanes past B
  * are padded with zeros and contribute nothing. Arrays outside are window-major (b, t, m).
  * a_t = 0 skips the forcing product (z~ = z exactly, as the plain loop's shortcut).
- * The K models are split over nthreads threads of a persistent pool (k = tid, tid + n, ...); each
- * thread flushes denormals (FTZ/DAZ) for its models and restores its own MXCSR afterwards.
+ * The K models are shared out over nthreads threads of a persistent pool, each thread taking the
+ * next model not yet taken (next_model); each thread flushes denormals (FTZ/DAZ) for its models and
+ * restores its own MXCSR afterwards.
  * Return: 0 ok, 1 M too large, 2 out of memory.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -85,6 +90,7 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
 #include <string.h>
 #include <pthread.h>
 #include <time.h>
+#include <math.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #define SAVE_FTZ unsigned int csr_ = _mm_getcsr(); _mm_setcsr(csr_ | 0x8040);
@@ -212,13 +218,22 @@ static void run_workers(void *(*fn)(void *), void **args, int n) {
     pthread_mutex_unlock(&pool_job);
 }
 
-/* Every kernel's job struct starts with this: the worker's share and its failure code. */
-typedef struct { int n, tid, status; } job_head;
+/* Every kernel's job struct starts with this: the worker's failure code, and the call's shared
+ * counter from which each worker takes its next model (next_model): models go to whichever thread
+ * is free, so a worker that wakes late (a futex wake-up takes tens of microseconds) or a core that
+ * is busy with another process takes fewer, instead of holding up the call with a fixed share.
+ * Each model is computed by one thread alone, so the results do not depend on the split. */
+typedef struct { int status; int *next; } job_head;
+static int next_model(job_head *h) { return __atomic_fetch_add(h->next, 1, __ATOMIC_RELAXED); }
 
 /* Run fn on n jobs of `size` bytes each (run_workers), return the largest status they set. */
 static int run_jobs(void *(*fn)(void *), void *jobs, size_t size, int n) {
     void *args[MAXT];
-    for (int i = 0; i < n; ++i) args[i] = (char *)jobs + (size_t)i * size;
+    int next = 0;
+    for (int i = 0; i < n; ++i) {
+        args[i] = (char *)jobs + (size_t)i * size;
+        ((job_head *)args[i])->next = &next;
+    }
     run_workers(fn, args, n);
     int status = 0;
     for (int i = 0; i < n; ++i) {
@@ -238,6 +253,9 @@ static int run_jobs(void *(*fn)(void *), void *jobs, size_t size, int n) {
     default: { const int MC = MV; CALL; } }
 #define RUNTIME_M(MV, CALL) { const int MC = MV; CALL; }
 #define INLINE static inline __attribute__((always_inline))
+#define ROLL_FORWARD 1   /* passes a kernel job runs per model (roll_job.what) */
+#define ROLL_LOSS 2
+#define ROLL_BACKWARD 4
 
 #define DEFINE_KERNELS(REAL, SUF, DISPATCH)                                                         \
 /* one model, all blocks of windows */                                                              \
@@ -292,40 +310,6 @@ INLINE void forward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *z
                 }                                                                                   \
         }                                                                                           \
     }                                                                                               \
-}                                                                                                   \
-                                                                                                    \
-typedef struct {                                                                                   \
-    job_head h;  /* first member: run_jobs reads the status through it */                           \
-    int K, T, B, M, L, Tc;                                                                          \
-    REAL cl;                                                                                        \
-    const REAL *z1, *A, *W1, *W2t, *h1, *h2, *alpha, *Q, *c;                                        \
-    REAL *Zt, *Z;                                                                                   \
-} fwd_job_##SUF;                                                                                    \
-                                                                                                    \
-static void *forward_worker_##SUF(void *arg) { /* models k = tid, tid + n, ... */                   \
-    fwd_job_##SUF *j = arg;                                                                         \
-    const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
-    SAVE_FTZ                                                                                        \
-    for (int k = j->h.tid; k < j->K; k += j->h.n)                                                   \
-        DISPATCH(M, forward_one_##SUF(T, B, MC, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M, \
-                          j->W1 + (size_t)k * M * L, j->W2t + (size_t)k * M * L,                    \
-                          j->h1 + (size_t)k * M, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T),    \
-                          j->Q + (size_t)k * M * M, j->c + (size_t)k * B * j->Tc * M, j->Tc,        \
-                          j->Zt + IDX(k, 0, T) * B * M, j->Z + IDX(k, 0, T) * B * M))               \
-    RESTORE_FTZ                                                                                     \
-    return NULL;                                                                                    \
-}                                                                                                   \
-                                                                                                    \
-int forward_##SUF(int K, int T, int B, int M, int L, int Tc, int clipped, int nthreads, const REAL *z1, \
-                  const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h1, const REAL *h2,   \
-                  const REAL *alpha, const REAL *Q, const REAL *c, REAL *Zt, REAL *Z) {             \
-    if (M > MAXM) return 1;                                                                         \
-    const int n = n_workers(nthreads, K);                                                           \
-    fwd_job_##SUF jobs[MAXT];                                                                       \
-    for (int i = 0; i < n; ++i)                                                                     \
-        jobs[i] = (fwd_job_##SUF){{n, i, 0}, K, T, B, M, L, Tc, clipped ? 1 : 0, z1, A, W1, W2t, h1, h2, \
-                                  alpha, Q, c, Zt, Z};                                              \
-    return run_jobs(forward_worker_##SUF, jobs, sizeof(fwd_job_##SUF), n);                          \
 }                                                                                                   \
                                                                                                     \
 /* one model; scratch: gh2 (L*BC), PHc, Sc (TC*L*BC each), LAc, ZTc (TC*M*BC each), gW1, gW2 (M*L*BC) */ \
@@ -452,46 +436,143 @@ INLINE void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
-typedef struct {                                                                                    \
-    job_head h;  /* first member: run_jobs reads the status through it */                           \
-    int K, T, B, M, L;                                                                              \
-    REAL cl;                                                                                        \
-    const REAL *G, *Zt, *A, *W1, *W2t, *h2, *alpha, *Q;                                             \
-    REAL *dz1, *dA, *dW1, *dW2t, *dh1, *dh2;                                                        \
-} bwd_job_##SUF;                                                                                    \
-                                                                                                    \
-static void *backward_worker_##SUF(void *arg) {                                                     \
-    bwd_job_##SUF *j = arg;                                                                         \
+/* The identity observation's loss of one model: returns sse = sum (Z - X_{t+1})^2 over its B x T x N  */ \
+/* predictions (double) and writes G = scale (Z - X_{t+1}), zero for m >= N; Zk, Gk (B,T,M), Xk (B,T+1,N). */ \
+INLINE double identity_loss_one_##SUF(int B, int T, int M, int N, REAL scale, const REAL *Zk,         \
+                                      const REAL *Xk, REAL *Gk) {                                   \
+    double acc = 0;                                                                                  \
+    for (int b = 0; b < B; ++b) {                                                                    \
+        const REAL *z = Zk + (size_t)b * T * M, *x = Xk + ((size_t)b * (T + 1) + 1) * N;             \
+        REAL *g = Gk + (size_t)b * T * M;                                                            \
+        if (M == N) {  /* the window's T x N block is contiguous in both: one SIMD loop */           \
+            _Pragma("omp simd reduction(+:acc)")                                                     \
+            for (size_t j = 0; j < (size_t)T * N; ++j) {                                             \
+                const REAL r = z[j] - x[j];                                                          \
+                acc += (double)r * (double)r;                                                        \
+                g[j] = r * scale;                                                                    \
+            }                                                                                        \
+            continue;                                                                                \
+        }                                                                                            \
+        for (int t = 0; t < T; ++t) {                                                                \
+            for (int n = 0; n < N; ++n) {                                                            \
+                const REAL r = z[(size_t)t * M + n] - x[(size_t)t * N + n];                          \
+                acc += (double)r * (double)r;                                                        \
+                g[(size_t)t * M + n] = r * scale;                                                    \
+            }                                                                                        \
+            for (int m = N; m < M; ++m) g[(size_t)t * M + m] = 0;                                    \
+        }                                                                                            \
+    }                                                                                                \
+    return acc;                                                                                      \
+}                                                                                                    \
+                                                                                                     \
+/* One job type for every entry point: `what` selects the passes run for each model the thread     */ \
+/* takes, in order: forward (states), loss (identity observation: sse and dL/dZ into a per-thread   */ \
+/* buffer; zero dL/dZ where sse is not finite), backward (from that buffer, or from G).            */ \
+typedef struct {                                                                                     \
+    job_head h;  /* first member: run_jobs reads the status through it */                            \
+    int what, K, T, B, M, N, L, Tc;                                                                  \
+    REAL cl, scale;                                                                                  \
+    const REAL *z1, *A, *W1, *W2t, *h1, *h2, *alpha, *Q, *c, *X, *G;                                 \
+    REAL *Zt, *Z, *dz1, *dA, *dW1, *dW2t, *dh1, *dh2;                                                \
+    double *sse;                                                                                     \
+} roll_job_##SUF;                                                                                    \
+                                                                                                     \
+/* One model's forward and backward passes, each its own function with its own M dispatch (one   */ \
+/* function holding both dispatches compiled the backward pass ~30 % slower).                     */ \
+static __attribute__((noinline)) void forward_model_##SUF(const roll_job_##SUF *j, int k) {         \
     const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
-    const size_t ML = (size_t)M * L, LB = (size_t)L * BC, MB = (size_t)M * BC;                      \
-    REAL *buf = malloc(sizeof(REAL) * (LB + 2 * TC * LB + 2 * TC * MB + 2 * ML * BC));              \
-    if (buf == NULL) { j->h.status = 2; return NULL; }                                              \
-    REAL *gh2 = buf, *PHc = gh2 + LB, *Sc = PHc + TC * LB, *LAc = Sc + TC * LB, *ZTc = LAc + TC * MB; \
+    const size_t ML = (size_t)M * L, kz = IDX(k, 0, T) * B * M;                                     \
+    DISPATCH(M, forward_one_##SUF(T, B, MC, L, j->cl, j->z1 + (size_t)k * B * M, j->A + (size_t)k * M, \
+                      j->W1 + k * ML, j->W2t + k * ML, j->h1 + (size_t)k * M, j->h2 + (size_t)k * L, \
+                      j->alpha + IDX(k, 0, T), j->Q + (size_t)k * M * M, j->c + (size_t)k * B * j->Tc * M, \
+                      j->Tc, j->Zt + kz, j->Z + kz))                                                \
+}                                                                                                   \
+                                                                                                    \
+/* scratch: gh2 (L*BC), PHc, Sc (TC*L*BC each), LAc, ZTc (TC*M*BC each), gW1, gW2 (M*L*BC) */       \
+static __attribute__((noinline)) void backward_model_##SUF(const roll_job_##SUF *j, int k, const REAL *Gk, \
+                                                           REAL *scratch) {                         \
+    const int T = j->T, B = j->B, M = j->M, L = j->L;                                               \
+    const size_t ML = (size_t)M * L, LB = (size_t)L * BC, MB = (size_t)M * BC, kz = IDX(k, 0, T) * B * M; \
+    REAL *gh2 = scratch, *PHc = gh2 + LB, *Sc = PHc + TC * LB, *LAc = Sc + TC * LB, *ZTc = LAc + TC * MB; \
     REAL *gW1 = ZTc + TC * MB, *gW2 = gW1 + ML * BC;                                                \
+    DISPATCH(M, backward_one_##SUF(T, B, MC, L, j->cl, Gk, j->Zt + kz, j->A + (size_t)k * M, j->W1 + k * ML, \
+                       j->W2t + k * ML, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T),             \
+                       j->Q + (size_t)k * M * M, j->dz1 + (size_t)k * B * M, j->dA + (size_t)k * M, \
+                       j->dW1 + k * ML, j->dW2t + k * ML, j->dh1 + (size_t)k * M, j->dh2 + (size_t)k * L, \
+                       PHc, Sc, LAc, ZTc, gW1, gW2, gh2))                                           \
+}                                                                                                   \
+                                                                                                    \
+static void *roll_worker_##SUF(void *arg) {                                                         \
+    roll_job_##SUF *j = arg;                                                                        \
+    const int what = j->what;                                                                       \
+    const size_t ML = (size_t)j->M * j->L, LB = (size_t)j->L * BC, MB = (size_t)j->M * BC;          \
+    const size_t BTM = (size_t)j->B * j->T * j->M, n_scratch = LB + 2 * TC * LB + 2 * TC * MB + 2 * ML * BC; \
+    REAL *buf = NULL, *Gb = NULL;  /* backward scratch, then (loss) this thread's dL/dZ of one model */ \
+    if (what & ROLL_BACKWARD) {                                                                     \
+        buf = malloc(sizeof(REAL) * (n_scratch + (what & ROLL_LOSS ? BTM : 0)));                    \
+        if (buf == NULL) { j->h.status = 2; return NULL; }                                          \
+        Gb = buf + n_scratch;                                                                       \
+    }                                                                                               \
     SAVE_FTZ                                                                                        \
-    for (int k = j->h.tid; k < j->K; k += j->h.n)                                                   \
-        DISPATCH(M, backward_one_##SUF(T, B, MC, L, j->cl, j->G + IDX(k, 0, T) * B * M,             \
-                           j->Zt + IDX(k, 0, T) * B * M, j->A + (size_t)k * M, j->W1 + (size_t)k * ML, \
-                           j->W2t + (size_t)k * ML, j->h2 + (size_t)k * L, j->alpha + IDX(k, 0, T), \
-                           j->Q + (size_t)k * M * M, j->dz1 + (size_t)k * B * M, j->dA + (size_t)k * M, \
-                           j->dW1 + (size_t)k * ML, j->dW2t + (size_t)k * ML, j->dh1 + (size_t)k * M, \
-                           j->dh2 + (size_t)k * L, PHc, Sc, LAc, ZTc, gW1, gW2, gh2))              \
+    for (int k; (k = next_model(&j->h)) < j->K;) {                                                  \
+        if (what & ROLL_FORWARD) forward_model_##SUF(j, k);                                         \
+        const REAL *Gk = j->G == NULL ? NULL : j->G + IDX(k, 0, j->T) * j->B * j->M;                \
+        if (what & ROLL_LOSS) {                                                                     \
+            const size_t kz = IDX(k, 0, j->T) * j->B * j->M;                                        \
+            const double sse = identity_loss_one_##SUF(j->B, j->T, j->M, j->N, j->scale, j->Z + kz, \
+                                                       j->X + (size_t)k * j->B * (j->T + 1) * j->N, Gb); \
+            if (!isfinite(sse)) memset(Gb, 0, sizeof(REAL) * BTM);                                  \
+            j->sse[k] = sse;                                                                        \
+            Gk = Gb;                                                                                \
+        }                                                                                           \
+        if (what & ROLL_BACKWARD) backward_model_##SUF(j, k, Gk, buf);                              \
+    }                                                                                               \
     RESTORE_FTZ                                                                                     \
     free(buf);                                                                                      \
     return NULL;                                                                                    \
 }                                                                                                   \
-                                                                                                    \
-int backward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads, const REAL *G,    \
-                   const REAL *Zt, const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h2,  \
-                   const REAL *alpha, const REAL *Q, REAL *dz1, REAL *dA, REAL *dW1, REAL *dW2t,    \
-                   REAL *dh1, REAL *dh2) {                                                          \
-    if (M > MAXM) return 1;                                                                         \
-    const int n = n_workers(nthreads, K);                                                           \
-    bwd_job_##SUF jobs[MAXT];                                                                       \
-    for (int i = 0; i < n; ++i)                                                                     \
-        jobs[i] = (bwd_job_##SUF){{n, i, 0}, K, T, B, M, L, clipped ? 1 : 0, G, Zt, A, W1, W2t, h2, \
-                                  alpha, Q, dz1, dA, dW1, dW2t, dh1, dh2};                          \
-    return run_jobs(backward_worker_##SUF, jobs, sizeof(bwd_job_##SUF), n);                         \
+static int roll_##SUF(roll_job_##SUF job, int nthreads) {                                            \
+    if (job.M > MAXM) return 1;                                                                      \
+    const int n = n_workers(nthreads, job.K);                                                        \
+    roll_job_##SUF jobs[MAXT];                                                                       \
+    for (int i = 0; i < n; ++i) jobs[i] = job;                                                       \
+    return run_jobs(roll_worker_##SUF, jobs, sizeof(roll_job_##SUF), n);                             \
+}                                                                                                    \
+                                                                                                     \
+int forward_##SUF(int K, int T, int B, int M, int L, int Tc, int clipped, int nthreads, const REAL *z1, \
+                  const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h1, const REAL *h2,    \
+                  const REAL *alpha, const REAL *Q, const REAL *c, REAL *Zt, REAL *Z) {              \
+    return roll_##SUF((roll_job_##SUF){.what = ROLL_FORWARD, .K = K, .T = T, .B = B, .M = M, .L = L, \
+                                       .Tc = Tc, .cl = clipped ? 1 : 0, .z1 = z1, .A = A, .W1 = W1, \
+                                       .W2t = W2t, .h1 = h1, .h2 = h2, .alpha = alpha, .Q = Q,       \
+                                       .c = c, .Zt = Zt, .Z = Z}, nthreads);                         \
+}                                                                                                    \
+                                                                                                     \
+int backward_##SUF(int K, int T, int B, int M, int L, int clipped, int nthreads, const REAL *G,     \
+                   const REAL *Zt, const REAL *A, const REAL *W1, const REAL *W2t, const REAL *h2,   \
+                   const REAL *alpha, const REAL *Q, REAL *dz1, REAL *dA, REAL *dW1, REAL *dW2t,     \
+                   REAL *dh1, REAL *dh2) {                                                           \
+    return roll_##SUF((roll_job_##SUF){.what = ROLL_BACKWARD, .K = K, .T = T, .B = B, .M = M,        \
+                                       .L = L, .cl = clipped ? 1 : 0, .G = G, .Zt = (REAL *)Zt,      \
+                                       .A = A, .W1 = W1, .W2t = W2t, .h2 = h2, .alpha = alpha,       \
+                                       .Q = Q, .dz1 = dz1, .dA = dA, .dW1 = dW1, .dW2t = dW2t,       \
+                                       .dh1 = dh1, .dh2 = dh2}, nthreads);                           \
+}                                                                                                    \
+                                                                                                     \
+/* forward, identity-observation loss and backward of each model in one pass over it (its states  */ \
+/* and dL/dZ still in this core's cache for the backward pass), one call for the whole update.     */ \
+int identity_step_##SUF(int K, int T, int B, int M, int N, int L, int Tc, int clipped, int nthreads, \
+                        REAL scale, const REAL *z1, const REAL *A, const REAL *W1, const REAL *W2t, \
+                        const REAL *h1, const REAL *h2, const REAL *alpha, const REAL *Q,            \
+                        const REAL *c, const REAL *X, REAL *Zt, REAL *Z, double *sse, REAL *dz1,     \
+                        REAL *dA, REAL *dW1, REAL *dW2t, REAL *dh1, REAL *dh2) {                     \
+    return roll_##SUF((roll_job_##SUF){.what = ROLL_FORWARD | ROLL_LOSS | ROLL_BACKWARD, .K = K,     \
+                                       .T = T, .B = B, .M = M, .N = N, .L = L, .Tc = Tc,             \
+                                       .cl = clipped ? 1 : 0, .scale = scale, .z1 = z1, .A = A,      \
+                                       .W1 = W1, .W2t = W2t, .h1 = h1, .h2 = h2, .alpha = alpha,     \
+                                       .Q = Q, .c = c, .X = X, .Zt = Zt, .Z = Z, .sse = sse,         \
+                                       .dz1 = dz1, .dA = dA, .dW1 = dW1, .dW2t = dW2t, .dh1 = dh1,   \
+                                       .dh2 = dh2}, nthreads);                                       \
 }
 
 /* float32, the models' default dtype, gets the M-specialized loops; float64 (tests, checks) the
@@ -566,7 +647,7 @@ static void *norms_worker_##SUF(void *arg) {                                    
     double *a = malloc(sizeof(double) * (size_t)M * M * NL);                                        \
     if (buf == NULL || a == NULL) { free(buf); free(a); j->h.status = 2; return NULL; }             \
     SAVE_FTZ                                                                                        \
-    for (int k = j->h.tid; k < j->K; k += j->h.n)                                                   \
+    for (int k; (k = next_model(&j->h)) < j->K;)                                                    \
         DISPATCH(M, norms_one_##SUF(S, MC, L, j->cl, j->Z + (size_t)k * S * M, j->A + (size_t)k * M, \
                         j->W1 + k * ML,                                                             \
                         j->W2t + k * ML, j->h2 + (size_t)k * L, j->out + (size_t)k * S, buf,        \
@@ -583,7 +664,7 @@ int jacobian_norms_##SUF(int K, int S, int M, int L, int clipped, int nthreads, 
     const int n = n_workers(nthreads, K);                                                           \
     norm_job_##SUF jobs[MAXT];                                                                      \
     for (int i = 0; i < n; ++i)                                                                     \
-        jobs[i] = (norm_job_##SUF){{n, i, 0}, K, S, M, L, clipped ? 1 : 0, Z, A, W1, W2t, h2, out}; \
+        jobs[i] = (norm_job_##SUF){{0, NULL}, K, S, M, L, clipped ? 1 : 0, Z, A, W1, W2t, h2, out}; \
     return run_jobs(norms_worker_##SUF, jobs, sizeof(norm_job_##SUF), n);                           \
 }
 
@@ -595,7 +676,6 @@ int jacobian_norms_##SUF(int K, int S, int M, int L, int clipped, int nthreads, 
  * double largest root converges linearly and to ~1e-8 relative): no divisions but one per step,
  * ~5x cheaper than rotations. M > 3: cyclic Jacobi rotations (a rotation with a_pq = 0 is the
  * identity, selected lane by lane so the loops stay branch-free). */
-#include <math.h>
 INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
 #define AT(p, q) (a + ((size_t)(p) * M + (q)) * NL)
     if (M == 1) {
@@ -682,43 +762,6 @@ INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
 DEFINE_NORMS(float, f32, SPECIALIZE_M)
 DEFINE_NORMS(double, f64, RUNTIME_M)
 
-/* The training loss of the identity observation and its gradient in one pass over the states:
- * sse[k] = sum_{b,t,n} (Z[k,b,t,n] - X[k,b,t+1,n])^2 (double), G[k,b,t,m] = scale (Z - X) for
- * m < N, 0 for m >= N. Z, G (K,B,T,M); X, the target windows, (K,B,T+1,N). */
-#define DEFINE_LOSS(REAL, SUF)                                                                      \
-void identity_loss_##SUF(int K, int B, int T, int M, int N, REAL scale, const REAL *Z,              \
-                         const REAL *X, double *sse, REAL *G) {                                     \
-    for (int k = 0; k < K; ++k) {                                                                   \
-        double acc = 0;                                                                             \
-        for (int b = 0; b < B; ++b) {                                                               \
-            const size_t zb = ((size_t)k * B + b) * T * M, xb = (((size_t)k * B + b) * (T + 1) + 1) * N; \
-            if (M == N) {  /* the window's T x N block is contiguous in both: one SIMD loop */      \
-                const REAL *z = Z + zb, *x = X + xb;                                                \
-                REAL *g = G + zb;                                                                   \
-                _Pragma("omp simd reduction(+:acc)")                                                \
-                for (size_t j = 0; j < (size_t)T * N; ++j) {                                        \
-                    const REAL r = z[j] - x[j];                                                     \
-                    acc += (double)r * (double)r;                                                   \
-                    g[j] = r * scale;                                                               \
-                }                                                                                   \
-                continue;                                                                           \
-            }                                                                                       \
-            for (int t = 0; t < T; ++t) {                                                           \
-                const REAL *z = Z + zb + (size_t)t * M, *x = X + xb + (size_t)t * N;                \
-                REAL *g = G + zb + (size_t)t * M;                                                   \
-                for (int n = 0; n < N; ++n) {                                                       \
-                    const REAL r = z[n] - x[n];                                                     \
-                    acc += (double)r * (double)r;                                                   \
-                    g[n] = r * scale;                                                               \
-                }                                                                                   \
-                for (int m = N; m < M; ++m) g[m] = 0;                                               \
-            }                                                                                       \
-        }                                                                                           \
-        sse[k] = acc;                                                                               \
-    }                                                                                               \
-}
-DEFINE_LOSS(float, f32)
-DEFINE_LOSS(double, f64)
 """
 
 _CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-pthread", "-std=c99", "-shared", "-fPIC"]
@@ -796,8 +839,9 @@ def _build_library() -> ctypes.CDLL:
     for name in ("backward_f32", "backward_f64"):
         getattr(lib, name).argtypes = [ctypes.c_int] * 7 + [ptr] * 14
         getattr(lib, name).restype = ctypes.c_int
-    lib.identity_loss_f32.argtypes = [ctypes.c_int] * 5 + [ctypes.c_float] + [ptr] * 4
-    lib.identity_loss_f64.argtypes = [ctypes.c_int] * 5 + [ctypes.c_double] + [ptr] * 4
+    for name, real in (("identity_step_f32", ctypes.c_float), ("identity_step_f64", ctypes.c_double)):
+        getattr(lib, name).argtypes = [ctypes.c_int] * 9 + [real] + [ptr] * 19
+        getattr(lib, name).restype = ctypes.c_int
     for name in ("jacobian_norms_f32", "jacobian_norms_f64"):
         getattr(lib, name).argtypes = [ctypes.c_int] * 6 + [ptr] * 6
         getattr(lib, name).restype = ctypes.c_int
@@ -927,22 +971,39 @@ def backward(backend: str, G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
     return dz1, dA, dW1, dW2t, db[:, R:], db[:, :L]
 
 
-def identity_loss(Z: torch.Tensor, X: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared error of the identity observation's predictions and its scaled gradient, one pass (C).
+def identity_step(z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, c, X, scale: float):
+    """Forward, squared-error loss of the identity observation and backward in one C call.
 
-    ``Z (K, B, T, M)`` unforced states (predictions ``Z[..., :N]``), ``X (K, B, T + 1, N)`` target
-    windows (``X[:, :, 1:]`` is compared), both contiguous, one dtype. Returns ``sse (K,)`` float64,
-    the sum of squared residuals per model, and ``G (K, B, T, M)`` = ``scale * (Z[..., :N] -
-    X[:, :, 1:])``, zero-padded to M: ``dL/dZ`` for ``L = scale / 2 * sse``.
+    Inputs as for :func:`forward`, plus the target windows ``X (K, B, T + 1, N)`` (``X[:, :, 1:]``
+    is compared with the predictions ``Z[..., :N]``) and ``scale``, the loss gradient's factor:
+    ``dL/dZ = scale * (Z[..., :N] - X[:, :, 1:])``, zero-padded to M, i.e. the gradient of
+    ``scale / 2 * sse``; a model whose sse is not finite gets ``dL/dZ = 0``. All contiguous, one dtype.
+    Each model runs its three passes on one thread, so its states and dL/dZ are still in that
+    core's cache for the backward pass, and the pool is woken once per update, not twice.
+
+    Returns
+    -------
+    Zt, Z : (K, B, T, M), as :func:`forward`
+    sse : (K,) float64, the sum of squared residuals per model
+    dz1, dA, dW1, dW2t, dh1, dh2 : as :func:`backward`
     """
-    K, B, T, M = Z.shape
-    N = X.shape[-1]
+    K, T = alpha.shape
+    _, B, Tc, M = c.shape
+    N, L = X.shape[-1], W1.shape[-1]
+    if Tc < T or X.shape != (K, B, T + 1, N):
+        raise ValueError(f"need c covering T = {T} steps and X of shape ({K}, {B}, {T + 1}, N), "
+                         f"got c {tuple(c.shape)}, X {tuple(X.shape)}")
     lib = c_library()
-    fn = lib.identity_loss_f32 if Z.dtype == torch.float32 else lib.identity_loss_f64
+    fn = lib.identity_step_f32 if c.dtype == torch.float32 else lib.identity_step_f64
+    Zt = torch.empty((K, B, T, M), dtype=c.dtype)
+    Z = torch.empty_like(Zt)
     sse = torch.empty(K, dtype=torch.float64)
-    G = torch.empty_like(Z)
-    fn(K, B, T, M, N, scale, *map(_ptr, (Z, X, sse, G)))
-    return sse, G
+    dz1 = torch.empty((K, B, M), dtype=c.dtype)
+    dA, dW1, dW2t, dh1, dh2 = (torch.zeros_like(p) for p in (A, W1, W2t, h1, h2))
+    status = fn(K, T, B, M, N, L, Tc, int(clipped), kernel_threads(), scale,
+                *map(_ptr, (z1, A, W1, W2t, h1, h2, alpha, Q, c, X, Zt, Z, sse, dz1, dA, dW1, dW2t, dh1, dh2)))
+    _check_status(status, M)
+    return Zt, Z, sse, dz1, dA, dW1, dW2t, dh1, dh2
 
 
 def jacobian_norms(z, A, W1, W2t, h2, clipped: bool) -> torch.Tensor:

@@ -230,30 +230,28 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
         z1 = ens.initial_state(x0).contiguous()  # (K, B, M)
         weights = [t.detach().contiguous() for t in (ens.A, ens.W1, ens.W2.transpose(1, 2), ens.h1, ens.h2)]
         forcing = [t.contiguous() for t in (a, Q, c)]
-        Zt, Z = _kernels.forward(backend, z1, *weights, ens.clipped, *forcing)  # (K, B, T, M) each
         scale = 2.0 / (T * Bsz * N)  # dMSE/dx_pred = scale * residual
-        if backend == "c" and ens.observation == "identity":  # one pass: squared error and dL/dZ
-            sse, G = _kernels.identity_loss(Z, target.contiguous(), scale)  # (K,), (K, B, T, M)
-            mse = (sse / (T * Bsz * N)).to(x.dtype)
+        # the C kernel runs forward, loss and backward of the identity observation in one call
+        one_call = backend == "c" and ens.observation == "identity"
+        if one_call:
+            Zt, Z, sse, *kernel_grads = _kernels.identity_step(z1, *weights, ens.clipped, *forcing,
+                                                               target.contiguous(), scale)
+            mse, d_obs = (sse / (T * Bsz * N)).to(x.dtype), None
         else:
-            resid = ens.observe(Z.reshape(K, Bsz * T, M)).reshape(K, Bsz, T, N) - target[:, :, 1:]  # (K, B, T, N)
-            mse = resid.pow(2).mean(dim=(1, 2, 3))  # (K,)
-            g_pred = resid * scale  # (K, B, T, N)
-            if ens.observation == "affine":
-                G = torch.bmm(g_pred.reshape(K, Bsz * T, N), ens.B.detach()).reshape(K, Bsz, T, M)
-                d_obs = torch.bmm(g_pred.reshape(K, Bsz * T, N).transpose(1, 2), Z.reshape(K, Bsz * T, M))  # dB
-            elif M > N:
-                G = torch.cat([g_pred, g_pred.new_zeros(K, Bsz, T, M - N)], dim=-1)
-            else:
-                G = g_pred
+            Zt, Z = _kernels.forward(backend, z1, *weights, ens.clipped, *forcing)  # (K, B, T, M) each
+            mse, G, d_obs = _loss_gradient(ens, Z, target, scale)
         loss = mse + reg_weight * ens.regularization() if reg_weight else mse  # (K,)
         finite = torch.isfinite(loss)  # (K,)
         if not bool(finite.all()):  # no loss gradient for a model whose loss is not finite
+            if one_call:  # the kernel dropped it only where the squared error itself is not finite
+                _, G, _ = _loss_gradient(ens, Z, target, scale)
+                one_call = False
             G = torch.where(finite[:, None, None, None], G, 0.0)
             if ens.observation == "affine":
                 d_obs = torch.where(finite[:, None, None], d_obs, 0.0)
-        dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(backend, G.contiguous(), Zt, *weights, ens.clipped,
-                                                         *forcing[:2])
+        if not one_call:
+            kernel_grads = _kernels.backward(backend, G.contiguous(), Zt, *weights, ens.clipped, *forcing[:2])
+        dz1, dA, dW1, dW2t, dh1, dh2 = kernel_grads
         grads = {"A": dA, "W1": dW1, "W2": dW2t.transpose(1, 2), "h1": dh1, "h2": dh2}
         if reg_weight:  # d/dp of ||1 - A||^2 + sum ||p||^2, for the models with a finite loss
             w = (2.0 * reg_weight) * finite.to(x.dtype)  # (K,)
@@ -276,3 +274,26 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
             z_all = torch.cat([z1.unsqueeze(2), Z], dim=2)  # (K, B, T + 1, M)
             z_hat = c + torch.bmm(z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
     return loss.detach(), mse.detach(), z_hat
+
+
+def _loss_gradient(ens: EnsembleShPLRNN, Z: torch.Tensor, target: torch.Tensor, scale: float):
+    """MSE of the predictions from the unforced states and its gradients.
+
+    ``Z (K, B, T, M)``, ``target (K, B, T + 1, N)``; returns ``mse (K,)``, ``G = dL/dZ (K, B, T, M)``
+    (``scale`` times the residual, through the observation) and, for the affine observation,
+    ``dL/dB (K, N, M)`` (else None).
+    """
+    K, Bsz, T, M = Z.shape
+    N = target.shape[-1]
+    resid = ens.observe(Z.reshape(K, Bsz * T, M)).reshape(K, Bsz, T, N) - target[:, :, 1:]  # (K, B, T, N)
+    mse = resid.pow(2).mean(dim=(1, 2, 3))  # (K,)
+    g_pred = resid * scale  # (K, B, T, N)
+    d_obs = None
+    if ens.observation == "affine":
+        G = torch.bmm(g_pred.reshape(K, Bsz * T, N), ens.B.detach()).reshape(K, Bsz, T, M)
+        d_obs = torch.bmm(g_pred.reshape(K, Bsz * T, N).transpose(1, 2), Z.reshape(K, Bsz * T, M))  # dB
+    elif M > N:
+        G = torch.cat([g_pred, g_pred.new_zeros(K, Bsz, T, M - N)], dim=-1)
+    else:
+        G = g_pred
+    return mse, G, d_obs
