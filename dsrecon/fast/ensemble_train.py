@@ -33,6 +33,12 @@ def _per_model_grad_norms(ens: EnsembleShPLRNN) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.cat(grads, dim=1).double(), dim=1)
 
 
+def _per_model_params_finite(ens: EnsembleShPLRNN) -> np.ndarray:
+    """``(K,)`` bool: every parameter of model k is finite (one pass over the K models' parameters)."""
+    flat = torch.cat([p.detach().reshape(ens.K, -1) for p in ens.parameters()], dim=1)  # (K, P)
+    return torch.isfinite(flat).all(1).cpu().numpy()
+
+
 def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcing | None = None, *,
                    seeds: Sequence[int] | None = None, val_data=None, progress: bool = False,
                    backend: str = "auto", callback=None, run_dir=None, resume: bool = False) -> list:
@@ -119,9 +125,13 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     # fixed policy has none, any other policy's update runs per model
     adaptive = type(forcing).update is AdaptiveGTF.update
     generic_policy = forcing.adapts and not adaptive
-    # a fixed policy's alphas never change: stack them once; adaptive ones are read every update
-    fixed_alphas = None if adaptive or generic_policy else torch.stack(
-        [torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64) for f in forcings])  # (K, T+1)
+    def stacked_alphas() -> torch.Tensor:
+        return torch.stack([torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64)
+                            for f in forcings])  # (K, T+1)
+
+    # a fixed policy's alphas never change: stacked once; AdaptiveGTF's are restacked when its
+    # growth-bound step or a restore ran (stale), any other policy's every update
+    alphas, stale = stacked_alphas(), False
     n_steps = x.shape[0]
     window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
     histories = [[] for _ in range(K)]
@@ -146,6 +156,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         scheduler.load_state_dict(state["scheduler"])
         for f, fs in zip(forcings, state["forcings"]):
             f.load_state_dict(fs)
+        alphas = stacked_alphas()
         for g, gs in zip(generators, state["generators"]):
             g.set_state(gs)
         histories = [list(h) for h in state["histories"]]
@@ -192,8 +203,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                         noises.append(torch.randn(window_shape, generator=generators[k], dtype=dtype))
                 target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)
                 inp = target + config.noise_std * torch.stack(noises).to(device) if config.noise_std else target
-                alphas = fixed_alphas if fixed_alphas is not None else torch.stack(
-                    [torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64) for f in forcings])  # (K, T+1)
+                if generic_policy or stale:
+                    alphas, stale = stacked_alphas(), False
                 # z_hat only where something reads it: the policy's update, or G after the epoch's last batch
                 bound_due = adaptive and (n_updates + 1) % forcing.every == 0
                 need_z_hat = generic_policy or bound_due or (diag and batch == config.batches_per_epoch - 1)
@@ -201,7 +212,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                 loss, mse, z_hat = ensemble_loss_and_grads(ens, inp, alphas, config.reg_weight, target,
                                                            backend=backend, need_z_hat=need_z_hat)
                 gn = _per_model_grad_norms(ens)  # (K,)
-                bad = ~(torch.isfinite(loss.double().cpu()) & torch.isfinite(gn.cpu())).numpy()
+                loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
+                bad = ~(np.isfinite(loss_k) & np.isfinite(gn_k))
                 with torch.no_grad():
                     if bad.any() or frozen.any():
                         zero = torch.as_tensor(~(bad | frozen), dtype=dtype, device=device)  # (K,)
@@ -212,14 +224,13 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                         for p in ens.parameters():
                             p.grad.mul_(coef.reshape(-1, *[1] * (p.ndim - 1)))
                 optimizer.step()
-                with torch.no_grad():
-                    bad |= ~torch.stack([torch.isfinite(p).reshape(K, -1).all(1) for p in ens.parameters()]
-                                        ).all(0).cpu().numpy()
+                bad |= ~_per_model_params_finite(ens)
                 bad &= ~frozen
                 n_updates += 1
                 for k in np.flatnonzero(frozen):  # keep a failed run where it was restored
                     _restore(ens, optimizer, None, good, k)
                 if bad.any():
+                    stale = True  # a restored policy may have another alpha
                     for k in np.flatnonzero(bad):
                         recoveries[k] += 1
                         _restore(ens, optimizer, forcings[k], good, k)
@@ -235,11 +246,11 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                     G = ens.growth_bounds(z_hat, forcing.estimator).tolist()
                     for k in live:
                         forcings[k].apply_estimate(G[k])
+                    stale = True
                 elif generic_policy:  # a user policy: its own update, per model
                     ens.write_to(models)
                     for k in live:
                         forcings[k].update(models[k], z_hat[k], n_updates)
-                loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
                 for k in live:
                     losses[k].append(loss_k[k])
                     mses[k].append(mse_k[k])
