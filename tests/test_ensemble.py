@@ -159,6 +159,31 @@ def test_train_ensemble_float32_matches_within_float_tolerance():
             torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)  # float32 rounding over 5 RAdam steps
 
 
+def test_train_ensemble_restores_and_freezes_a_diverging_model_only():
+    """A model whose rollout overflows is restored to its epoch-start state on every bad update
+    (with a warning), frozen after max_recoveries, and reported unfinished; its neighbour trains on
+    as its own separate run, with its adaptive alpha (the policies' alphas are restacked after a
+    restore)."""
+    series = np.cumsum(np.random.default_rng(2).standard_normal((400, 3)), 0).astype(np.float32) * 0.05
+    cfg = TrainConfig(epochs=2, batches_per_epoch=4, batch_size=4, seq_len=30, max_recoveries=3, seed=0)
+    together = [ShPLRNN(3, 3, 16, seed=k) for k in range(2)]
+    with torch.no_grad():
+        together[1].A.fill_(1e30)  # its float32 loss overflows
+    start = [p.detach().clone() for p in together[1].parameters()]
+    with pytest.warns(RuntimeWarning, match="ensemble model 1: non-finite"):
+        results = train_ensemble(together, series, cfg, make_forcing("agtf", every=2), seeds=[0, 1])
+    assert results[1].recoveries == 4 and not results[1].finished
+    assert any("frozen after 4 recoveries" in h.get("warning", "") for h in results[1].history)
+    for p, q in zip(start, together[1].parameters()):
+        assert torch.equal(p, q)  # where it started: every update of it was discarded
+    alone = ShPLRNN(3, 3, 16, seed=0)
+    ref = train(alone, series, cfg, make_forcing("agtf", every=2), progress=False)
+    assert results[0].finished and results[0].recoveries == 0
+    for p, q in zip(alone.parameters(), together[0].parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    assert [h["alpha"] for h in results[0].history] == pytest.approx([h["alpha"] for h in ref.history], rel=1e-5)
+
+
 def test_train_ensemble_callback_stops_early():
     series = np.cumsum(np.random.default_rng(2).standard_normal((300, 3)), 0) * 0.05
     seen = []
