@@ -383,11 +383,12 @@ INLINE void backward_one_##SUF(int T, int B, int M, int L, REAL cl, const REAL *
                 const REAL h = h2k[l];                                                              \
                 REAL *ph = ph_t + (size_t)l * BC, *gs = gs_t + (size_t)l * BC, *g2 = gh2 + (size_t)l * BC; \
                 REAL gu[BC];                                                                        \
-                LANES {                                                                             \
-                    const REAL p = u[i] + h, sp = p > 0 ? s[i] : 0;  /* selects: gcc vectorizes */  \
-                    ph[i] = (p > 0 ? p : 0) - cl * (u[i] > 0 ? u[i] : 0);                           \
+                LANES {  /* 0/1 factors, not selects of values: gcc made those masked stores */      \
+                    const REAL p = u[i] + h, on = p > 0 ? 1 : 0, onu = u[i] > 0 ? cl : 0;            \
+                    const REAL sp = s[i] * on;                                                      \
+                    ph[i] = p * on - u[i] * onu;                                                    \
                     g2[i] += sp;                                                                    \
-                    gu[i] = sp - (cl > 0 && u[i] > 0 ? s[i] : 0);                                   \
+                    gu[i] = sp - s[i] * onu;                                                        \
                     gs[i] = gu[i];                                                                  \
                 }                                                                                   \
                 for (int m = 0; m < M; ++m) {                                                       \
@@ -764,7 +765,7 @@ DEFINE_NORMS(double, f64, RUNTIME_M)
 
 """
 
-_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-pthread", "-std=c99", "-shared", "-fPIC"]
+_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-pthread", "-std=c99", "-shared", "-fPIC"]
 _LIB = None  # the loaded ctypes library, or the reason it could not be built (str)
 _THREADS: int | None = None  # kernel threads over the K models (None: every core this process may use)
 
