@@ -585,6 +585,7 @@ DEFINE_KERNELS(double, f64, RUNTIME_M)
  * u = z W2t. J is formed in REAL (as the model's jacobian), S = J^T J and its largest eigenvalue in
  * double (jacobi_max_eig), NL = 16 states per SIMD block. Return: 0 ok, 1 M too large, 2 out of memory. */
 #define NL 16
+#define JC 12  /* Jacobian entries formed at once (all 9 for M = 3: no lone FMA chain) */
 #define NLANES _Pragma("omp simd") for (int i = 0; i < NL; ++i)
 #define DEFINE_NORMS(REAL, SUF, DISPATCH)                                                           \
 INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const REAL *Ak,           \
@@ -603,9 +604,9 @@ INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const 
             NLANES msk[(size_t)l * NL + i] = (u[i] + h > 0 ? (REAL)1 : (REAL)0)                     \
                                            - (cl > 0 && u[i] > 0 ? (REAL)1 : (REAL)0);              \
         }                                                                                           \
-        for (int r0 = 0; r0 < M * M; r0 += 8) {  /* J = sum_l P[l] m_l + diag(A), as the model's jacobian; */ \
-            const int nr = M * M - r0 < 8 ? M * M - r0 : 8;  /* 8 entries at once: independent FMA chains */ \
-            REAL acc[8][NL];                                                                        \
+        for (int r0 = 0; r0 < M * M; r0 += JC) {  /* J = sum_l P[l] m_l + diag(A), as the model's jacobian; */ \
+            const int nr = M * M - r0 < JC ? M * M - r0 : JC;  /* JC entries at once: independent FMA chains */ \
+            REAL acc[JC][NL];                                                                       \
             for (int r = 0; r < nr; ++r) NLANES acc[r][i] = 0;                                      \
             for (int l = 0; l < L; ++l) {                                                           \
                 const REAL *mm = msk + (size_t)l * NL;                                              \
@@ -709,7 +710,7 @@ INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
                 const double dp = (3 * l[i] - 2 * c2[i]) * l[i] + c1[i];
                 const double step = p > 0 && dp > 0 ? p / dp : 0;
                 l[i] -= step;
-                moving |= step > 1e-16 * l[i];
+                moving |= step > 1e-15 * l[i];  /* 1e-16 kept some lanes stepping on rounding noise for 200 iterations */
             }
             if (!moving) break;
         }
