@@ -30,6 +30,7 @@ import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint, write_json
 from dsrecon.data import Trajectory
+from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
 from dsrecon.models.base import Model
 from dsrecon.rollout import forced_rollout, generate
@@ -381,8 +382,8 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
     from dsrecon.data import sample_windows
 
     generator = torch.Generator().manual_seed(config.seed)  # windows and noise, CPU
-    # foreach: one call for all parameter tensors, ~1.5x faster than one per tensor on the CPU
-    optimizer = torch.optim.RAdam(model.parameters(), lr=config.lr_start, foreach=True)
+    # torch.optim.RAdam with the update in one C loop (foreach=True where torch's own step runs)
+    optimizer = FusedRAdam(model.parameters(), lr=config.lr_start, foreach=True)
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     history, start_epoch, n_updates, time_before = [], 0, 0, 0.0

@@ -21,6 +21,7 @@ import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
+from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing
 from dsrecon.models.plrnn import ShPLRNN
 
@@ -118,7 +119,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     if val_data is not None:
         val_x = torch.as_tensor(_as_series(val_data, models[0], "val_data", 2), dtype=dtype, device=device)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    optimizer = torch.optim.RAdam(ens.parameters(), lr=config.lr_start, foreach=True)  # as train()
+    optimizer = FusedRAdam(ens.parameters(), lr=config.lr_start, foreach=True)  # as train()
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     # the K policies are copies of one: AdaptiveGTF's update runs batched over the K models, a

@@ -1,0 +1,85 @@
+"""FusedRAdam: torch.optim.RAdam's update as one C loop; same results to rounding, same state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsrecon.fast._kernels import BACKENDS
+from dsrecon.fast.radam import FusedRAdam
+
+pytestmark = pytest.mark.skipif("c" not in BACKENDS, reason="no C compiler")
+
+SHAPES = [(4, 3), (4, 3, 7), (4, 7, 3), (4, 7)]
+
+
+def _pair(dtype, **kw):
+    torch.manual_seed(0)
+    ref = [torch.nn.Parameter(torch.randn(*s, dtype=dtype)) for s in SHAPES]
+    fused = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    return ref, torch.optim.RAdam(ref, lr=1e-2, **kw), fused, FusedRAdam(fused, lr=1e-2, **kw)
+
+
+def _steps(pairs, n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        grads = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in pairs[0][0]]
+        for params, opt, sched in pairs:
+            for p, gr in zip(params, grads):
+                p.grad = gr.clone()
+            opt.step()
+            sched.step()
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 2e-6), (torch.float64, 1e-13)])
+def test_fused_radam_equals_torch_radam(dtype, rtol):
+    """30 steps with a decaying learning rate, through the unrectified first steps (rho_t <= 5)
+    into the rectified ones: parameters and moments agree to rounding, step counts exactly."""
+    ref, o_ref, fused, o_fused = _pair(dtype)
+    pairs = [(ps, o, torch.optim.lr_scheduler.ExponentialLR(o, 0.9)) for ps, o in ((ref, o_ref), (fused, o_fused))]
+    _steps(pairs, 30)
+    for p, q in zip(ref, fused):
+        torch.testing.assert_close(q, p, rtol=rtol, atol=0)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(o_fused.state[q][key], o_ref.state[p][key], rtol=rtol, atol=0)
+        assert o_fused.state[q]["step"].dtype == o_ref.state[p]["step"].dtype
+        assert float(o_fused.state[q]["step"]) == float(o_ref.state[p]["step"]) == 30
+
+
+def test_fused_radam_state_moves_between_the_two():
+    """A checkpoint of either optimizer resumes in the other (torch's state_dict format)."""
+    ref, o_ref, fused, o_fused = _pair(torch.float64)
+    pairs = [(ps, o, torch.optim.lr_scheduler.ExponentialLR(o, 1.0)) for ps, o in ((ref, o_ref), (fused, o_fused))]
+    _steps(pairs, 8)
+    swapped_ref = torch.optim.RAdam(fused, lr=1e-2)  # torch continues the fused run ...
+    swapped_ref.load_state_dict(o_fused.state_dict())
+    swapped_fused = FusedRAdam(ref, lr=1e-2)  # ... and the fused optimizer the torch run
+    swapped_fused.load_state_dict(o_ref.state_dict())
+    pairs = [(fused, swapped_ref, torch.optim.lr_scheduler.ExponentialLR(swapped_ref, 1.0)),
+             (ref, swapped_fused, torch.optim.lr_scheduler.ExponentialLR(swapped_fused, 1.0))]
+    _steps(pairs, 8, seed=2)
+    for p, q in zip(ref, fused):
+        torch.testing.assert_close(q, p, rtol=1e-13, atol=0)
+
+
+def test_fused_radam_skips_parameters_without_gradient_and_falls_back_where_it_must():
+    """A parameter without a gradient is left alone (no state); options the C loop does not cover
+    (weight decay, a non-contiguous parameter) run torch's own step, bit for bit."""
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = FusedRAdam([a, b], lr=0.1)
+    a.grad = torch.full((3,), 0.5)
+    opt.step()
+    assert torch.equal(b, torch.ones(3)) and len(opt.state[b]) == 0 and not torch.equal(a, torch.ones(3))
+
+    for make in (lambda: torch.randn(5, 4, dtype=torch.float64), lambda: torch.randn(4, 5, dtype=torch.float64).t()):
+        torch.manual_seed(3)
+        x = make()
+        p, q = torch.nn.Parameter(x.clone()), torch.nn.Parameter(x.clone())
+        wd = 0.1 if x.is_contiguous() else 0.0
+        ref, fused = torch.optim.RAdam([p], lr=0.1, weight_decay=wd), FusedRAdam([q], lr=0.1, weight_decay=wd)
+        for _ in range(7):
+            g = torch.randn(x.shape, dtype=x.dtype)
+            p.grad, q.grad = g.clone(), g.clone()
+            ref.step()
+            fused.step()
+        assert torch.equal(p, q)
