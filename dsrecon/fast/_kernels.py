@@ -30,7 +30,7 @@ Backends
     (O(T B M)) are stored; the clipped difference of ReLUs evaluated from one product ``zt W2t``
     (half the work of the stacked form below). Windows are processed in blocks of 16 with every
     per-window quantity stored window-innermost, so the inner loops are fixed-length SIMD loops
-    (no horizontal sums; weight gradients summed per lane over chunks of 16 stored steps, reduced
+    (no horizontal sums; weight gradients summed per lane over chunks of 4 stored steps, reduced
     once per block). For float32 the latent sizes M <= 8, 10, 12, 16 are compile-time constants (fully
     unrolled M-loops: forward 2x, backward 1.3x faster for M = 3; the build takes ~15 s, once per machine).
     The K models of an ensemble run on the threads of a persistent pool that sleeps between calls
@@ -101,12 +101,19 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
 #endif
 #define MAXM 64
 #define BC 16
-#define TC 16  /* backward: steps per chunk of stored weight-gradient factors */
+#define TC 4  /* backward: steps per chunk of stored weight-gradient factors (3-6: ~20 % faster than 16) */
 #define IDX(k, t, T) ((size_t)(k) * (T) + (t))
 #define LANES _Pragma("omp simd") for (int i = 0; i < BC; ++i)  /* independent lanes */
 #define SUM_LANES for (int i = 0; i < BC; ++i)                     /* sums over lanes */
 
 #define MAXT 64  /* most threads per call */
+
+/* Scratch memory on a cache-line boundary (free() releases it): malloc's 16-byte alignment made
+ * every 64-byte vector load of the blocked buffers straddle two cache lines. NULL on failure. */
+static void *aligned_scratch(size_t bytes) {
+    void *p = NULL;
+    return posix_memalign(&p, 64, bytes) == 0 ? p : NULL;
+}
 
 static int n_workers(int nthreads, int K) {
     int n = nthreads < K ? nthreads : K;
@@ -510,7 +517,7 @@ static void *roll_worker_##SUF(void *arg) {                                     
     const size_t BTM = (size_t)j->B * j->T * j->M, n_scratch = LB + 2 * TC * LB + 2 * TC * MB + 2 * ML * BC; \
     REAL *buf = NULL, *Gb = NULL;  /* backward scratch, then (loss) this thread's dL/dZ of one model */ \
     if (what & ROLL_BACKWARD) {                                                                     \
-        buf = malloc(sizeof(REAL) * (n_scratch + (what & ROLL_LOSS ? BTM : 0)));                    \
+        buf = aligned_scratch(sizeof(REAL) * (n_scratch + (what & ROLL_LOSS ? BTM : 0)));           \
         if (buf == NULL) { j->h.status = 2; return NULL; }                                          \
         Gb = buf + n_scratch;                                                                       \
     }                                                                                               \
@@ -645,8 +652,8 @@ static void *norms_worker_##SUF(void *arg) {                                    
     norm_job_##SUF *j = arg;                                                                        \
     const int S = j->S, M = j->M, L = j->L;                                                         \
     const size_t ML = (size_t)M * L;                                                                \
-    REAL *buf = malloc(sizeof(REAL) * ((size_t)M * M * L + (size_t)L * NL + (size_t)M * M * NL));   \
-    double *a = malloc(sizeof(double) * (size_t)M * M * NL);                                        \
+    REAL *buf = aligned_scratch(sizeof(REAL) * ((size_t)M * M * L + (size_t)L * NL + (size_t)M * M * NL)); \
+    double *a = aligned_scratch(sizeof(double) * (size_t)M * M * NL);                               \
     if (buf == NULL || a == NULL) { free(buf); free(a); j->h.status = 2; return NULL; }             \
     SAVE_FTZ                                                                                        \
     for (int k; (k = next_model(&j->h)) < j->K;)                                                    \
