@@ -8,8 +8,8 @@ Usage (from the repository root, venv active)::
     python benchmarks/train_speed.py --to-target        # + wall time to D_stsp <= 0.30 on the GTF paper's Lorenz-63
     python benchmarks/train_speed.py --out benchmarks/results/train_speed_<date>.md
 
-Every path runs one full training update (zero_grad, forced rollout, loss, backward, RAdam step)
-on the issue's configuration: clipped shPLRNN, M = 3, L = 50, batch 16, windows of T = 200 steps,
+Every path runs one full training update (zero_grad, forced rollout, loss, backward, RAdam step:
+``dsrecon.fast.radam.FusedRAdam``, the optimizer ``train()`` uses) on the issue's configuration: clipped shPLRNN, M = 3, L = 50, batch 16, windows of T = 200 steps,
 GTF with alpha = 0.1. Paths are timed in the same process with interleaved repetitions and the
 median is reported, so a neighbour's load on the CPU hits all paths alike: the ratios in one run
 are what counts, absolute milliseconds move with the machine's load.
@@ -33,6 +33,7 @@ import torch
 
 from dsrecon.fast import EnsembleShPLRNN, ensemble_loss_and_grads, loss_and_grads as fused_step, train_ensemble
 from dsrecon.fast._kernels import c_library
+from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.training import TrainConfig, loss_and_grads as plain_step, train
@@ -48,7 +49,7 @@ def say(line: str = "") -> None:
 
 
 def _update_fn(step, model, x, alphas, **kw):
-    opt = torch.optim.RAdam(model.parameters(), lr=1e-3)
+    opt = FusedRAdam(model.parameters(), lr=1e-3)  # as train()
 
     def update():
         opt.zero_grad(set_to_none=True)
@@ -129,7 +130,7 @@ def bench_ensembles(args, single: dict) -> None:
     fns = {}
     for K in args.K:
         ens = EnsembleShPLRNN([ShPLRNN(N, M, L, seed=k) for k in range(K)])
-        opt = torch.optim.RAdam(ens.parameters(), lr=1e-3)
+        opt = FusedRAdam(ens.parameters(), lr=1e-3)  # as train_ensemble()
         x = torch.randn(K, B, T + 1, N, generator=gen)
         alphas = torch.full((K, T + 1), 0.1)
 
