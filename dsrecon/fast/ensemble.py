@@ -270,7 +270,10 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
             else:
                 p.grad += g
         z_hat = None
-        if need_z_hat:
+        if need_z_hat and ens.observation == "identity" and bool(torch.isfinite(Z.sum())):  # finite sum: all finite
+            # c + z Q with Q = diag(0 observed, 1 latent) and c = [x, 0]: the data, the latent states past N
+            z_hat = c if M == N else torch.cat([x, torch.cat([z1.unsqueeze(2), Z], dim=2)[..., N:]], dim=-1)
+        elif need_z_hat:
             z_all = torch.cat([z1.unsqueeze(2), Z], dim=2)  # (K, B, T + 1, M)
             z_hat = c + torch.bmm(z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
     return loss.detach(), mse.detach(), z_hat
