@@ -2,7 +2,8 @@
 
 ``loss_and_grads`` is the ``"fused"`` backend of :func:`dsrecon.training.train`
 (``TrainConfig(backend="fused")``); :func:`train_ensemble` trains K shPLRNNs of one shape in one
-batched computation. Not part of the promised public API (``dsrecon/__init__.py``).
+batched computation; :class:`~dsrecon.fast.radam.FusedRAdam` is the optimizer both use (RAdam's
+update in one C loop). Not part of the promised public API (``dsrecon/__init__.py``).
 """
 
 from dsrecon.fast._kernels import kernel_threads, set_kernel_threads
