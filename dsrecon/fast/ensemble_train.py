@@ -126,6 +126,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     # fixed policy has none, any other policy's update runs per model
     adaptive = type(forcing).update is AdaptiveGTF.update
     generic_policy = forcing.adapts and not adaptive
+
     def stacked_alphas() -> torch.Tensor:
         return torch.stack([torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64)
                             for f in forcings])  # (K, T+1)
