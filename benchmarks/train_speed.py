@@ -39,6 +39,7 @@ from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.training import TrainConfig, loss_and_grads as plain_step, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtf_icml2023"
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before main() sets 1 for the per-update sections
 M, L, N, B, T = 3, 50, 3, 16, 200
 LINES: list[str] = []
 
@@ -370,13 +371,17 @@ def bench_training_loops(args) -> None:
     say("## 6. Whole training loops: train() per model vs train_ensemble() for K seeds")
     say()
     x = _series()
+    # the trainers set their own torch threads (TrainConfig.threads, 1); start from torch's default,
+    # as a user's script does (train_ensemble ignoring it once cost ~1.5x at K = 10)
+    torch.set_num_threads(TORCH_DEFAULT_THREADS)
     epochs = args.loop_epochs
     cfg = TrainConfig(epochs=epochs, batches_per_epoch=50, batch_size=B, seq_len=T, val_every=10**6)
     n_upd = epochs * 50
     cores = kernel_threads()
     say(f"{epochs} epochs x 50 updates per measurement, median of {args.loop_reps} interleaved repetitions, after a "
         "warm-up run; times per update (all K models); "
-        f"kernel threads: 1, and {cores} (every core this process may use). Ratios: model-updates per second "
+        f"kernel threads: 1, and {cores} (every core this process may use); torch threads as the trainers set them "
+        f"(TrainConfig.threads = 1, from torch's default of {TORCH_DEFAULT_THREADS}). Ratios: model-updates per second "
         "against one train() run of one model on the fused path (and, last column, on the plain path).")
     say()
     say("| forcing | K | kernel threads | wall ms / update | CPU ms / update | model-updates / wall s | "
@@ -421,6 +426,7 @@ def bench_training_loops(args) -> None:
                 say(f"| {kind} | {K} | {threads} | {w * 1e3:.2f} | {c * 1e3:.2f} | {K / w:.0f} | "
                     f"{K * single['fused'][0] / w:.2f}x | {K * single['fused'][1] / c:.2f}x | "
                     f"{K * single['plain'][0] / w:.1f}x |")
+    torch.set_num_threads(1)
     say()
     say("The issue's ensemble target is K/2 = 5x the single-model throughput at K = 10; against train() on "
         "the fused path see the 'vs train() fused' columns, against the plain loop (one model per process, "

@@ -197,6 +197,20 @@ def test_train_ensemble_callback_stops_early():
     assert all(r.epochs == 2 and not r.finished and len(r.history) == 2 for r in results)
 
 
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_train_ensemble_sets_and_restores_torch_threads(threads):
+    """As train(): config.threads torch threads during the run (torch's default, every core, let its
+    OpenMP workers spin on the core the kernel's pool thread needs), the caller's setting after it."""
+    series = np.cumsum(np.random.default_rng(2).standard_normal((300, 3)), 0) * 0.05
+    torch.set_num_threads(3)
+    seen = []
+    train_ensemble(_models(2), series, TrainConfig(epochs=2, batches_per_epoch=2, batch_size=2, seq_len=20,
+                                                   threads=threads),
+                   make_forcing("gtf", alpha=0.2), callback=lambda *_: seen.append(torch.get_num_threads()))
+    assert seen == [3 if threads is None else threads] * 2
+    assert torch.get_num_threads() == 3
+
+
 def test_kernel_threads_change_nothing_but_speed():
     """The C kernel splits the K models over threads; every model is computed the same way, so the
     gradients are bitwise equal for 1 and 4 threads (K = 5, B = 20: an uneven split and a partial

@@ -53,7 +53,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         Training series, shared by all models.
     config : TrainConfig, optional
         As for ``train``; ``config.seed`` is replaced by ``seeds[k]`` for model k, and
-        ``config.backend`` is ignored (the ensemble always runs the fused kernel).
+        ``config.backend`` is ignored (the ensemble always runs the fused kernel); ``config.threads``
+        torch threads during the run, as in ``train``.
     forcing : Forcing, optional
         Policy (default adaptive GTF); each model gets its own deep copy.
     seeds : sequence of int, optional
@@ -186,6 +187,11 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         atomic_write(ckpt, lambda fh: torch.save(state, fh))
 
     torch.set_flush_denormal(True)  # as train(): subnormal moments late in a run cost 10-100x
+    # as train(): config.threads torch threads (1 by default). torch's default (every core) made a
+    # K = 10 update ~1.5x slower: its OpenMP workers spin on the core the kernel's pool thread needs
+    threads_before = torch.get_num_threads()
+    if config.threads is not None and device.type == "cpu":
+        torch.set_num_threads(config.threads)
     t_start = time.perf_counter() - time_before
     epochs_done = start_epoch
     try:
@@ -286,6 +292,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                 break
     finally:
         torch.set_flush_denormal(False)
+        torch.set_num_threads(threads_before)
         if bar is not None:
             bar.close()
     total = time.perf_counter() - t_start
