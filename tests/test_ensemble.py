@@ -214,7 +214,7 @@ def test_train_ensemble_sets_and_restores_torch_threads(threads):
 def test_kernel_threads_change_nothing_but_speed():
     """The C kernel splits the K models over threads; every model is computed the same way, so the
     gradients are bitwise equal for 1 and 4 threads (K = 5, B = 20: an uneven split and a partial
-    block of windows)."""
+    block of windows), whatever the pool threads' spin before sleeping."""
     from dsrecon.fast import _kernels
 
     try:
@@ -225,17 +225,56 @@ def test_kernel_threads_change_nothing_but_speed():
     alphas = torch.full((5, 31), 0.2)
     grads = []
     try:
-        for threads in (1, 4):
+        for threads, spin in ((1, 0.0), (4, 0.0), (4, 2e-3)):
             _kernels.set_kernel_threads(threads)
+            _kernels.set_kernel_spin(spin)
             ens = EnsembleShPLRNN(_models(5, M=4, observation="affine"))
-            ensemble_loss_and_grads(ens, x, alphas, 1e-3, backend="c")
+            for _ in range(3):  # back to back: the second and third calls find the pool awake when spinning
+                ens.zero_grad(set_to_none=True)
+                ensemble_loss_and_grads(ens, x, alphas, 1e-3, backend="c")
             grads.append([p.grad.clone() for p in ens.parameters()])
     finally:
         _kernels.set_kernel_threads(None)
-    for g1, g4 in zip(*grads):
+        _kernels.set_kernel_spin(_kernels._SPIN_DEFAULT_S)
+    for g1, g4 in zip(grads[0], grads[1]):
+        assert torch.equal(g1, g4)
+    for g1, g4 in zip(grads[0], grads[2]):
         assert torch.equal(g1, g4)
     with pytest.raises(ValueError, match="positive integer"):
         _kernels.set_kernel_threads(0)
+    for bad in (-1e-6, 2.0, True, "1ms"):
+        with pytest.raises(ValueError, match="seconds in"):
+            _kernels.set_kernel_spin(bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stacked_sumsq_per_model(dtype):
+    """The trainer's per-model gradient norms and finiteness checks (one C pass over K-stacked
+    tensors) equal torch's, and a NaN or infinity in one model's slice marks that model only."""
+    from dsrecon.fast import _kernels
+
+    try:
+        _kernels.c_library()
+    except RuntimeError:
+        pytest.skip("no C compiler")
+    g = torch.Generator().manual_seed(1)
+    K = 4
+    tensors = [torch.randn(K, *shape, generator=g, dtype=dtype) for shape in [(3,), (3, 50), (50, 3), (1,)]]
+    sumsq, finite = _kernels.stacked_sumsq(tensors, K)
+    want = sum((t.double().reshape(K, -1) ** 2).sum(1) for t in tensors)
+    np.testing.assert_allclose(sumsq, want.numpy(), rtol=1e-12)
+    assert finite.tolist() == [True] * K
+    tensors[1][1, 2, 7] = float("nan")
+    tensors[2][3, 49, 0] = float("-inf")
+    tensors[3][0, 0] = float("inf")
+    sumsq, finite = _kernels.stacked_sumsq(tensors, K)
+    assert finite.tolist() == [False, False, True, False]
+    assert sumsq[2] == pytest.approx(float(want[2]), rel=1e-12)
+    # what the kernel does not cover goes to torch (None): mixed dtypes, a strided view, a wrong K
+    assert _kernels.stacked_sumsq([tensors[0], tensors[1].float() if dtype == torch.float64 else tensors[1].double()],
+                                  K) is None
+    assert _kernels.stacked_sumsq([tensors[1].transpose(1, 2)], K) is None
+    assert _kernels.stacked_sumsq(tensors, K + 1) is None
 
 
 def _pool_job(seed):
@@ -335,3 +374,21 @@ def test_train_ensemble_resumes_exactly(tmp_path, forcing):
         for p, q in zip(model.parameters(), resumed[k].parameters()):
             assert torch.equal(p, q)
         assert state["epoch"] == 4
+
+
+def test_per_model_checks_equal_with_and_without_the_c_pass(monkeypatch):
+    """The trainer's torch fallback (no compiler, other devices) gives what the C pass gives."""
+    from dsrecon.fast import _kernels
+    from dsrecon.fast.ensemble_train import _per_model_grad_norms, _per_model_params_finite
+
+    ens = EnsembleShPLRNN(_models(3))
+    params = list(ens.parameters())
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype)
+    with torch.no_grad():
+        ens.W2[1, 4, 2] = float("nan")
+    fast = (_per_model_grad_norms(params, 3), _per_model_params_finite(params, 3))
+    monkeypatch.setattr(_kernels, "stacked_sumsq", lambda tensors, K: None)
+    slow = (_per_model_grad_norms(params, 3), _per_model_params_finite(params, 3))
+    torch.testing.assert_close(fast[0], slow[0], rtol=1e-12, atol=0)
+    assert fast[1].tolist() == slow[1].tolist() == [True, False, True]

@@ -20,24 +20,30 @@ import numpy as np
 import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint
+from dsrecon.fast import _kernels
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing
 from dsrecon.models.plrnn import ShPLRNN
 
 
-def _per_model_grad_norms(ens: EnsembleShPLRNN) -> torch.Tensor:
-    """``(K,)`` Euclidean norm of each model's gradient over all its parameters."""
-    grads = [p.grad.reshape(ens.K, -1) for p in ens.parameters() if p.grad is not None]
+def _per_model_grad_norms(params: list, K: int) -> torch.Tensor:
+    """``(K,)`` float64 Euclidean norm of each model's gradient over the K-stacked ``params``."""
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros(ens.K, dtype=torch.float64, device=ens.A.device)
-    return torch.linalg.vector_norm(torch.cat(grads, dim=1).double(), dim=1)
+        return torch.zeros(K, dtype=torch.float64, device=params[0].device)
+    fast = _kernels.stacked_sumsq(grads, K)  # one C pass, else torch's cat and norm
+    if fast is not None:
+        return torch.from_numpy(np.sqrt(fast[0]))
+    return torch.linalg.vector_norm(torch.cat([g.reshape(K, -1) for g in grads], dim=1).double(), dim=1)
 
 
-def _per_model_params_finite(ens: EnsembleShPLRNN) -> np.ndarray:
-    """``(K,)`` bool: every parameter of model k is finite (one pass over the K models' parameters)."""
-    flat = torch.cat([p.detach().reshape(ens.K, -1) for p in ens.parameters()], dim=1)  # (K, P)
-    return torch.isfinite(flat).all(1).cpu().numpy()
+def _per_model_params_finite(params: list, K: int) -> np.ndarray:
+    """``(K,)`` bool: every parameter of model k is finite (one pass over the K-stacked ``params``)."""
+    fast = _kernels.stacked_sumsq(params, K)  # reads the values only
+    if fast is not None:
+        return fast[1]
+    return torch.isfinite(torch.cat([p.detach().reshape(K, -1) for p in params], dim=1)).all(1).cpu().numpy()
 
 
 def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcing | None = None, *,
@@ -120,7 +126,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     if val_data is not None:
         val_x = torch.as_tensor(_as_series(val_data, models[0], "val_data", 2), dtype=dtype, device=device)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    optimizer = FusedRAdam(ens.parameters(), lr=config.lr_start, foreach=True)  # as train()
+    params = list(ens.parameters())  # fixed objects: restores and checkpoints write into them
+    optimizer = FusedRAdam(params, lr=config.lr_start, foreach=True)  # as train()
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     # the K policies are copies of one: AdaptiveGTF's update runs batched over the K models, a
@@ -219,20 +226,20 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                 optimizer.zero_grad(set_to_none=True)
                 loss, mse, z_hat = ensemble_loss_and_grads(ens, inp, alphas, config.reg_weight, target,
                                                            backend=backend, need_z_hat=need_z_hat)
-                gn = _per_model_grad_norms(ens)  # (K,)
+                gn = _per_model_grad_norms(params, K)  # (K,)
                 loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
                 bad = ~(np.isfinite(loss_k) & np.isfinite(gn_k))
                 with torch.no_grad():
                     if bad.any() or frozen.any():
                         zero = torch.as_tensor(~(bad | frozen), dtype=dtype, device=device)  # (K,)
-                        for p in ens.parameters():
+                        for p in params:
                             p.grad = torch.nan_to_num(p.grad) * zero.reshape(-1, *[1] * (p.ndim - 1))
                     if config.grad_clip is not None:
                         coef = (config.grad_clip / (gn + 1e-6)).clamp(max=1.0).to(dtype)  # (K,)
-                        for p in ens.parameters():
+                        for p in params:
                             p.grad.mul_(coef.reshape(-1, *[1] * (p.ndim - 1)))
                 optimizer.step()
-                bad |= ~_per_model_params_finite(ens)
+                bad |= ~_per_model_params_finite(params, K)
                 bad &= ~frozen
                 n_updates += 1
                 for k in np.flatnonzero(frozen):  # keep a failed run where it was restored
