@@ -384,9 +384,14 @@ def bench_training_loops(args) -> None:
         f"(TrainConfig.threads = 1, from torch's default of {TORCH_DEFAULT_THREADS}). Ratios: model-updates per second "
         "against one train() run of one model on the fused path (and, last column, on the plain path).")
     say()
+    say("The machine's speed drifts by 10-30 % over minutes (a shared host), so besides the ratio of the "
+        "medians the table gives the ratio within each repetition (each K-model run against the train() run "
+        "timed just before it): its median and range over the repetitions.")
+    say()
     say("| forcing | K | kernel threads | wall ms / update | CPU ms / update | model-updates / wall s | "
-        "vs train() fused (wall) | vs train() fused (CPU) | vs train() plain (wall) |")
-    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "vs train() fused (wall) | per repetition: median [min, max] | vs train() fused (CPU) | "
+        "vs train() plain (wall) |")
+    say("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for kind in ("gtf", "agtf"):
         def forcing(kind=kind):
             return make_forcing("gtf", alpha=0.1) if kind == "gtf" else make_forcing("agtf")
@@ -403,6 +408,7 @@ def bench_training_loops(args) -> None:
                 runs.append(((K, threads), threads,
                              lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)], x, cfg, forcing()),
                              n_upd))
+        runs.append(runs.pop(1))  # the plain loop last: the K-model runs follow the fused train() run they are compared with
         samples = {key: ([], []) for key, *_ in runs}
         for _ in range(args.loop_reps):  # interleaved, so a neighbour's load hits every configuration alike
             for key, threads, fn, n in runs:
@@ -416,15 +422,17 @@ def bench_training_loops(args) -> None:
         med = {key: (statistics.median(w), statistics.median(c)) for key, (w, c) in samples.items()}
         single = {"fused": med["fused"], "plain": med["plain"]}
         say(f"| {kind} | 1 (train(), fused) | 1 | {single['fused'][0] * 1e3:.2f} | {single['fused'][1] * 1e3:.2f} | "
-            f"{1 / single['fused'][0]:.0f} | 1.0x | 1.0x | {single['plain'][0] / single['fused'][0]:.1f}x |")
+            f"{1 / single['fused'][0]:.0f} | 1.0x | | 1.0x | {single['plain'][0] / single['fused'][0]:.1f}x |")
         say(f"| {kind} | 1 (train(), plain) | 1 | {single['plain'][0] * 1e3:.2f} | {single['plain'][1] * 1e3:.2f} | "
-            f"{1 / single['plain'][0]:.0f} | {single['fused'][0] / single['plain'][0]:.2f}x | "
+            f"{1 / single['plain'][0]:.0f} | {single['fused'][0] / single['plain'][0]:.2f}x | | "
             f"{single['fused'][1] / single['plain'][1]:.2f}x | 1.0x |")
         for K in args.K:
             for threads in sorted({1, cores}):
                 w, c = med[(K, threads)]
+                per_rep = sorted(K * t1 / tK for t1, tK in zip(samples["fused"][0], samples[(K, threads)][0]))
                 say(f"| {kind} | {K} | {threads} | {w * 1e3:.2f} | {c * 1e3:.2f} | {K / w:.0f} | "
-                    f"{K * single['fused'][0] / w:.2f}x | {K * single['fused'][1] / c:.2f}x | "
+                    f"{K * single['fused'][0] / w:.2f}x | {statistics.median(per_rep):.2f}x "
+                    f"[{per_rep[0]:.2f}, {per_rep[-1]:.2f}] | {K * single['fused'][1] / c:.2f}x | "
                     f"{K * single['plain'][0] / w:.1f}x |")
     torch.set_num_threads(1)
     say()
