@@ -603,6 +603,8 @@ INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const 
                             REAL *P, REAL *msk, REAL *J, double *a) {                               \
     for (int rc = 0; rc < M * M; ++rc)  /* P[r M + c][l] = W1[r][l] W2[l][c], once per model */     \
         for (int l = 0; l < L; ++l) P[(size_t)rc * L + l] = w1[(size_t)(rc / M) * L + l] * w2[(size_t)(rc % M) * L + l]; \
+    double c2[NG], c1[NG], c0[NG], lam[NG];  /* M = 3: polynomials of a group of NG states */     \
+    int g0 = 0;  /* the group's first state */                                                      \
     for (int s0 = 0; s0 < S; s0 += NL) {                                                            \
         const int ns = S - s0 < NL ? S - s0 : NL;                                                   \
         REAL z[MAXM][NL];                                                                           \
@@ -639,7 +641,14 @@ INLINE void norms_one_##SUF(int S, int M, int L, REAL cl, const REAL *Zk, const 
                 }                                                                                   \
                 NLANES { a[((size_t)p * M + q) * NL + i] = acc[i]; a[((size_t)q * M + p) * NL + i] = acc[i]; } \
             }                                                                                       \
-        jacobi_max_eig(M, a, outk + s0, ns);                                                        \
+        if (M != 3) { jacobi_max_eig(M, a, outk + s0, ns); continue; }                              \
+        const int g = (s0 - g0) / NL;  /* M = 3: this block's lanes in the group from state g0 */   \
+        sym3_poly(a, c2 + g * NL, c1 + g * NL, c0 + g * NL, lam + g * NL);                          \
+        if (g + 1 == NG / NL || s0 + NL >= S) {  /* group full, or the last block: solve it */      \
+            newton3(c2, c1, c0, lam, (g + 1) * NL);                                                 \
+            for (int i = 0; i < s0 + ns - g0; ++i) outk[g0 + i] = sqrt(lam[i] > 0 ? lam[i] : 0);    \
+            g0 = s0 + NL;                                                                           \
+        }                                                                                           \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
@@ -680,14 +689,48 @@ int jacobian_norms_##SUF(int K, int S, int M, int L, int clipped, int nthreads, 
     return run_jobs(norms_worker_##SUF, jobs, sizeof(norm_job_##SUF), n);                           \
 }
 
+/* M = 3: the characteristic polynomial p(l) = l^3 - c2 l^2 + c1 l - c0 of NL symmetric 3 x 3
+ * matrices a[p][q][lane], and Newton's starting point l = ||S||_F = sqrt(sum of lambda^2) (above
+ * lambda_max, and within sqrt(3) of it), written at c2, c1, c0, l (NL lanes each). */
+INLINE void sym3_poly(const double *a, double *c2, double *c1, double *c0, double *l) {
+#define AT3(p, q) (a + ((size_t)(p) * 3 + (q)) * NL)
+    NLANES {
+        const double s00 = AT3(0, 0)[i], s11 = AT3(1, 1)[i], s22 = AT3(2, 2)[i];
+        const double s01 = AT3(0, 1)[i], s02 = AT3(0, 2)[i], s12 = AT3(1, 2)[i];
+        c2[i] = s00 + s11 + s22;
+        c1[i] = s00 * s11 - s01 * s01 + s00 * s22 - s02 * s02 + s11 * s22 - s12 * s12;
+        c0[i] = s00 * (s11 * s22 - s12 * s12) - s01 * (s01 * s22 - s12 * s02) + s02 * (s01 * s12 - s11 * s02);
+        l[i] = sqrt(s00 * s00 + s11 * s11 + s22 * s22 + 2 * (s01 * s01 + s02 * s02 + s12 * s12));
+    }
+#undef AT3
+}
+
+/* Newton's method on n lanes' polynomials (sym3_poly) from above, in place on l: p is increasing
+ * and convex there, so the iterates fall monotonically onto the largest root (quadratically for a
+ * simple root; a double largest root converges linearly and to ~1e-8 relative); one division per
+ * step, ~5x cheaper than rotations. All lanes step until none moves. NG lanes (several blocks of
+ * states) at once keep the divider and FMA units busy, where one block's 16 lanes waited on each
+ * step's latency (Newton took 38 % of the norms with 16). */
+#define NG 64
+static void newton3(const double *c2, const double *c1, const double *c0, double *l, int n) {
+    for (int it = 0; it < 200; ++it) {
+        int moving = 0;
+        _Pragma("omp simd reduction(|:moving)") for (int i = 0; i < n; ++i) {
+            const double p = ((l[i] - c2[i]) * l[i] + c1[i]) * l[i] - c0[i];
+            const double dp = (3 * l[i] - 2 * c2[i]) * l[i] + c1[i];
+            const double step = p > 0 && dp > 0 ? p / dp : 0;
+            l[i] -= step;
+            moving |= step > 1e-15 * l[i];  /* 1e-16 kept some lanes stepping on rounding noise for 200 iterations */
+        }
+        if (!moving) break;
+    }
+}
+
 /* Largest eigenvalue of NL symmetric positive semi-definite M x M matrices a[p][q][lane]
  * (overwritten); writes sqrt(max(lambda_max, 0)) for the first ns lanes.
- * M <= 2: closed form. M = 3: Newton's method on the characteristic polynomial
- * p(l) = l^3 - c2 l^2 + c1 l - c0 from l = ||S||_F >= lambda_max, where p is increasing and convex,
- * so the iterates fall monotonically onto the largest root (quadratically for a simple root; a
- * double largest root converges linearly and to ~1e-8 relative): no divisions but one per step,
- * ~5x cheaper than rotations. M > 3: cyclic Jacobi rotations (a rotation with a_pq = 0 is the
- * identity, selected lane by lane so the loops stay branch-free). */
+ * M <= 2: closed form. M = 3 goes to sym3_poly and newton3 (norms_one). M > 3: cyclic Jacobi
+ * rotations (a rotation with a_pq = 0 is the identity, selected lane by lane so the loops stay
+ * branch-free). */
 INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
 #define AT(p, q) (a + ((size_t)(p) * M + (q)) * NL)
     if (M == 1) {
@@ -700,31 +743,6 @@ INLINE void jacobi_max_eig(int M, double *a, double *out, int ns) {
             const double l = 0.5 * (AT(0, 0)[i] + AT(1, 1)[i]) + sqrt(h * h + b * b);
             out[i] = sqrt(l > 0 ? l : 0);
         }
-        return;
-    }
-    if (M == 3) {
-        double c2[NL], c1[NL], c0[NL], l[NL];
-        NLANES {
-            const double s00 = AT(0, 0)[i], s11 = AT(1, 1)[i], s22 = AT(2, 2)[i];
-            const double s01 = AT(0, 1)[i], s02 = AT(0, 2)[i], s12 = AT(1, 2)[i];
-            c2[i] = s00 + s11 + s22;
-            c1[i] = s00 * s11 - s01 * s01 + s00 * s22 - s02 * s02 + s11 * s22 - s12 * s12;
-            c0[i] = s00 * (s11 * s22 - s12 * s12) - s01 * (s01 * s22 - s12 * s02) + s02 * (s01 * s12 - s11 * s02);
-            /* start at ||S||_F = sqrt(sum of lambda^2): above lambda_max, and within sqrt(3) of it */
-            l[i] = sqrt(s00 * s00 + s11 * s11 + s22 * s22 + 2 * (s01 * s01 + s02 * s02 + s12 * s12));
-        }
-        for (int it = 0; it < 200; ++it) {
-            int moving = 0;
-            _Pragma("omp simd reduction(|:moving)") for (int i = 0; i < NL; ++i) {
-                const double p = ((l[i] - c2[i]) * l[i] + c1[i]) * l[i] - c0[i];
-                const double dp = (3 * l[i] - 2 * c2[i]) * l[i] + c1[i];
-                const double step = p > 0 && dp > 0 ? p / dp : 0;
-                l[i] -= step;
-                moving |= step > 1e-15 * l[i];  /* 1e-16 kept some lanes stepping on rounding noise for 200 iterations */
-            }
-            if (!moving) break;
-        }
-        for (int i = 0; i < ns; ++i) out[i] = sqrt(l[i] > 0 ? l[i] : 0);
         return;
     }
     for (int sweep = 0; sweep < 50; ++sweep) {
