@@ -9,23 +9,27 @@ one shared step count and learning-rate schedule) updates each slice as it would
 alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.training.train` with the
 same seeds (tests: to float tolerance), as long as every run stays finite (see its Notes).
 
-What it buys (``benchmarks/results/train_speed_2026-11-23_session4*.md``, M = 3, L = 50, B = 16,
+What it buys (``benchmarks/results/train_speed_2026-11-23_session5*.md``, M = 3, L = 50, B = 16,
 T = 200, 2-core CPU, medians of interleaved repetitions): whole training loops of K = 10 seeds run
-at 4.8-5.0x the model-updates per wall second of one ``train()`` run with GTF (3.7-3.9x with one
-kernel thread, i.e. per core; adaptive GTF 4.2-4.6x and 3.2-3.4x) and ~230x one run of the plain
-autograd loop (the reference implementation's one model per process); ten seeds all reached
-D_stsp <= 0.30 in 119 s where one alone took 39 s. What bounds it on a CPU: one update costs
-~0.4 ms of fixed work (Python, RAdam, windows, bookkeeping), paid once per ensemble, plus per
-model ~0.08 ms of kernel arithmetic (forward 0.025, adjoint 0.055 ms, one C call per update for
-all K) and ~0.01 ms of tensor work that grows with K; ``train()`` runs the same code as a
-one-model ensemble (~0.5 ms). So K = 10 costs ~1.3 ms on one core instead of 10 x 0.5 ms, and
-~1.0 ms with the K models shared over the 2 cores (a persistent thread pool,
-:func:`dsrecon.fast.set_kernel_threads`). The ratio is bounded by ``K (F + k) / (F + K k / c)``
-for fixed cost F, kernel cost k per model and c cores, so it falls as the fixed cost falls: making
-``train()`` faster (0.66 -> 0.50 ms per update, 2026-11-23) lowered it, although both got faster.
-Adaptive GTF adds the K growth bounds every 5 updates (~0.7 ms for K = 10 on one core,
-:mod:`dsrecon.fast.jacobian_norms`). On a GPU (the "torch" kernel) the per-step launch costs
-dominate and batching should pay far more (not measured here: no GPU was lent).
+at 4.7-5.3x the model-updates per wall second of one ``train()`` run with GTF and 4.8-4.9x with
+adaptive GTF (the medians of two 15-repetition runs 20 minutes apart; single repetitions range
+from 3.7x to 6.0x as the shared host's speed drifts), 3.5-3.9x with one kernel thread (per core),
+and ~210-250x one run of the plain autograd loop (the reference implementation's one model per
+process); ten seeds all reached D_stsp <= 0.30 in 105 s where one alone took 36 s. What bounds
+it on a CPU: one update costs ~0.35-0.4 ms of fixed work (Python, RAdam, windows, bookkeeping),
+paid once per ensemble, plus per model ~0.08 ms of kernel arithmetic (forward 0.025, adjoint 0.055
+ms, one C call per update for all K, near the FMA units' peak) and ~0.01 ms of tensor work that
+grows with K; ``train()`` runs the same kernel (~0.5 ms per update). So K = 10 costs ~1.3 ms on one
+core instead of 10 x 0.5 ms, and ~0.9-1.05 ms with the K models shared over the 2 cores (a
+persistent thread pool, :func:`dsrecon.fast.set_kernel_threads`). The ratio is bounded by
+``K (F + k) / (F + K k / c)`` for fixed cost F, kernel cost k per model and c cores, so it falls as
+the fixed cost falls: making ``train()`` faster lowered it, although both got faster. Adaptive GTF
+adds the K growth bounds every 5 updates (~0.5 ms for K = 10 on one core,
+:mod:`dsrecon.fast.jacobian_norms`). :func:`train_ensemble` runs with ``TrainConfig.threads`` torch
+threads (1), as ``train()`` does: with torch's default (every core) its OpenMP workers spun on the
+core the kernel's pool needs and a K = 10 update took ~1.5x longer. On a GPU (the "torch" kernel)
+the per-step launch costs dominate and batching should pay far more (not measured here: no GPU was
+lent).
 """
 
 from __future__ import annotations
