@@ -275,6 +275,7 @@ def test_stacked_sumsq_per_model(dtype):
                                   K) is None
     assert _kernels.stacked_sumsq([tensors[1].transpose(1, 2)], K) is None
     assert _kernels.stacked_sumsq(tensors, K + 1) is None
+    assert _kernels.stacked_sumsq([torch.tensor(1.0, dtype=dtype)], 1) is None  # no model axis
 
 
 def _pool_job(seed):

@@ -1166,7 +1166,7 @@ def stacked_sumsq(tensors, K: int) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     dtype = tensors[0].dtype
     if dtype not in (torch.float32, torch.float64) or not all(
-            t.dtype == dtype and t.is_cpu and t.is_contiguous() and t.shape[0] == K for t in tensors):
+            t.dtype == dtype and t.is_cpu and t.is_contiguous() and t.dim() > 0 and t.shape[0] == K for t in tensors):
         return None
     try:
         lib = c_library()
