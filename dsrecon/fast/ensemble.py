@@ -11,9 +11,10 @@ same seeds (tests: to float tolerance), as long as every run stays finite (see i
 
 What it buys (``benchmarks/results/train_speed_2026-11-23_session5*.md``, M = 3, L = 50, B = 16,
 T = 200, 2-core CPU, medians of interleaved repetitions): whole training loops of K = 10 seeds run
-at 4.7-5.3x the model-updates per wall second of one ``train()`` run with GTF and 4.8-4.9x with
-adaptive GTF (the medians of two 15-repetition runs 20 minutes apart; single repetitions range
-from 3.7x to 6.0x as the shared host's speed drifts), 3.5-3.9x with one kernel thread (per core),
+at 4.7-5.3x the model-updates per wall second of one ``train()`` run with GTF (5.3x in three of
+four 15-repetition runs over an hour) and 4.8-5.3x with adaptive GTF (single repetitions range from
+3.7x to 7x as the shared host's speed drifts; 5.3-5.8x with the pool threads spinning 1 ms between
+calls, :func:`dsrecon.fast.set_kernel_spin`), 3.5-3.9x with one kernel thread (per core),
 and ~210-250x one run of the plain autograd loop (the reference implementation's one model per
 process); ten seeds all reached D_stsp <= 0.30 in 105 s where one alone took 36 s. What bounds
 it on a CPU: one update costs ~0.35-0.4 ms of fixed work (Python, RAdam, windows, bookkeeping),
