@@ -30,6 +30,7 @@ import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint, write_json
 from dsrecon.data import Trajectory
+from dsrecon.fast import _kernels
 from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
 from dsrecon.models.base import Model
@@ -304,7 +305,22 @@ def _write_history_csv(path: Path, history: list) -> None:
 
 
 def _params_finite(model: Model) -> bool:
-    return all(bool(torch.all(torch.isfinite(p))) for p in model.parameters())
+    params = [p.detach().reshape(1, -1) for p in model.parameters()]
+    fast = _kernels.stacked_sumsq(params, 1)  # one C pass once the kernel is loaded (~4 vs ~15 us)
+    if fast is not None:
+        return bool(fast[1][0])
+    return all(bool(torch.all(torch.isfinite(p))) for p in params)
+
+
+def _grad_norm(model: Model) -> float:
+    """Euclidean norm of all of the model's gradients (NaN when none has one: the loss was not finite)."""
+    grads = [p.grad.reshape(1, -1) for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return float("nan")
+    fast = _kernels.stacked_sumsq(grads, 1)  # one C pass in double once the kernel is loaded
+    if fast is not None:
+        return math.sqrt(fast[0][0])
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
 
 class _Run:
@@ -444,8 +460,7 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
                 a = forcing.alphas(config.seq_len + 1) if alphas is None else alphas
                 optimizer.zero_grad(set_to_none=True)
                 res = step_fn(model, inputs, a, config.reg_weight, target=target)
-                grads = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
-                gn = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else float("nan")  # none: loss NaN
+                gn = _grad_norm(model)
                 ok = math.isfinite(res.loss) and math.isfinite(gn)
                 if ok:
                     if config.grad_clip is not None:

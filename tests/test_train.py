@@ -178,3 +178,37 @@ def test_growth_diagnostic_every_n_epochs():
     assert math.isnan(g[0]) and g[1] > 0 and g[2] > 0
     with pytest.raises(ValueError, match="diag_every"):
         TrainConfig(diag_every=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_norm_and_finiteness_checks_with_and_without_the_c_pass(monkeypatch, dtype):
+    """train()'s gradient norm and parameter check: one C pass once the kernel is loaded, torch's
+    per-parameter ops otherwise (no compiler, or a model trained before any kernel was built:
+    the check never builds the library); both give the same answers."""
+    from dsrecon.fast import _kernels
+    from dsrecon.training import _grad_norm, _params_finite
+
+    model = ShPLRNN(3, 4, 10, seed=0, dtype=dtype)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=dtype)
+    want = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in model.parameters()))
+    try:
+        _kernels.c_library()
+    except RuntimeError:
+        pytest.skip("no C compiler")
+    assert _grad_norm(model) == pytest.approx(want, rel=1e-12)
+    assert _params_finite(model)
+    monkeypatch.setattr(_kernels, "_LIB", None)  # not built yet: torch's ops, and no build
+    assert _kernels.stacked_sumsq([p.detach().reshape(1, -1) for p in model.parameters()], 1) is None
+    assert _grad_norm(model) == pytest.approx(want, rel=1e-6)
+    assert _params_finite(model)
+    assert _kernels._LIB is None
+    monkeypatch.undo()
+    with torch.no_grad():
+        model.W1[1, 2] = float("inf")
+    assert not _params_finite(model)
+    monkeypatch.setattr(_kernels, "_LIB", None)
+    assert not _params_finite(model)
+    for p in model.parameters():
+        p.grad = None
+    assert math.isnan(_grad_norm(model))

@@ -1159,18 +1159,17 @@ def stacked_sumsq(tensors, K: int) -> tuple[np.ndarray, np.ndarray] | None:
     ``tensors``: CPU tensors of one dtype (float32 or float64), each contiguous with leading axis K
     (model k's slice is ``t[k]``). Returns ``sumsq (K,) float64`` (over every tensor) and
     ``finite (K,) bool`` (every element of model k finite), or None where the C kernel does not
-    apply (no compiler, another device or dtype, a non-contiguous tensor): callers use torch then.
+    apply (not built yet, another device or dtype, a non-contiguous tensor): callers use torch then.
+    It never builds the library: the trainers call it after a kernel step has loaded it, and a
+    model without a kernel (an LSTM's training) should not wait ~15 s for a compiler.
     """
     tensors = list(tensors)
-    if not tensors or isinstance(_LIB, str):
+    lib = _LIB
+    if not tensors or lib is None or isinstance(lib, str):
         return None
     dtype = tensors[0].dtype
     if dtype not in (torch.float32, torch.float64) or not all(
             t.dtype == dtype and t.is_cpu and t.is_contiguous() and t.dim() > 0 and t.shape[0] == K for t in tensors):
-        return None
-    try:
-        lib = c_library()
-    except RuntimeError:
         return None
     n = len(tensors)
     sumsq, finite = np.empty(K, dtype=np.float64), np.empty(K, dtype=np.bool_)  # bool_ is one byte

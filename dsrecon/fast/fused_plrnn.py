@@ -201,7 +201,7 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
             for name, p in view.named_parameters():
                 q = getattr(model, name)
                 if q.grad is None:
-                    q.grad = p.grad[0].clone()
+                    q.grad = p.grad[0]  # a view of this call's fresh gradient (the next call makes new ones)
                 else:
                     q.grad += p.grad[0]
     return _train.StepResult(loss, mse, z_hat[0])
