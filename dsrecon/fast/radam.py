@@ -24,13 +24,6 @@ from dsrecon.fast import _kernels
 class FusedRAdam(torch.optim.RAdam):
     """``torch.optim.RAdam`` (same arguments) with a one-call C update where it applies (module docstring)."""
 
-    def _fused_ok(self) -> bool:
-        for group in self.param_groups:
-            if (group["weight_decay"] != 0 or group["maximize"] or group["capturable"] or group["differentiable"]
-                    or isinstance(group["lr"], torch.Tensor)):
-                return False
-        return True
-
     @torch.no_grad()
     def step(self, closure=None):
         """One RAdam update of every parameter with a gradient; returns ``closure()``'s loss, if given."""
