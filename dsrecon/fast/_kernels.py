@@ -48,6 +48,7 @@ Backends
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -55,6 +56,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -148,6 +150,7 @@ static void pool_child_reset(void) {
  * microseconds, more where the idle core has to be woken by the hypervisor). */
 static long pool_spin_ns = 50000L;
 void set_pool_spin_ns(long ns) { __atomic_store_n(&pool_spin_ns, ns < 0 ? 0 : ns, __ATOMIC_RELAXED); }
+long get_pool_spin_ns(void) { return __atomic_load_n(&pool_spin_ns, __ATOMIC_RELAXED); }
 static long now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -863,8 +866,11 @@ DEFINE_STACKED_SUMSQ(double, f64)
 _CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-pthread", "-std=c99", "-shared", "-fPIC"]
 _LIB = None  # the loaded ctypes library, or the reason it could not be built (str)
 _THREADS: int | None = None  # kernel threads over the K models (None: every core this process may use)
-_SPIN_DEFAULT_S = 50e-6
-_SPIN_S = _SPIN_DEFAULT_S  # pool threads' spin before sleeping (set_kernel_spin)
+_SPIN_DEFAULT_S = 50e-6  # pool threads' spin before sleeping, outside ensemble training
+ENSEMBLE_SPIN_S = 1e-3  # ... while an ensemble trains on more than one kernel thread (ensemble_spin)
+_SPIN_USER: float | None = None  # set_kernel_spin's value; None: automatic (the two above)
+_SPIN_HOLDS = 0  # ensemble runs now holding ENSEMBLE_SPIN_S
+_SPIN_LOCK = threading.Lock()
 
 
 def _cache_dir() -> Path:
@@ -951,7 +957,9 @@ def _build_library() -> ctypes.CDLL:
         getattr(lib, name).restype = None
     lib.set_pool_spin_ns.argtypes = [ctypes.c_long]
     lib.set_pool_spin_ns.restype = None
-    lib.set_pool_spin_ns(int(_SPIN_S * 1e9))
+    lib.get_pool_spin_ns.argtypes = []
+    lib.get_pool_spin_ns.restype = ctypes.c_long
+    lib.set_pool_spin_ns(int(kernel_spin() * 1e9))
     return lib
 
 
@@ -967,24 +975,60 @@ def set_kernel_threads(n: int | None) -> None:
     _THREADS = n
 
 
-def set_kernel_spin(seconds: float) -> None:
+def set_kernel_spin(seconds: float | None) -> None:
     """How long the kernel's pool threads stay awake (spinning) after a call before they sleep.
 
     A training update calls the kernel every ~0.5-1 ms; a sleeping thread takes tens of
-    microseconds to wake (more on a virtual machine whose idle core the hypervisor parked).
-    Spinning longer than the gap between calls keeps the threads awake through the update's
-    Python part: on this project's 2-core machine a K = 10 ensemble update took 7-8 % less wall
-    time with 1-3 ms (0.83-0.92 vs 0.94-1.0 ms) for 20-30 % more CPU time. The default, 50
-    microseconds, suits a shared machine, where a spinning thread takes a core that another
-    process (or the thread it waits for) could use; on a machine of your own, 1e-3 is faster.
+    microseconds to wake (more on a virtual machine whose idle core the hypervisor parked), and
+    on this project's 2-core virtual machine the update's Python part itself ran ~10 % slower
+    while the other core slept. ``None`` (the default) is automatic: 50 microseconds, which
+    suits a shared machine (a spinning thread takes a core another process could use), and
+    ``ENSEMBLE_SPIN_S`` (1 ms) while :func:`~dsrecon.fast.train_ensemble` trains its models on
+    more than one kernel thread with one torch thread (it then owns those cores; see
+    :func:`ensemble_spin`): a K = 10 update there took 5-9 % less wall time for ~20 % more CPU
+    time (``benchmarks/train_speed.py``, section 6). A number of seconds in [0, 1] is used
+    everywhere, ensembles included (0: sleep at once; e.g. on a machine shared with other jobs).
     Results do not depend on it (test).
     """
-    global _SPIN_S
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 1:
-        raise ValueError(f"kernel spin must be a number of seconds in [0, 1], got {seconds!r}")
-    _SPIN_S = float(seconds)
+    global _SPIN_USER
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not 0 <= seconds <= 1):
+        raise ValueError(f"kernel spin must be None (automatic) or a number of seconds in [0, 1], got {seconds!r}")
+    with _SPIN_LOCK:
+        _SPIN_USER = None if seconds is None else float(seconds)
+        _apply_spin()
+
+
+def kernel_spin() -> float:
+    """The pool threads' spin before sleeping now, in seconds (see :func:`set_kernel_spin`)."""
+    if _SPIN_USER is not None:
+        return _SPIN_USER
+    return ENSEMBLE_SPIN_S if _SPIN_HOLDS > 0 else _SPIN_DEFAULT_S
+
+
+def _apply_spin() -> None:
+    """Hand :func:`kernel_spin` to the loaded library (a library loaded later reads it when built)."""
     if _LIB is not None and not isinstance(_LIB, str):
-        _LIB.set_pool_spin_ns(int(_SPIN_S * 1e9))
+        _LIB.set_pool_spin_ns(int(kernel_spin() * 1e9))
+
+
+@contextlib.contextmanager
+def ensemble_spin(active: bool):
+    """Within the block, the automatic spin is ``ENSEMBLE_SPIN_S`` when ``active`` (nested and
+    concurrent holders counted; an explicit :func:`set_kernel_spin` value wins throughout)."""
+    global _SPIN_HOLDS
+    if not active:
+        yield
+        return
+    with _SPIN_LOCK:
+        _SPIN_HOLDS += 1
+        _apply_spin()
+    try:
+        yield
+    finally:
+        with _SPIN_LOCK:
+            _SPIN_HOLDS -= 1
+            _apply_spin()
 
 
 def kernel_threads() -> int:
