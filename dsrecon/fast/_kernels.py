@@ -34,8 +34,9 @@ Backends
     once per block). For float32 the latent sizes M <= 8, 10, 12, 16 are compile-time constants (fully
     unrolled M-loops: forward 2x, backward 1.3x faster for M = 3; the build takes ~15 s, once per machine).
     The K models of an ensemble run on the threads of a persistent pool that sleeps between calls
-    after a short spin (:func:`set_kernel_threads`, :func:`set_kernel_spin`; starting threads per
-    call cost ~40 microseconds each); each thread
+    after a short spin (50 us; 1 ms while an ensemble trains on more than one kernel thread:
+    :func:`set_kernel_threads`, :func:`set_kernel_spin`; starting threads per call cost ~40
+    microseconds each); each thread
     takes the next model not yet taken, so a thread that wakes late takes fewer. It flushes
     denormals (FTZ/DAZ) inside the call and restores the caller's floating-point state on return.
 ``"numpy"``

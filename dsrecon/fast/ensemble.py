@@ -9,20 +9,22 @@ one shared step count and learning-rate schedule) updates each slice as it would
 alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.training.train` with the
 same seeds (tests: to float tolerance), as long as every run stays finite (see its Notes).
 
-What it buys (``benchmarks/results/train_speed_2026-11-23_session5*.md``, M = 3, L = 50, B = 16,
-T = 200, 2-core CPU, medians of interleaved repetitions): whole training loops of K = 10 seeds run
-at ~5x the model-updates per wall second of one ``train()`` run: 5.0x with GTF and 4.9x with
-adaptive GTF in the final 15-repetition run (train() itself 0.44 / 0.49 ms per update), 4.7-5.3x
-over five such runs in an hour (single repetitions range from 3.7x to 7x as the shared host's speed
-drifts), 5.2-5.8x with the pool threads spinning 1 ms between calls
-(:func:`dsrecon.fast.set_kernel_spin`), 3.4-3.9x with one kernel thread (per core),
-and ~210-250x one run of the plain autograd loop (the reference implementation's one model per
-process); ten seeds all reached D_stsp <= 0.30 in 105 s where one alone took 36 s. What bounds
-it on a CPU: one update costs ~0.35-0.4 ms of fixed work (Python, RAdam, windows, bookkeeping),
-paid once per ensemble, plus per model ~0.08 ms of kernel arithmetic (forward 0.025, adjoint 0.055
-ms, one C call per update for all K, near the FMA units' peak) and ~0.01 ms of tensor work that
-grows with K; ``train()`` runs the same kernel (~0.45 ms per update). So K = 10 costs ~1.25 ms on
-one core instead of 10 x 0.45 ms, and ~0.9-1.05 ms with the K models shared over the 2 cores (a
+What it buys (``benchmarks/results/train_speed_2026-11-23_session6*.md``, M = 3, L = 50, B = 16,
+T = 200, 2-core CPU, medians of 15 interleaved repetitions): whole training loops of K = 10 seeds
+run at 5.2x / 5.1x the model-updates per wall second of one ``train()`` run with GTF / adaptive
+GTF (0.78 / 0.86 ms per ensemble update, train() 0.40 / 0.44 ms) and 2.6x the model-updates per
+CPU second: while it trains on more than one kernel thread, the pool threads spin 1 ms between
+calls instead of sleeping after 50 us (:func:`dsrecon.fast.set_kernel_spin`), which costs CPU
+time (with the short spin 4.9x / 4.9x per wall second, 3.1x per CPU second; 4.7-5.3x over the
+previous session's runs; single repetitions range from 3.6x to 7x as the shared host's speed
+drifts); 3.5x with one kernel thread (per core); ~210-240x one run of the
+plain autograd loop (the reference implementation's one model per process); ten seeds all reached
+D_stsp <= 0.30 on the paper's Lorenz-63 in 94 s where one alone took 32 s. What bounds it on a
+CPU: one update costs ~0.33 ms of fixed work (Python, RAdam, windows, bookkeeping), paid once per
+ensemble, plus per model ~0.08 ms of kernel arithmetic (forward 0.025, adjoint 0.055 ms, one C
+call per update for all K, near the FMA units' peak) and ~0.015 ms of tensor work that grows
+with K; ``train()`` runs the same kernel. So K = 10 costs ~1.15-1.3 ms on one core instead of
+10 x 0.4-0.45 ms, and ~0.8-0.9 ms with the K models shared over the 2 cores (a
 persistent thread pool, :func:`dsrecon.fast.set_kernel_threads`). The ratio is bounded by
 ``K (F + k) / (F + K k / c)`` for fixed cost F, kernel cost k per model and c cores, so it falls as
 the fixed cost falls: making ``train()`` faster lowered it, although both got faster. Adaptive GTF
