@@ -12,7 +12,8 @@ same seeds (tests: to float tolerance), as long as every run stays finite (see i
 What it buys (``benchmarks/results/train_speed_2026-11-23_session6*.md``, M = 3, L = 50, B = 16,
 T = 200, 2-core CPU, medians of 15 interleaved repetitions): whole training loops of K = 10 seeds
 run at 5.2x / 5.1x the model-updates per wall second of one ``train()`` run with GTF / adaptive
-GTF (0.78 / 0.86 ms per ensemble update, train() 0.40 / 0.44 ms) and 2.6x the model-updates per
+GTF (0.78 / 0.86 ms per ensemble update, train() 0.40 / 0.44 ms; 5.4x / 5.3x in a second run)
+and 2.6x the model-updates per
 CPU second: while it trains on more than one kernel thread, the pool threads spin 1 ms between
 calls instead of sleeping after 50 us (:func:`dsrecon.fast.set_kernel_spin`), which costs CPU
 time (with the short spin 4.9x / 4.9x per wall second, 3.1x per CPU second; 4.7-5.3x over the
