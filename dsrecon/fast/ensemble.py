@@ -13,12 +13,11 @@ What it buys (``benchmarks/results/train_speed_2026-11-23_session6*.md``, M = 3,
 T = 200, 2-core CPU, medians of 15 interleaved repetitions): whole training loops of K = 10 seeds
 run at 5.2x / 5.1x the model-updates per wall second of one ``train()`` run with GTF / adaptive
 GTF (0.78 / 0.86 ms per ensemble update, train() 0.40 / 0.44 ms; 5.4x / 5.3x in a second run)
-and 2.6x the model-updates per
-CPU second: while it trains on more than one kernel thread, the pool threads spin 1 ms between
-calls instead of sleeping after 50 us (:func:`dsrecon.fast.set_kernel_spin`), which costs CPU
-time (with the short spin 4.9x / 4.9x per wall second, 3.1x per CPU second; 4.7-5.3x over the
-previous session's runs; single repetitions range from 3.6x to 7x as the shared host's speed
-drifts); 3.5x with one kernel thread (per core); ~210-240x one run of the
+and 2.6x the model-updates per CPU second: while it trains on more than one kernel thread, the
+pool threads spin 1 ms between calls instead of sleeping after 50 us
+(:func:`dsrecon.fast.set_kernel_spin`), which costs CPU time (with the short spin 4.9-5.1x per
+wall second, 3.1-3.3x per CPU second; single repetitions range from 3.8x to 6.3x as the shared
+host's speed drifts); 3.5-3.7x with one kernel thread (per core); ~190-240x one run of the
 plain autograd loop (the reference implementation's one model per process); ten seeds all reached
 D_stsp <= 0.30 on the paper's Lorenz-63 in 94 s where one alone took 32 s. What bounds it on a
 CPU: one update costs ~0.33 ms of fixed work (Python, RAdam, windows, bookkeeping), paid once per
