@@ -42,7 +42,6 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtf_icm
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before main() sets 1 for the per-update sections
 M, L, N, B, T = 3, 50, 3, 16, 200
 LINES: list[str] = []
-SPIN_SHARED_MACHINE_S = 50e-6  # section 6's extra row: the pool threads' short spin (the default outside ensembles)
 
 
 def say(line: str = "") -> None:
@@ -368,7 +367,7 @@ def _timed_loop(fn) -> tuple[float, float]:
 def bench_training_loops(args) -> None:
     """Whole training loops (windows, forcing policy, loss, backward, RAdam, bookkeeping), not one update."""
     from dsrecon.fast import kernel_threads, set_kernel_spin, set_kernel_threads
-    from dsrecon.fast._kernels import ENSEMBLE_SPIN_S
+    from dsrecon.fast._kernels import _SPIN_DEFAULT_S, ENSEMBLE_SPIN_S  # the short spin: the default outside ensembles
 
     say("## 6. Whole training loops: train() per model vs train_ensemble() for K seeds")
     say()
@@ -410,9 +409,9 @@ def bench_training_loops(args) -> None:
                 runs.append(((K, threads, None), threads, None,
                              lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)], x, cfg, forcing()),
                              n_upd))
-        if cores > 1:  # the largest ensemble with the pool threads sleeping after 50 us (set_kernel_spin)
+        if cores > 1:  # the largest ensemble with the pool threads' short spin (set_kernel_spin)
             K = max(args.K)
-            runs.append(((K, cores, SPIN_SHARED_MACHINE_S), cores, SPIN_SHARED_MACHINE_S,
+            runs.append(((K, cores, _SPIN_DEFAULT_S), cores, _SPIN_DEFAULT_S,
                          lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)], x, cfg, forcing()),
                          n_upd))
         runs.append(runs.pop(1))  # the plain loop last: the K-model runs follow the fused train() run they are compared with
@@ -453,8 +452,9 @@ def bench_training_loops(args) -> None:
         "the reference implementation's way) the last column. Rows without a spin: the automatic setting, in which "
         f"train_ensemble keeps its pool threads awake {ENSEMBLE_SPIN_S * 1e3:g} ms after each call when it runs on more "
         "than one kernel thread (they then stay awake through the update's Python part; more CPU time, see the CPU "
-        "columns). 'spin 0.05 ms': `dsrecon.fast.set_kernel_spin(50e-6)`, the threads sleep 50 us after each call "
-        "(the default outside ensembles; for a machine shared with other jobs).")
+        f"columns). 'spin {_SPIN_DEFAULT_S * 1e3:g} ms': `dsrecon.fast.set_kernel_spin({_SPIN_DEFAULT_S:g})`, the "
+        f"threads sleep {_SPIN_DEFAULT_S * 1e6:g} us after each call (the default outside ensembles; for a machine "
+        "shared with other jobs).")
     say()
 
 

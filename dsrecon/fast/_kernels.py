@@ -1007,10 +1007,16 @@ def kernel_spin() -> float:
     return ENSEMBLE_SPIN_S if _SPIN_HOLDS > 0 else _SPIN_DEFAULT_S
 
 
+def _loaded_library():
+    """The C library if it is already loaded, else None; unlike :func:`c_library`, never builds it."""
+    return None if _LIB is None or isinstance(_LIB, str) else _LIB
+
+
 def _apply_spin() -> None:
     """Hand :func:`kernel_spin` to the loaded library (a library loaded later reads it when built)."""
-    if _LIB is not None and not isinstance(_LIB, str):
-        _LIB.set_pool_spin_ns(int(kernel_spin() * 1e9))
+    lib = _loaded_library()
+    if lib is not None:
+        lib.set_pool_spin_ns(int(kernel_spin() * 1e9))
 
 
 @contextlib.contextmanager
@@ -1209,8 +1215,8 @@ def stacked_sumsq(tensors, K: int) -> tuple[np.ndarray, np.ndarray] | None:
     model without a kernel (an LSTM's training) should not wait ~15 s for a compiler.
     """
     tensors = list(tensors)
-    lib = _LIB
-    if not tensors or lib is None or isinstance(lib, str):
+    lib = _loaded_library()
+    if not tensors or lib is None:
         return None
     dtype = tensors[0].dtype
     if dtype not in (torch.float32, torch.float64) or not all(
