@@ -986,8 +986,8 @@ def set_kernel_spin(seconds: float | None) -> None:
     suits a shared machine (a spinning thread takes a core another process could use), and
     ``ENSEMBLE_SPIN_S`` (1 ms) while :func:`~dsrecon.fast.train_ensemble` trains its models on
     more than one kernel thread with one torch thread (it then owns those cores; see
-    :func:`ensemble_spin`): a K = 10 update there took 5-9 % less wall time for ~20 % more CPU
-    time (``benchmarks/train_speed.py``, section 6). A number of seconds in [0, 1] is used
+    :func:`ensemble_spin`): a K = 10 update there took 3-6 % less wall time for ~20 % more CPU
+    time (``benchmarks/train_speed.py``, section 6, 2026-11-23). A number of seconds in [0, 1] is used
     everywhere, ensembles included (0: sleep at once; e.g. on a machine shared with other jobs).
     Results do not depend on it (test).
     """

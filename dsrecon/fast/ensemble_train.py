@@ -200,7 +200,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     if config.threads is not None and device.type == "cpu":
         torch.set_num_threads(config.threads)
     # the pool threads of a multi-threaded kernel call stay awake through the update's Python part
-    # (ENSEMBLE_SPIN_S instead of 50 us, unless the user set a spin): 5-9 % less wall time at K = 10
+    # (ENSEMBLE_SPIN_S instead of 50 us, unless the user set a spin): 3-6 % less wall time at K = 10
     # on 2 cores; not with torch threads of our own, whose OpenMP workers would compete for the cores
     spin = _kernels.ensemble_spin(device.type == "cpu" and min(K, _kernels.kernel_threads()) > 1
                                   and torch.get_num_threads() == 1)
