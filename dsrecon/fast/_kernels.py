@@ -105,6 +105,7 @@ _C_SOURCE = r"""/* Sequential loops of the fused shPLRNN rollout (dsrecon.fast),
 #endif
 #define MAXM 64
 #define BC 16
+#define SL 8  /* lanes of the double sums whose order must not depend on alignment (stacked_sumsq) */
 #define TC 4  /* backward: steps per chunk of stored weight-gradient factors (3-6: ~20 % faster than 16) */
 #define IDX(k, t, T) ((size_t)(k) * (T) + (t))
 #define LANES _Pragma("omp simd") for (int i = 0; i < BC; ++i)  /* independent lanes */
@@ -459,13 +460,21 @@ INLINE double identity_loss_one_##SUF(int B, int T, int M, int N, REAL scale, co
     for (int b = 0; b < B; ++b) {                                                                    \
         const REAL *z = Zk + (size_t)b * T * M, *x = Xk + ((size_t)b * (T + 1) + 1) * N;             \
         REAL *g = Gk + (size_t)b * T * M;                                                            \
-        if (M == N) {  /* the window's T x N block is contiguous in both: one SIMD loop */           \
-            _Pragma("omp simd reduction(+:acc)")                                                     \
-            for (size_t j = 0; j < (size_t)T * N; ++j) {                                             \
+        if (M == N) {  /* the window's T x N block is contiguous in both: SL fixed lanes (see SL) */ \
+            const size_t n = (size_t)T * N, full = n - n % SL;                                       \
+            double lane[SL] = {0};                                                                   \
+            for (size_t j = 0; j < full; j += SL)                                                    \
+                for (int l = 0; l < SL; ++l) {                                                       \
+                    const REAL r = z[j + l] - x[j + l];                                              \
+                    lane[l] += (double)r * (double)r;                                                \
+                    g[j + l] = r * scale;                                                            \
+                }                                                                                    \
+            for (size_t j = full; j < n; ++j) {                                                      \
                 const REAL r = z[j] - x[j];                                                          \
-                acc += (double)r * (double)r;                                                        \
+                lane[j - full] += (double)r * (double)r;                                             \
                 g[j] = r * scale;                                                                    \
             }                                                                                        \
+            for (int l = 0; l < SL; ++l) acc += lane[l];                                             \
             continue;                                                                                \
         }                                                                                            \
         for (int t = 0; t < T; ++t) {                                                                \
@@ -841,23 +850,35 @@ DEFINE_RADAM(double, f64, sqrt)
 
 /* Per-model sums over n stacked tensors x[i] of numel[i] = K * chunk elements (model k's slice is
  * the k-th chunk): sumsq[k] = sum of x^2 and finite[k] = 1 when every element of model k is finite
- * (x * 0 is 0 for a finite x, NaN otherwise), accumulated in double, in one pass. */
+ * (x * 0 is 0 for a finite x, NaN otherwise), accumulated in double, in one pass. Element j of a
+ * slice always goes to lane j % SL, counted from the slice's start, and the lanes are added in a
+ * fixed order: the sum does not depend on the slice's place in memory (an "omp simd reduction"
+ * lets the compiler peel iterations up to an aligned address, so model k's rounding would depend
+ * on k and on K), and model k's norm equals its one-model run's. */
 #define DEFINE_STACKED_SUMSQ(REAL, SUF)                                                             \
 void stacked_sumsq_##SUF(int K, int n, const REAL *const *x, const long long *numel, double *sumsq, \
                          unsigned char *finite) {                                                   \
     for (int k = 0; k < K; ++k) {                                                                   \
-        double sq = 0, zero = 0;                                                                    \
+        double sq[SL] = {0}, zero[SL] = {0};                                                        \
         for (int i = 0; i < n; ++i) {                                                               \
-            const long long chunk = numel[i] / K;                                                   \
+            const long long chunk = numel[i] / K, full = chunk - chunk % SL;                        \
             const REAL *xk = x[i] + (size_t)k * chunk;                                              \
-            _Pragma("omp simd reduction(+:sq, zero)") for (long long j = 0; j < chunk; ++j) {      \
+            for (long long j = 0; j < full; j += SL)                                                \
+                for (int l = 0; l < SL; ++l) {                                                      \
+                    const double v = xk[j + l];                                                     \
+                    sq[l] += v * v;                                                                 \
+                    zero[l] += v * 0;                                                               \
+                }                                                                                   \
+            for (long long j = full; j < chunk; ++j) {                                              \
                 const double v = xk[j];                                                             \
-                sq += v * v;                                                                        \
-                zero += v * 0;                                                                      \
+                sq[j - full] += v * v;                                                              \
+                zero[j - full] += v * 0;                                                            \
             }                                                                                       \
         }                                                                                           \
-        sumsq[k] = sq;                                                                              \
-        finite[k] = zero == 0;                                                                      \
+        double s = 0, z = 0;                                                                        \
+        for (int l = 0; l < SL; ++l) { s += sq[l]; z += zero[l]; }                                  \
+        sumsq[k] = s;                                                                               \
+        finite[k] = z == 0;                                                                         \
     }                                                                                               \
 }
 DEFINE_STACKED_SUMSQ(float, f32)

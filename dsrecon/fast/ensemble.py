@@ -7,7 +7,8 @@ Nothing couples the models: the ensemble loss is the sum of the K per-model loss
 stacked slice receives exactly its own model's gradient, and RAdam (elementwise, no weight decay,
 one shared step count and learning-rate schedule) updates each slice as it would update the model
 alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.training.train` with the
-same seeds (tests: to float tolerance), as long as every run stays finite (see its Notes).
+same seeds bit for bit, at any position and ensemble size, as long as every run stays finite (see its
+Notes): every batched product over the member axis is computed per member (:func:`per_member`).
 
 What it buys (``benchmarks/results/train_speed_2026-11-23_session6*.md``, M = 3, L = 50, B = 16,
 T = 200, 2-core CPU, medians of 15 interleaved repetitions): whole training loops of K = 10 seeds
@@ -45,6 +46,7 @@ from torch import nn
 
 from dsrecon.fast import _kernels
 from dsrecon.fast.jacobian_norms import stacked_jacobian_norms, stacked_jacobians
+from dsrecon.fast.members import per_member
 from dsrecon.models.plrnn import ShPLRNN
 
 _STACKED = ("A", "W1", "W2", "h1", "h2")
@@ -120,24 +122,25 @@ class EnsembleShPLRNN(nn.Module):
     # ----------------------------------------------------------------- batched contract
     def regularization(self) -> torch.Tensor:
         """Per-model ``||1 - A||^2 + ||W1||^2 + ||W2||^2 + ||h1||^2 + ||h2||^2``, shape ``(K,)``."""
-        return (((1 - self.A) ** 2).sum(1) + (self.W1 ** 2).sum((1, 2)) + (self.W2 ** 2).sum((1, 2))
-                + (self.h1 ** 2).sum(1) + (self.h2 ** 2).sum(1))
+        return per_member(lambda A, W1, W2, h1, h2: ((1 - A) ** 2).sum(1) + (W1 ** 2).sum((1, 2))
+                          + (W2 ** 2).sum((1, 2)) + (h1 ** 2).sum(1) + (h2 ** 2).sum(1),
+                          self.A, self.W1, self.W2, self.h1, self.h2)
 
     def _pinv(self) -> torch.Tensor:
-        return torch.linalg.pinv(self.B.detach())  # (K, M, N)
+        return per_member(torch.linalg.pinv, self.B.detach())  # (K, M, N)
 
     def initial_state(self, x0: torch.Tensor) -> torch.Tensor:
         """``(K, B, N) -> (K, B, M)``, as :meth:`ShPLRNN.initial_state` per model."""
         if self.observation == "affine":
-            return x0 @ self._pinv().transpose(1, 2)  # (K, B, M)
+            return per_member(lambda x, P: x @ P.transpose(1, 2), x0, self._pinv())  # (K, B, M)
         if self.state_dim == self.obs_dim:
             return x0
-        return torch.cat([x0, x0 @ self.C.transpose(1, 2)], dim=-1)  # (K, B, M)
+        return torch.cat([x0, per_member(lambda x, C: x @ C.transpose(1, 2), x0, self.C)], dim=-1)  # (K, B, M)
 
     def observe(self, z: torch.Tensor) -> torch.Tensor:
         """``(K, S, M) -> (K, S, N)``."""
         if self.observation == "affine":
-            return z @ self.B.transpose(1, 2)  # (K, S, N)
+            return per_member(lambda z, B: z @ B.transpose(1, 2), z, self.B)  # (K, S, N)
         return z[..., : self.obs_dim]
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
@@ -152,12 +155,12 @@ class EnsembleShPLRNN(nn.Module):
         if estimator not in GROWTH_ESTIMATORS:
             raise ValueError(f"unknown growth estimator {estimator!r}; valid: {', '.join(GROWTH_ESTIMATORS)}")
         if estimator == "parameter_bound":  # max|A_i| + ||W1||_2 ||W2||_2 per model
-            return (self.A.abs().amax(1) + torch.linalg.matrix_norm(self.W1, ord=2)
-                    * torch.linalg.matrix_norm(self.W2, ord=2)).double()
+            return per_member(lambda A, W1, W2: A.abs().amax(1) + torch.linalg.matrix_norm(W1, ord=2)
+                              * torch.linalg.matrix_norm(W2, ord=2), self.A, self.W1, self.W2).double()
         K, Bsz, n, M = z_hat.shape
         z = z_hat.reshape(K, Bsz * n, M)
         if estimator == "mean_jacobian":
-            return torch.linalg.matrix_norm(self.jacobian(z).mean(1), ord=2).double()
+            return per_member(lambda J: torch.linalg.matrix_norm(J.mean(1), ord=2), self.jacobian(z)).double()
         norms = stacked_jacobian_norms(self.A, self.W1, self.W2, self.h2, self.clipped, z)  # (K, B * n)
         return reduce_norms(norms.reshape(K, Bsz, n), estimator)
 
@@ -177,9 +180,10 @@ class EnsembleShPLRNN(nn.Module):
         with torch.no_grad():
             if self.observation == "affine":
                 P = self._pinv()  # (K, M, N)
-                c = (x.reshape(K, Bsz * n, N) @ P.transpose(1, 2)).reshape(K, Bsz, n, M)  # (K, B, T+1, M)
+                c = per_member(lambda x, P: x @ P.transpose(1, 2), x.reshape(K, Bsz * n, N), P)
+                c = c.reshape(K, Bsz, n, M)  # (K, B, T+1, M)
                 eye = torch.eye(M, dtype=x.dtype, device=x.device)
-                Q = eye - self.B.detach().transpose(1, 2) @ P.transpose(1, 2)  # (K, M, M)
+                Q = per_member(lambda B, P: eye - B.transpose(1, 2) @ P.transpose(1, 2), self.B.detach(), P)  # (K, M, M)
             else:
                 c = x if M == N else torch.cat([x, x.new_zeros(K, Bsz, n, M - N)], dim=-1)  # (K, B, T+1, M)
                 q = torch.cat([x.new_zeros(N), x.new_ones(M - N)])  # (M,)
@@ -272,7 +276,7 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
         if ens.observation == "affine":
             grads["B"] = d_obs  # the initial state uses a detached pseudo-inverse of B
         elif M > N:
-            grads["C"] = torch.bmm(dz1[:, :, N:].transpose(1, 2), x0)  # z1[N:] = x0 C^T -> (K, M - N, N)
+            grads["C"] = per_member(lambda d, x: torch.bmm(d[:, :, N:].transpose(1, 2), x), dz1, x0)  # (K, M - N, N)
         for name, g in grads.items():
             p = getattr(ens, name)
             if p.grad is None:
@@ -285,7 +289,7 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
             z_hat = c if M == N else torch.cat([x, torch.cat([z1.unsqueeze(2), Z], dim=2)[..., N:]], dim=-1)
         elif need_z_hat:
             z_all = torch.cat([z1.unsqueeze(2), Z], dim=2)  # (K, B, T + 1, M)
-            z_hat = c + torch.bmm(z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
+            z_hat = c + per_member(torch.bmm, z_all.reshape(K, Bsz * n, M), Q).reshape(K, Bsz, n, M)  # (K, B, T + 1, M)
     return loss.detach(), mse.detach(), z_hat
 
 
@@ -299,12 +303,13 @@ def _loss_gradient(ens: EnsembleShPLRNN, Z: torch.Tensor, target: torch.Tensor, 
     K, Bsz, T, M = Z.shape
     N = target.shape[-1]
     resid = ens.observe(Z.reshape(K, Bsz * T, M)).reshape(K, Bsz, T, N) - target[:, :, 1:]  # (K, B, T, N)
-    mse = resid.pow(2).mean(dim=(1, 2, 3))  # (K,)
+    mse = per_member(lambda r: r.pow(2).mean(dim=(1, 2, 3)), resid)  # (K,)
     g_pred = resid * scale  # (K, B, T, N)
     d_obs = None
     if ens.observation == "affine":
-        G = torch.bmm(g_pred.reshape(K, Bsz * T, N), ens.B.detach()).reshape(K, Bsz, T, M)
-        d_obs = torch.bmm(g_pred.reshape(K, Bsz * T, N).transpose(1, 2), Z.reshape(K, Bsz * T, M))  # dB
+        g = g_pred.reshape(K, Bsz * T, N)
+        G = per_member(torch.bmm, g, ens.B.detach()).reshape(K, Bsz, T, M)
+        d_obs = per_member(lambda g, z: torch.bmm(g.transpose(1, 2), z), g, Z.reshape(K, Bsz * T, M))  # dB
     elif M > N:
         G = torch.cat([g_pred, g_pred.new_zeros(K, Bsz, T, M - N)], dim=-1)
     else:

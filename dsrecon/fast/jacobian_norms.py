@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from dsrecon.fast.members import per_member
+
 
 @torch.no_grad()
 def stacked_jacobians(A, W1, W2, h2, clipped: bool, z: torch.Tensor) -> torch.Tensor:
@@ -27,6 +29,11 @@ def stacked_jacobians(A, W1, W2, h2, clipped: bool, z: torch.Tensor) -> torch.Te
     ``P[l] = W1[:, l] W2[l, :]``, so no ``(K, S, M, L)`` intermediate is formed.
     Weights ``A (K, M), W1 (K, M, L), W2 (K, L, M), h2 (K, L)``.
     """
+    return per_member(lambda *t: _jacobians(*t, clipped), A, W1, W2, h2, z)
+
+
+def _jacobians(A, W1, W2, h2, z, clipped: bool) -> torch.Tensor:
+    """:func:`stacked_jacobians` in one batched computation (a member's numbers may depend on its place)."""
     K, S, M = z.shape
     u = torch.bmm(z, W2.transpose(1, 2))  # (K, S, L)
     m = (u + h2[:, None, :] > 0).to(z.dtype)  # (K, S, L)
@@ -50,4 +57,4 @@ def stacked_jacobian_norms(A, W1, W2, h2, clipped: bool, z: torch.Tensor) -> tor
         else:
             weights = [t.detach().to(z.dtype).contiguous() for t in (A, W1, W2.transpose(1, 2), h2)]
             return _kernels.jacobian_norms(z.detach().contiguous(), *weights, clipped)
-    return spectral_norms(stacked_jacobians(A, W1, W2, h2, clipped, z))
+    return per_member(lambda *t: spectral_norms(_jacobians(*t, clipped)), A, W1, W2, h2, z)
