@@ -75,7 +75,7 @@ def model_spec(model: Model) -> dict:
 def save_checkpoint(path, model: Model, *, optimizer=None, scheduler=None, forcing=None,
                     generator: torch.Generator | None = None, epoch: int = 0, n_updates: int = 0,
                     history=(), train_config: dict | None = None, finished: bool = False,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, best: dict | None = None) -> Path:
     """Atomically save a training state that ``load_checkpoint`` restores exactly.
 
     Parameters
@@ -100,6 +100,8 @@ def save_checkpoint(path, model: Model, *, optimizer=None, scheduler=None, forci
         Whether the run completed all its epochs.
     extra : dict, optional
         Further primitive data (e.g. the data source of a CLI run).
+    best : dict, optional
+        :meth:`dsrecon.selection.BestByValidation.state_dict`: the best-validated parameters so far.
 
     Returns
     -------
@@ -122,6 +124,7 @@ def save_checkpoint(path, model: Model, *, optimizer=None, scheduler=None, forci
         "n_updates": int(n_updates),
         "history": [dict(r) for r in history],
         "finished": bool(finished),
+        "best": best,
     }
     atomic_write(path, lambda f: torch.save(state, f))
     _clean_stale_temps(path.parent, path.name)

@@ -35,6 +35,7 @@ from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
 from dsrecon.models.base import Model
 from dsrecon.rollout import forced_rollout, generate
+from dsrecon.selection import SELECTIONS, BestByValidation
 
 # backend name -> "module:function" with the signature of loss_and_grads below
 BACKENDS = {"auto": "dsrecon.training:_auto_loss_and_grads", "plain": "dsrecon.training:loss_and_grads",
@@ -86,6 +87,11 @@ class TrainConfig:
         Learning-rate factor applied after a non-finite loss or parameter (0.5).
     max_recoveries : int
         Recoveries in a row (without a clean epoch in between) before the run stops with an error.
+    select : {"last", "best_val"}
+        Which parameters the model holds at the end: those of the last epoch (the GTF paper's
+        protocol), or those of the validation epoch whose free run scored best
+        (:mod:`dsrecon.selection`; needs ``val_data``, validated every ``val_every`` epochs). Either
+        way the result records the best-validated epoch and its parameters.
     threads : int or None
         Torch intra-op threads while training on a CPU (the previous setting is restored after).
         1 by default: the per-step tensors of these models are tiny, so extra threads only add
@@ -111,6 +117,7 @@ class TrainConfig:
     backend: str = "auto"
     lr_recovery_factor: float = 0.5
     max_recoveries: int = 8
+    select: str = "last"
     threads: int | None = 1
 
     def __post_init__(self):
@@ -131,6 +138,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.threads must be None or a positive integer, got {self.threads!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"unknown TrainConfig.select {self.select!r}; valid: {', '.join(SELECTIONS)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -161,6 +170,12 @@ class TrainResult:
         Latest validation metrics (``d_stsp``, ``d_h``), empty without ``val_data``.
     run_dir : str or None
         Folder with config.json, history.csv and checkpoints/.
+    best_epoch : int or None
+        The validation epoch whose free run scored best (:mod:`dsrecon.selection`); None without
+        validation data or when no validation produced a finite score.
+    best_state : dict or None
+        The model's ``state_dict`` at ``best_epoch``; the model holds it when
+        ``TrainConfig.select == "best_val"``.
     """
 
     history: list
@@ -171,6 +186,8 @@ class TrainResult:
     recoveries: int = 0
     metrics: dict = field(default_factory=dict)
     run_dir: str | None = None
+    best_epoch: int | None = None
+    best_state: dict | None = None
 
     @property
     def final_loss(self) -> float:
@@ -403,6 +420,10 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     history, start_epoch, n_updates, time_before = [], 0, 0, 0.0
+    best = BestByValidation()
+    if config.select == "best_val" and val_data is None:
+        raise ValueError("TrainConfig.select='best_val' needs val_data to select by; pass val_data or "
+                         "select='last'")
     run = _Run(run_dir) if run_dir is not None else None
     cfg_dict = asdict(config)
     if run is not None:
@@ -414,6 +435,8 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
             scheduler.load_state_dict(state["scheduler"])
             forcing.load_state_dict(state["forcing"] or {})
             generator.set_state(state["generator"])
+            if state.get("best"):
+                best.load_state_dict(state["best"])
             history, start_epoch, n_updates = state["history"], state["epoch"], state["n_updates"]
             time_before = history[-1]["time_s"] if history else 0.0
         elif run.exists():
@@ -494,6 +517,7 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
                 record.update(val)
                 if "d_stsp" in val:
                     metrics = val
+                best.offer(epoch, val, model)
             history.append(record)
             finished = epoch == config.epochs
             if run is not None:
@@ -501,7 +525,8 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
                 if epoch % config.checkpoint_every == 0 or finished:
                     save_checkpoint(run.checkpoint, model, optimizer=optimizer, scheduler=scheduler,
                                     forcing=forcing, generator=generator, epoch=epoch, n_updates=n_updates,
-                                    history=history, train_config=cfg_dict, finished=finished, extra=run_meta)
+                                    history=history, train_config=cfg_dict, finished=finished, extra=run_meta,
+                                    best=best.state_dict())
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4g}", alpha=f"{record['alpha']:.3f}",
@@ -513,9 +538,12 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
         torch.set_num_threads(threads_before)
         if bar is not None:
             bar.close()
+    if config.select == "best_val" and best.state is not None:
+        model.load_state_dict(best.state)
     return TrainResult(history=history, train_time_s=time_before + time.perf_counter() - t_start,
                        n_updates=n_updates, epochs=len(history), finished=finished, recoveries=recoveries,
-                       metrics=metrics, run_dir=str(run.dir) if run is not None else None)
+                       metrics=metrics, run_dir=str(run.dir) if run is not None else None,
+                       best_epoch=best.epoch, best_state=best.state)
 
 
 def _recover(model, optimizer, forcing, good, config: TrainConfig, epoch: int, loss: float, in_a_row: int) -> str:
@@ -537,7 +565,8 @@ def _recover(model, optimizer, forcing, good, config: TrainConfig, epoch: int, l
 
 
 # TrainConfig fields a resumed run may change: where and how it runs, how often it reports, not what it learns
-RESUME_IGNORED = frozenset({"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads"})
+RESUME_IGNORED = frozenset({"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads",
+                            "select"})
 
 
 def _diag_due(epoch: int, config: TrainConfig) -> bool:

@@ -158,3 +158,19 @@ def test_report_flags_a_collapsed_orbit(lorenz_data, tmp_path):
     del old["std_ratio"]  # a report written before the field existed still loads
     (tmp_path / "old.json").write_text(json.dumps(old))
     assert Report.load(tmp_path / "old.json").std_ratio is None
+
+
+@pytest.mark.parametrize("ratios,collapsed", [
+    ([0.024, 0.066, 0.03, 0.05, 0.04], True),   # issue 21: tiny ECG orbits the every-dimension rule missed
+    ([0.0] * 3, True),                           # a fixed point
+    ([0.05, 0.04, 0.8, 0.9, 0.03], True),        # small in most dimensions, one or two larger
+    ([0.05, 0.04, 0.8, 0.9, 1.0], False),        # small in two of five: not most
+    ([0.9, 1.1, 1.0], False),                    # the attractor's extent
+    ([0.01, 0.01, float("nan")], False),         # diverged in one dimension: not a collapse
+])
+def test_collapsed_means_a_tenth_of_the_data_in_most_dimensions(ratios, collapsed):
+    report = Report(d_stsp=1.0, d_h=0.1, pe=0.1, pe_steps=20, lyapunov_spectrum=None, lyapunov_units="per step",
+                    lambda_max_model=None, kaplan_yorke=None, lambda_max_data=None, lambda_max_generated=None,
+                    n_steps=100, obs_dim=len(ratios), dt=None, data_name="x", data_sha256="0" * 64,
+                    model_name="m", n_params=1, dsrecon_version="0", config={}, eval_time_s=0.0, std_ratio=ratios)
+    assert report.collapsed is collapsed

@@ -150,8 +150,8 @@ class CompareResult:
         collapsed = [f"{r['model']} / {r['forcing']}: {r['n_collapsed']} of {r['n_done']}" for r in self.rows
                      if r.get("n_collapsed")]
         if collapsed:
-            lines.append("- collapsed orbits (the generated series' std below 5 % of the data's in every "
-                         "dimension: a fixed point or a small cycle): " + "; ".join(collapsed) + ".")
+            lines.append("- collapsed orbits (the generated series' std below 10 % of the data's in most "
+                         "dimensions: a fixed point or a small orbit): " + "; ".join(collapsed) + ".")
         if self.failed:
             lines += ["", "Failed runs:"]
             lines += [f"- {r['model']} / {r['forcing']} / {r['dataset']} / seed {r['seed']}: {r['error']}"

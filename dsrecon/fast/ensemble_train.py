@@ -25,6 +25,7 @@ from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing
 from dsrecon.models.plrnn import ShPLRNN
+from dsrecon.selection import BestByValidation
 
 
 def _per_model_grad_norms(params: list, K: int) -> torch.Tensor:
@@ -146,6 +147,10 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
     histories = [[] for _ in range(K)]
     metrics = [{} for _ in range(K)]
+    best = [BestByValidation() for _ in range(K)]
+    if config.select == "best_val" and val_data is None:
+        raise ValueError("TrainConfig.select='best_val' needs val_data to select by; pass val_data or "
+                         "select='last'")
     recoveries = np.zeros(K, dtype=int)
     frozen = np.zeros(K, dtype=bool)
     n_updates = 0
@@ -175,6 +180,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         frozen[:] = state["frozen"]
         for k in range(K):
             metrics[k] = next((dict(r) for r in reversed(histories[k]) if "d_stsp" in r), {})
+            if state.get("best"):
+                best[k].load_state_dict(state["best"][k])
         ens.write_to(models)
         if bar is not None:
             bar.update(start_epoch)
@@ -190,7 +197,8 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                  "scheduler": scheduler.state_dict(), "forcings": [f.state_dict() for f in forcings],
                  "generators": [g.get_state() for g in generators], "histories": histories,
                  "epoch": int(epoch), "n_updates": int(n_updates), "time_s": float(elapsed),
-                 "recoveries": [int(r) for r in recoveries], "frozen": [bool(f) for f in frozen]}
+                 "recoveries": [int(r) for r in recoveries], "frozen": [bool(f) for f in frozen],
+                 "best": [b.state_dict() for b in best]}
         atomic_write(ckpt, lambda fh: torch.save(state, fh))
 
     torch.set_flush_denormal(True)  # as train(): subnormal moments late in a run cost 10-100x
@@ -293,6 +301,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
                     record.update(val)
                     if "d_stsp" in val:
                         metrics[k] = val
+                    best[k].offer(epoch, val, models[k])
                 histories[k].append(record)
             if bar is not None:
                 bar.update(1)
@@ -313,13 +322,19 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     ens.write_to(models)
     results = [TrainResult(history=histories[k], train_time_s=total, n_updates=n_updates, epochs=epochs_done,
                            finished=epochs_done == config.epochs and not frozen[k], recoveries=int(recoveries[k]),
-                           metrics=metrics[k], run_dir=None if run_dir is None else str(run_dir))
+                           metrics=metrics[k], run_dir=None if run_dir is None else str(run_dir),
+                           best_epoch=best[k].epoch, best_state=best[k].state)
                for k in range(K)]
+    if config.select == "best_val":
+        for m, b in zip(models, best):
+            if b.state is not None:
+                m.load_state_dict(b.state)
     if ckpt is not None:
-        for m, s, f, res in zip(models, seeds, forcings, results):
+        for m, s, f, res, b in zip(models, seeds, forcings, results, best):
             save_checkpoint(Path(run_dir) / f"seed{s}.pt", m, forcing=f, epoch=res.epochs,
                             n_updates=res.n_updates, history=res.history, train_config=asdict(config),
-                            finished=res.finished, extra={"ensemble": str(ckpt), "seed": s})
+                            finished=res.finished, extra={"ensemble": str(ckpt), "seed": s},
+                            best=b.state_dict())
     return results
 
 
