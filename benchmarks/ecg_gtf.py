@@ -95,6 +95,11 @@ METHODS = {
     "lstm_gtf": ("lstm", {"hidden_dim": 35, "input_fed": True}, "gtf", {"alpha": 0.3}, 200, 0.0,
                  "LSTM + GTF (alpha = 0.3)"),
 }
+PLAIN_DEFAULTS = {"methods": list(METHODS), "seeds": 5, "first_seed": 0, "epochs": 5000, "val_every": 0}
+# the guard: seeds never used in the committed tables, the ECG table's budget, validation for the
+# best-checkpoint row; 10 seeds show a collapse share of 1 in 4 against 1 in 10 only roughly, so a
+# change that moves it needs a second run or 20 seeds (--seeds 20)
+CHECK_DEFAULTS = {"methods": ["gtf"], "seeds": 10, "first_seed": 1000, "epochs": 1400, "val_every": 25}
 PAPER_ROW_OF = {"gtf": "shPLRNN + GTF (alpha = 0.3)", "agtf": "shPLRNN + aGTF", "stf": "shPLRNN + STF",
                 "lem_gtf": "LEM", "lstm_gtf": "LSTM (truncated BPTT)"}
 
@@ -167,6 +172,16 @@ def run_job(job: dict) -> list[dict]:
         how = "one run per seed (affine-forcing autograd path)"
     records = []
     econf = EvalConfig(lyapunov=job["lyapunov"], lyapunov_steps=2000, lyapunov_initial=4)
+
+    def scores_of(model, prefix=""):
+        try:
+            rep = evaluate(model, test_x, econf)
+            out = {"d_stsp": rep.d_stsp, "d_h": rep.d_h, "pe": rep.pe, "lambda_max_model": rep.lambda_max_model,
+                   "collapsed": rep.collapsed, "std_ratio": rep.std_ratio}
+        except (RuntimeError, ValueError) as err:  # record a broken run, do not lose the others
+            out = {"d_stsp": math.nan, "d_h": math.nan, "pe": math.nan, "error": str(err)}
+        return {prefix + k: v for k, v in out.items()}
+
     for m, s, res, t_run in zip(models, seeds, results, per_run):
         if job["save_dir"]:
             from dsrecon.checkpoint import save_checkpoint
@@ -174,12 +189,11 @@ def run_job(job: dict) -> list[dict]:
             save_checkpoint(Path(job["save_dir"]) / f"{job['method']}_seed{s}.pt", m, epoch=job["epochs"],
                             n_updates=res.n_updates, history=res.history)
         t = time.perf_counter()
-        try:
-            rep = evaluate(m, test_x, econf)
-            scores = {"d_stsp": rep.d_stsp, "d_h": rep.d_h, "pe": rep.pe, "lambda_max_model": rep.lambda_max_model,
-                      "collapsed": rep.collapsed, "std_ratio": rep.std_ratio}
-        except (RuntimeError, ValueError) as err:  # record a broken run, do not lose the others
-            scores = {"d_stsp": math.nan, "d_h": math.nan, "pe": math.nan, "error": str(err)}
+        scores = scores_of(m)  # the last model: the paper's protocol
+        if res.best_state is not None:  # the best-validated checkpoint of the same run (dsrecon.selection)
+            kept = make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"])
+            kept.load_state_dict(res.best_state)
+            scores.update(scores_of(kept, "best_"), best_epoch=res.best_epoch)
         last = res.history[-1] if res.history else {}
         records.append({
             "method": job["method"], "label": job["label"], "model": job["model"], "seed": s,
@@ -217,65 +231,95 @@ def fmt(med: float, mad: float, sci: bool = False) -> str:
     return f"{med:.3g} +- {mad:.2g}"
 
 
+def _collapsed(record: dict, prefix: str = "") -> bool:
+    """The package's collapse rule (dsrecon.evaluation.is_collapsed) on a record's std ratios."""
+    from dsrecon.evaluation import is_collapsed
+
+    return is_collapsed(record.get(prefix + "std_ratio"))
+
+
+PROTOCOLS = {"": "last model (paper protocol)", "best_": "best validation checkpoint"}
+
+
 def summarize(records: list[dict]) -> list[dict]:
+    """One row per (method, protocol): the last model, and the best-validated one where recorded."""
     rows = []
     for method in METHODS:
         recs = [r for r in records if r["method"] == method]
-        if not recs:
-            continue
-        row = {"method": method, "label": recs[0]["label"], "runs": len(recs),
-               "epochs": sorted({r["epochs"] for r in recs}), "n_params": recs[0]["n_params"],
-               "state_dim": recs[0]["state_dim"]}
-        for key in ("d_stsp", "d_h", "pe"):
-            row[key] = median_mad([r[key] for r in recs])
-        # the paper's code (evaluation.jl, compute_summary_stats) drops every run with a NaN metric
-        # (e.g. D_H of a run that settled on a fixed point: a constant series has no spectrum)
-        kept = [r for r in recs if all(r[k] is not None and math.isfinite(r[k]) for k in ("d_stsp", "d_h", "pe"))]
-        row["paper_rule"] = {key: median_mad([r[key] for r in kept]) for key in ("d_stsp", "d_h", "pe")}
-        row["paper_rule_runs"] = len(kept)
-        row["train_s_per_run"] = float(np.median([r["train_s_per_run"] for r in recs]))
-        row["ms_per_update"] = 1e3 * float(np.median([r["s_per_update_per_run"] for r in recs]))
-        rows.append(row)
+        for prefix, protocol in PROTOCOLS.items():
+            if not recs or (prefix and not all(prefix + "d_stsp" in r for r in recs)):
+                continue
+            row = {"method": method, "label": recs[0]["label"], "protocol": protocol, "runs": len(recs),
+                   "epochs": sorted({r["epochs"] for r in recs}), "n_params": recs[0]["n_params"],
+                   "state_dim": recs[0]["state_dim"], "collapsed": sum(_collapsed(r, prefix) for r in recs)}
+            for key in ("d_stsp", "d_h", "pe"):
+                row[key] = median_mad([r[prefix + key] for r in recs])
+            # the paper's code (evaluation.jl, compute_summary_stats) drops every run with a NaN metric
+            # (e.g. D_H of a run that settled on a fixed point: a constant series has no spectrum)
+            kept = [r for r in recs if all(r[prefix + k] is not None and math.isfinite(r[prefix + k])
+                                           for k in ("d_stsp", "d_h", "pe"))]
+            row["paper_rule"] = {key: median_mad([r[prefix + key] for r in kept]) for key in ("d_stsp", "d_h", "pe")}
+            row["paper_rule_runs"] = len(kept)
+            row["train_s_per_run"] = float(np.median([r["train_s_per_run"] for r in recs]))
+            row["ms_per_update"] = 1e3 * float(np.median([r["s_per_update_per_run"] for r in recs]))
+            rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# ECG (GTF paper, Table 1): ours vs paper", "",
-             f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- machine: {meta['machine']}",
-             f"- budget: {meta['budget']}"]
+             f"- command: `{meta['command']}`", f"- date: {meta['date']}",
+             f"- commit: {meta.get('commit', 'not recorded (results from before commits were recorded)')}",
+             f"- machine: {meta['machine']}", f"- budget: {meta['budget']}"]
     if "table_rebuilt_by" in meta:
         lines.append(f"- table rebuilt from the runs file by: `{meta['table_rebuilt_by']}`")
     lines += ["",
              "Median +- MAD over runs (paper: 20 runs, 5000 epochs). D_stsp: KL of 30-bin-per-dimension "
              "histograms; D_H: Hellinger distance of power spectra smoothed with sigma = 20, mean over "
-             "dimensions; PE(20): 20-step prediction MSE from every test point.", "",
-             "| method | source | runs | epochs | D_stsp | D_H | PE(20) | state dim | parameters | train s/run | ms/update |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "dimensions; PE(20): 20-step prediction MSE from every test point. collapsed: runs whose free "
+             "run on the test protocol has a std below 10 % of the data's in most dimensions (a fixed point "
+             "or a tiny orbit; `dsrecon.evaluation.is_collapsed`). best validation checkpoint: the parameters "
+             "of the validation epoch whose free run scored best on the last 12,500 training points "
+             "(`dsrecon.selection`), from the same training runs.", "",
+             "| method | source | protocol | runs | collapsed | epochs | D_stsp | D_H | PE(20) | state dim | parameters "
+             "| train s/run | ms/update |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     shown = set()
     for row in rows:
         prow = PAPER_ROW_OF.get(row["method"])
         if prow and prow not in shown:
             (ds, dh, pe, sd, npar) = PAPER[prow]
-            lines.append(f"| {prow} | paper | 20 | 5000 | {fmt(*ds)} | {fmt(*dh)} | {fmt(*pe, sci=True)} | "
+            lines.append(f"| {prow} | paper | last model | 20 | | 5000 | {fmt(*ds)} | {fmt(*dh)} | {fmt(*pe, sci=True)} | "
                          f"{sd} | {npar} | | |")
             shown.add(prow)
         nan = {k: row[k][2] for k in ("d_stsp", "d_h", "pe") if row[k][2]}
         note = f" ({', '.join(f'{k}: {v} NaN' for k, v in nan.items())})" if nan else ""
-        lines.append(f"| {row['label']} | ours{note} | {row['runs']} | {'/'.join(map(str, row['epochs']))} | "
+        lines.append(f"| {row['label']} | ours{note} | {row['protocol']} | {row['runs']} | {row['collapsed']} | "
+                     f"{'/'.join(map(str, row['epochs']))} | "
                      f"{fmt(*row['d_stsp'][:2])} | {fmt(*row['d_h'][:2])} | {fmt(*row['pe'][:2], sci=True)} | "
                      f"{row['state_dim']} | {row['n_params']} | {row['train_s_per_run']:.0f} | "
                      f"{row['ms_per_update']:.1f} |")
         if row["paper_rule_runs"] < row["runs"]:
             pr = row["paper_rule"]
-            lines.append(f"| {row['label']} | ours, runs with a NaN metric dropped (paper's rule) | "
-                         f"{row['paper_rule_runs']} | {'/'.join(map(str, row['epochs']))} | {fmt(*pr['d_stsp'][:2])} | "
+            lines.append(f"| {row['label']} | ours, runs with a NaN metric dropped (paper's rule) | {row['protocol']} | "
+                         f"{row['paper_rule_runs']} | | {'/'.join(map(str, row['epochs']))} | {fmt(*pr['d_stsp'][:2])} | "
                          f"{fmt(*pr['d_h'][:2])} | {fmt(*pr['pe'][:2], sci=True)} | | | | |")
-    lines.append(f"| reservoir computing | paper | 20 | | {fmt(*PAPER['reservoir computing'][0])} | "
+    lines.append(f"| reservoir computing | paper | | 20 | | | {fmt(*PAPER['reservoir computing'][0])} | "
                  f"{fmt(*PAPER['reservoir computing'][1])} | {fmt(*PAPER['reservoir computing'][2], sci=True)} | "
                  f"1000 | 5000 | | |")
     lines += ["", "Paper rows for LEM and LSTM are trained by plain (truncated) BPTT; ours by GTF. "
               "train s/run for the shPLRNN is the ensemble's wall time divided by its size."]
     return "\n".join(lines) + "\n"
+
+
+def check_summary(rows: list[dict]) -> str:
+    """The guard's last lines: per method and protocol, runs, collapsed share, median D_stsp and D_H."""
+    out = []
+    for row in rows:
+        out.append(f"CHECK {row['method']} [{row['protocol']}]: {row['runs']} runs, {row['epochs'][0]} epochs: "
+                   f"collapsed {row['collapsed']}/{row['runs']} ({100 * row['collapsed'] / row['runs']:.0f} %), "
+                   f"median D_stsp {row['d_stsp'][0]:.3g}, median D_H {row['d_h'][0]:.3g}")
+    return "\n".join(out)
 
 
 def write_outputs(records: list[dict], out: Path, tag: str, meta: dict) -> str:
@@ -301,10 +345,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train", type=Path, default=DATA / "ECG_pecuzal_5d_train.npy")
     p.add_argument("--test", type=Path, default=DATA / "ECG_pecuzal_5d_test.npy")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 per method (default 5)")
-    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+n-1")
-    p.add_argument("--epochs", type=int, default=5000, help="epochs of the shPLRNN rows (paper: 5000)")
+    p.add_argument("--check", action="store_true",
+                   help="the guard for training changes: shPLRNN + GTF on fresh seeds at a stated budget "
+                        f"(defaults {CHECK_DEFAULTS}), last lines: collapsed share and median D_stsp, D_H")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="default: all (--check: gtf)")
+    p.add_argument("--seeds", type=int, help="seeds first..first+n-1 per method (default 5)")
+    p.add_argument("--first-seed", type=int, help="seeds first..first+n-1 (default 0)")
+    p.add_argument("--epochs", type=int, help="epochs of the shPLRNN rows (paper and default: 5000)")
     p.add_argument("--baseline-epochs", type=int, help="epochs of LEM/LSTM (default: --epochs)")
     p.add_argument("--epochs-of", nargs="*", default=[], metavar="METHOD=E",
                    help="per-method epochs overriding the two above, e.g. gtf=600")
@@ -316,8 +363,9 @@ def main(argv=None) -> int:
     p.add_argument("--batches-per-epoch", type=int, default=50)
     p.add_argument("--n-test", type=int, help="use the first n test points (default all 100,000)")
     p.add_argument("--lyapunov", action="store_true", help="also the model's lambda_max (QR, 2000 steps)")
-    p.add_argument("--val-every", type=int, default=0,
-                   help="record D_stsp/D_H every k epochs on the last 12,500 training points (0: off)")
+    p.add_argument("--val-every", type=int,
+                   help="record D_stsp/D_H every k epochs on the last 12,500 training points and evaluate the "
+                        "best-validated checkpoint beside the last model (default 0: off)")
     p.add_argument("--save-models", action="store_true",
                    help="save the trained models to benchmarks/runs/ecg_gtf_<tag>/ (git-ignored)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one job each)")
@@ -327,6 +375,10 @@ def main(argv=None) -> int:
     p.add_argument("--tag", help="name part of the result files (default: date and epochs)")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from the runs file")
     args = p.parse_args(argv)
+    defaults = {**PLAIN_DEFAULTS, **(CHECK_DEFAULTS if args.check else {})}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
     n_train = None
     if args.quick:
@@ -346,12 +398,15 @@ def main(argv=None) -> int:
                              f"E a positive integer, got {item!r}")
         epochs_of[name] = int(value)
     base_seeds = args.baseline_seeds or args.seeds
-    tag = args.tag or f"{_dt.date.today().isoformat()}_e{args.epochs}{'_quick' if args.quick else ''}"
+    commit = _commit()
+    tag = args.tag or (f"{_dt.date.today().isoformat()}_e{args.epochs}{'_quick' if args.quick else ''}"
+                       + (f"_check_{commit}" if args.check else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     runs_path = args.out / f"ecg_gtf_{tag}_runs.jsonl"
     meta = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:] if argv is None
                                             else [os.path.relpath(__file__, ROOT)] + list(argv)),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit,
             "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, "
                        f"{os.cpu_count()} CPU cores, torch threads 1 per worker, {args.workers} worker(s)",
             "budget": (f"shPLRNN rows {args.epochs} epochs x {args.batches_per_epoch} batches, "
@@ -402,7 +457,22 @@ def main(argv=None) -> int:
     if not records:
         raise SystemExit(f"ecg_gtf: no runs in {runs_path}")
     print(write_outputs(records, args.out, tag, meta))
+    print(check_summary(summarize(records)))
     return 0
+
+
+def _commit() -> str:
+    """Short hash of the checked-out commit, with ``-dirty`` when tracked files differ from it."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "dsrecon", "benchmarks/ecg_gtf.py"],
+                               cwd=ROOT).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
 
 
 def _append(path: Path, records: list[dict], t0: float) -> None:

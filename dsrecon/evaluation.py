@@ -27,7 +27,7 @@ from dsrecon.models.base import Model
 from dsrecon.rollout import generate
 from dsrecon.rosenstein import rosenstein_lambda_max
 
-__all__ = ["EvalConfig", "Report", "evaluate"]
+__all__ = ["EvalConfig", "Report", "evaluate", "is_collapsed"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,25 @@ class EvalConfig:
 _ALWAYS = ("d_stsp", "d_h", "pe")
 
 
+COLLAPSE_RATIO = 0.1  # std below 10 % of the data's in most dimensions: a fixed point or a tiny orbit
+
+
+def is_collapsed(std_ratio) -> bool:
+    """Whether a generated orbit collapsed: ``std_ratio < 0.1`` in more than half the dimensions.
+
+    ``std_ratio`` holds, per observed dimension, the std of the generated series over the data's
+    (:attr:`Report.std_ratio`). A fixed point gives ratios of 0; the tiny orbits that a
+    reconstruction of a heartbeat or a chaotic attractor can fall onto instead give a few per cent
+    (0.02-0.07 on the GTF paper's ECG), and such an orbit may keep one or two dimensions larger. An
+    orbit of a tenth of the data's extent in most dimensions does not reproduce the data's attractor
+    in any case. A non-finite ratio (a diverged orbit) is not a collapse.
+    """
+    if not std_ratio:
+        return False
+    r = [v for v in std_ratio if v is not None and math.isfinite(v)]
+    return len(r) == len(std_ratio) and 2 * sum(v < COLLAPSE_RATIO for v in r) > len(r)
+
+
 @dataclass
 class Report:
     """Scores of one model on one test trajectory, from :func:`evaluate`.
@@ -149,19 +168,12 @@ class Report:
 
     _NOT_SAVED = ("generated", "lyapunov")
     _OPTIONAL = ("std_ratio",)  # absent from reports written before it existed
-    COLLAPSE_RATIO = 0.1  # std below 10 % of the data's in most dimensions: a fixed point or a tiny orbit
+    COLLAPSE_RATIO = COLLAPSE_RATIO
 
     @property
     def collapsed(self) -> bool:
-        """True when the generated orbit has collapsed: ``std_ratio < 0.1`` in more than half the dimensions.
-
-        A fixed point gives ratios of 0; the tiny orbits that a reconstruction of a heartbeat or a
-        chaotic attractor can fall onto instead give a few per cent (0.02-0.07 on the GTF paper's
-        ECG), and such an orbit may keep one or two dimensions larger. An orbit of a tenth of the
-        data's extent in most dimensions does not reproduce the data's attractor in any case.
-        """
-        r = [v for v in (self.std_ratio or []) if v is not None and math.isfinite(v)]
-        return bool(self.std_ratio) and len(r) == len(self.std_ratio) and 2 * sum(v < self.COLLAPSE_RATIO for v in r) > len(r)
+        """True when the generated orbit has collapsed (:func:`is_collapsed` of :attr:`std_ratio`)."""
+        return is_collapsed(self.std_ratio)
 
     def to_dict(self) -> dict:
         """JSON-ready dict of every saved field (NaN stays NaN here; :meth:`save` writes null)."""
