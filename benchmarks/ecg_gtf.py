@@ -112,8 +112,18 @@ def _method_spec(method: str, args) -> dict:
         forcing_kw["alpha"] = args.baseline_alpha
     if forcing == "stf":
         forcing_kw["tau"] = args.stf_tau
+    batch_size, lr_end = 16, 1e-6
+    if model == "shplrnn":  # the training options under test (issue 21): longer windows, another schedule
+        seq_len = args.seq_len or seq_len
+        batch_size = args.batch_size or batch_size
+        lr_end = args.lr_end or lr_end
+        changed = [f"{k} {v:g}" for k, v, d in (("windows", seq_len, METHODS[method][4]), ("batch", batch_size, 16),
+                                                 ("lr_end", lr_end, 1e-6)) if v != d]
+        if changed:
+            label += ", " + ", ".join(changed)
     return {"method": method, "model": model, "model_kw": model_kw, "forcing": forcing,
-            "forcing_kw": forcing_kw, "seq_len": seq_len, "reg_weight": reg, "label": label}
+            "forcing_kw": forcing_kw, "seq_len": seq_len, "batch_size": batch_size, "lr_end": lr_end,
+            "reg_weight": reg, "label": label}
 
 
 def _load(path: Path, n: int | None) -> np.ndarray:
@@ -141,6 +151,7 @@ def run_job(job: dict) -> list[dict]:
     test_x = _load(Path(job["test"]), job["n_test"])
     seeds = job["seeds"]
     cfg = TrainConfig(epochs=job["epochs"], batches_per_epoch=job["batches_per_epoch"], seq_len=job["seq_len"],
+                      batch_size=job.get("batch_size", 16), lr_end=job.get("lr_end", 1e-6),
                       reg_weight=job["reg_weight"], seed=seeds[0], backend="fused")
     forcing = make_forcing(job["forcing"], **job["forcing_kw"])
     models = [make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"]) for s in seeds]
@@ -199,7 +210,7 @@ def run_job(job: dict) -> list[dict]:
             "method": job["method"], "label": job["label"], "model": job["model"], "seed": s,
             "n_params": int(m.n_params), "state_dim": int(m.state_dim), "epochs": job["epochs"],
             "batches_per_epoch": job["batches_per_epoch"], "seq_len": job["seq_len"],
-            "reg_weight": job["reg_weight"], "forcing": {"name": job["forcing"], **job["forcing_kw"]},
+            "batch_size": job.get("batch_size", 16), "lr_end": job.get("lr_end", 1e-6), "reg_weight": job["reg_weight"], "forcing": {"name": job["forcing"], **job["forcing_kw"]},
             "n_updates": res.n_updates, "train_s_per_run": t_run, "job_wall_s": wall, "how": how,
             "s_per_update_per_run": t_run / max(res.n_updates, 1), "final_loss": last.get("loss"),
             "final_alpha": last.get("alpha"), "final_G": last.get("G"), "recoveries": res.recoveries,
@@ -361,6 +372,10 @@ def main(argv=None) -> int:
                    help="epochs between LEM/LSTM growth diagnostics G (each costs 1-3 s at these sizes)")
     p.add_argument("--stf-tau", type=int, default=55, help="STF interval in steps (ln 2 / lambda_max)")
     p.add_argument("--batches-per-epoch", type=int, default=50)
+    p.add_argument("--seq-len", type=int, help="shPLRNN training window length (default: the method's, 200 or 221)")
+    p.add_argument("--batch-size", type=int, help="shPLRNN windows per batch (default 16)")
+    p.add_argument("--lr-end", type=float, help="shPLRNN final learning rate of the exponential decay from 1e-3 "
+                                                 "(default 1e-6)")
     p.add_argument("--n-test", type=int, help="use the first n test points (default all 100,000)")
     p.add_argument("--lyapunov", action="store_true", help="also the model's lambda_max (QR, 2000 steps)")
     p.add_argument("--val-every", type=int,
@@ -399,7 +414,9 @@ def main(argv=None) -> int:
         epochs_of[name] = int(value)
     base_seeds = args.baseline_seeds or args.seeds
     commit = _commit()
-    tag = args.tag or (f"{_dt.date.today().isoformat()}_e{args.epochs}{'_quick' if args.quick else ''}"
+    variant = "".join(f"_{name}{v:g}" for name, v in (("w", args.seq_len), ("b", args.batch_size),
+                                                        ("lrend", args.lr_end)) if v)
+    tag = args.tag or (f"{_dt.date.today().isoformat()}_e{args.epochs}{variant}{'_quick' if args.quick else ''}"
                        + (f"_check_{commit}" if args.check else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     runs_path = args.out / f"ecg_gtf_{tag}_runs.jsonl"
@@ -415,7 +432,9 @@ def main(argv=None) -> int:
                        + ("; QUICK smoke run, not a result" if args.quick else "")
                        + ("" if args.epochs == 5000 and not args.quick else
                           "; REDUCED budget: the paper trains 5000 epochs"))
-                      + " (the learning-rate decay 1e-3 -> 1e-6 is spread over the epochs run)",
+                      + f" (the learning-rate decay 1e-3 -> {args.lr_end or 1e-6:g} is spread over the epochs run)"
+                      + (f"; shPLRNN windows of {args.seq_len}" if args.seq_len else "")
+                      + (f", {args.batch_size} per batch" if args.batch_size else ""),
             "n_test": args.n_test or 100_000}
 
     meta_path = args.out / f"ecg_gtf_{tag}_meta.json"
