@@ -201,10 +201,13 @@ def run_job(job: dict) -> list[dict]:
                             n_updates=res.n_updates, history=res.history)
         t = time.perf_counter()
         scores = scores_of(m)  # the last model: the paper's protocol
-        if res.best_state is not None:  # the best-validated checkpoint of the same run (dsrecon.selection)
-            kept = make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"])
-            kept.load_state_dict(res.best_state)
-            scores.update(scores_of(kept, "best_"), best_epoch=res.best_epoch)
+        if job["val_every"]:  # the best-validated checkpoint of the same run (dsrecon.selection)
+            if res.best_state is None:  # no validation scored finite: selection keeps the last model
+                scores.update({"best_" + k: v for k, v in scores.items()}, best_epoch=None)
+            else:
+                kept = make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"])
+                kept.load_state_dict(res.best_state)
+                scores.update(scores_of(kept, "best_"), best_epoch=res.best_epoch)
         last = res.history[-1] if res.history else {}
         records.append({
             "method": job["method"], "label": job["label"], "model": job["model"], "seed": s,

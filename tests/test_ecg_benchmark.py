@@ -33,7 +33,7 @@ def test_median_mad_ignores_nan_and_counts_it():
 
 def test_quick_run_writes_runs_and_table(gtf_data_dir, tmp_path):
     bench = _bench()
-    argv = ["--quick", "--methods", "gtf", "stf", "lem_gtf", "--n-test", "2000",
+    argv = ["--quick", "--methods", "gtf", "stf", "lem_gtf", "--n-test", "2000", "--val-every", "1",
             "--train", str(gtf_data_dir / "ECG_pecuzal_5d_train.npy"),
             "--test", str(gtf_data_dir / "ECG_pecuzal_5d_test.npy"), "--out", str(tmp_path), "--tag", "t"]
     assert bench.main(argv) == 0
@@ -49,7 +49,10 @@ def test_quick_run_writes_runs_and_table(gtf_data_dir, tmp_path):
     for r in runs:
         assert r["n_test"] == 2000 and r["n_updates"] == r["epochs"] * 3
         assert math.isfinite(r["pe"]) and r["pe"] > 0
+    for r in by_method["gtf"]:  # validated: the best checkpoint is evaluated beside the last model
+        assert r["best_epoch"] in (1, 2, None) and math.isfinite(r["best_pe"])
     table = (tmp_path / "ecg_gtf_t.md").read_text()
-    assert "| shPLRNN + GTF (alpha = 0.3) | paper | 20 | 5000 | 4.3 +- 0.6 | 0.34 +- 0.02 |" in table
-    assert "QUICK smoke run" in table
+    assert "| shPLRNN + GTF (alpha = 0.3) | paper | last model | 20 | | 5000 | 4.3 +- 0.6 | 0.34 +- 0.02 |" in table
+    assert "| shPLRNN + GTF (alpha = 0.3) | ours | best validation checkpoint | 2 |" in table
+    assert "QUICK smoke run" in table and "- commit: " in table
     assert (tmp_path / "ecg_gtf_t.csv").exists()
