@@ -40,6 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import provenance  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "gtf_icml2023"
 
 MODELS = [
@@ -115,6 +117,7 @@ def main(argv=None) -> int:
         "# Benchmark: model comparison on Lorenz-63" + (" -- QUICK SMOKE RUN, NOT A RESULT" if args.quick else ""),
         "",
         f"- command: `{command.strip()}`",
+        f"- commit: {provenance.commit()}",
         f"- date: {stamp:%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, {platform.node()}; "
         f"wall time {wall / 60:.1f} min for {sum(p.n_executed for p in parts)} runs executed "
         f"({sum(p.n_skipped for p in parts)} reused)",

@@ -69,6 +69,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import provenance  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "gtf_icml2023"
 
 # Table 1 of Hess et al. (ICML 2023), ECG: (median, MAD) over 20 runs; state dim; parameters
@@ -416,7 +418,7 @@ def main(argv=None) -> int:
                              f"E a positive integer, got {item!r}")
         epochs_of[name] = int(value)
     base_seeds = args.baseline_seeds or args.seeds
-    commit = _commit()
+    commit = provenance.commit()
     variant = "".join(f"_{name}{v:g}" for name, v in (("w", args.seq_len), ("b", args.batch_size),
                                                         ("lrend", args.lr_end)) if v)
     tag = args.tag or (f"{_dt.date.today().isoformat()}_e{args.epochs}{variant}{'_quick' if args.quick else ''}"
@@ -482,19 +484,6 @@ def main(argv=None) -> int:
     print(check_summary(summarize(records)))
     return 0
 
-
-def _commit() -> str:
-    """Short hash of the checked-out commit, with ``-dirty`` when tracked files differ from it."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "dsrecon", "benchmarks/ecg_gtf.py"],
-                               cwd=ROOT).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 def _append(path: Path, records: list[dict], t0: float) -> None:

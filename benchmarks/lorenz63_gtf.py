@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import provenance  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "gtf_icml2023"
 PAPER_D_STSP, FLOOR_D_STSP, FLOOR_D_H = 0.26, 0.15, 0.06
 DT = 0.01  # sampling interval of the paper's Lorenz-63 files (their README), for exponents per time unit
@@ -114,6 +116,7 @@ def main(argv=None) -> int:
     out = {
         "benchmark": "lorenz63_gtf", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]] if argv is None else argv),
+        "commit": provenance.commit(),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "model": model.config(), "n_params": model.n_params, "forcing": forcing.config(),
         "train_config": cfg.__dict__, "epochs_run": result.epochs, "n_updates": result.n_updates,
@@ -130,7 +133,7 @@ def main(argv=None) -> int:
     stem = args.out / f"lorenz63_gtf_{_dt.date.today().isoformat()}{'_quick' if args.quick else ''}"
     stem.with_suffix(".json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(
-        f"# Lorenz-63 GTF benchmark, {out['date']}\n\n`python benchmarks/{out['command']}`\n\n"
+        f"# Lorenz-63 GTF benchmark, {out['date']}\n\n`python benchmarks/{out['command']}` (commit {out['commit']})\n\n"
         f"| D_stsp | D_H | PE(20) | lambda_max | epochs | train time | target met |\n|---|---|---|---|---|---|---|\n"
         f"| {d_stsp:.3f} | {d_h:.3f} | {_fmt(pe)} | {_fmt(lam)} | {result.epochs} | "
         f"{result.train_time_s / 60:.1f} min | {out['target_met']} |\n\n"

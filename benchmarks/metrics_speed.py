@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import provenance  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "gtf_icml2023"
 
 
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
         cmd = "python benchmarks/metrics_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
         lines = [
             f"# metrics_speed ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
-            f"Command: `{cmd.strip()}`", "",
+            f"Command: `{cmd.strip()}` (commit {provenance.commit()})", "",
             f"Machine: {machine()}", "",
             "| what | result | wall (s) | CPU (s) | peak RSS above baseline (MB) | peak CUDA (MB) |",
             "|---|---|---|---|---|---|",

@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provenance  # noqa: E402
+
 import numpy as np
 import torch
 
@@ -510,7 +513,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="write the report (markdown) here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # measured below: one thread is fastest for these tiny matrices
-    say(f"# Training speed ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)")
+    say(f"# Training speed ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {provenance.commit()})")
     say()
     say(f"Command: `python {' '.join(['benchmarks/train_speed.py', *(argv if argv is not None else sys.argv[1:])])}`  ")
     say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
