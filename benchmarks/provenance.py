@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def commit(paths=("dsrecon", "benchmarks")) -> str:
-    """Short hash of the checked-out commit, ``-dirty`` when tracked files under ``paths`` differ from it."""
+def commit(paths=("dsrecon", "benchmarks/*.py")) -> str:
+    """Short hash of the checked-out commit, ``-dirty`` when the package or a benchmark script differs from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
