@@ -15,6 +15,7 @@ def per_member(fn, *stacked: torch.Tensor):
     ensemble-mates, and a chaotic training run turns a 1-ulp difference into another model. Each
     member's products are therefore computed alone, on a fresh copy of its slice: the same call, on
     the same shapes, that a one-model run makes, so a member equals its separate run bit for bit.
+    Elementwise operations and sums over a member's own trailing axes need no such care.
     """
     K = stacked[0].shape[0]
     if K == 1:
