@@ -158,7 +158,7 @@ def run_job(job: dict) -> list[dict]:
     forcing = make_forcing(job["forcing"], **job["forcing_kw"])
     models = [make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"]) for s in seeds]
     if job["val_every"]:
-        cfg = TrainConfig(**{**cfg.__dict__, "val_every": job["val_every"]})
+        cfg = TrainConfig(**{**cfg.__dict__, "val_every": job["val_every"], "val_starts": job.get("val_starts", 1)})
     # validation (if asked for): the last 12,500 training points, never the test file
     val_x = train_x[-12_500:] if job["val_every"] else None
     t0 = time.perf_counter()
@@ -248,8 +248,8 @@ def fmt(med: float, mad: float, sci: bool = False) -> str:
 
 
 def _collapsed(record: dict, prefix: str = "") -> bool:
-    """The package's collapse rule (dsrecon.evaluation.is_collapsed) on a record's std ratios."""
-    from dsrecon.evaluation import is_collapsed
+    """The package's collapse rule (dsrecon.metrics.is_collapsed) on a record's std ratios."""
+    from dsrecon.metrics import is_collapsed
 
     return is_collapsed(record.get(prefix + "std_ratio"))
 
@@ -294,7 +294,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "histograms; D_H: Hellinger distance of power spectra smoothed with sigma = 20, mean over "
              "dimensions; PE(20): 20-step prediction MSE from every test point. collapsed: runs whose free "
              "run on the test protocol has a std below 10 % of the data's in most dimensions (a fixed point "
-             "or a tiny orbit; `dsrecon.evaluation.is_collapsed`). best validation checkpoint: the parameters "
+             "or a tiny orbit; `dsrecon.metrics.is_collapsed`). best validation checkpoint: the parameters "
              "of the validation epoch whose free run scored best on the last 12,500 training points "
              "(`dsrecon.selection`), from the same training runs.", "",
              "| method | source | protocol | runs | collapsed | epochs | D_stsp | D_H | PE(20) | state dim | parameters "
@@ -386,6 +386,9 @@ def main(argv=None) -> int:
     p.add_argument("--val-every", type=int,
                    help="record D_stsp/D_H every k epochs on the last 12,500 training points and evaluate the "
                         "best-validated checkpoint beside the last model (default 0: off)")
+    p.add_argument("--val-starts", type=int, default=1,
+                   help="free runs per validation, from points spread over the validation series: the best "
+                        "checkpoint is chosen by their mean D_stsp (TrainConfig.val_starts; default 1)")
     p.add_argument("--save-models", action="store_true",
                    help="save the trained models to benchmarks/runs/ecg_gtf_<tag>/ (git-ignored)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one job each)")
@@ -421,6 +424,7 @@ def main(argv=None) -> int:
     commit = provenance.commit()
     variant = "".join(f"_{name}{v:g}" for name, v in (("w", args.seq_len), ("b", args.batch_size),
                                                         ("lrend", args.lr_end)) if v)
+    variant += f"_vs{args.val_starts}" if args.val_starts > 1 else ""
     tag = args.tag or (f"{_dt.date.today().isoformat()}_e{args.epochs}{variant}{'_quick' if args.quick else ''}"
                        + (f"_check_{commit}" if args.check else ""))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -439,7 +443,8 @@ def main(argv=None) -> int:
                           "; REDUCED budget: the paper trains 5000 epochs"))
                       + f" (the learning-rate decay 1e-3 -> {args.lr_end or 1e-6:g} is spread over the epochs run)"
                       + (f"; shPLRNN windows of {args.seq_len}" if args.seq_len else "")
-                      + (f", {args.batch_size} per batch" if args.batch_size else ""),
+                      + (f", {args.batch_size} per batch" if args.batch_size else "")
+                      + (f"; validation: mean of {args.val_starts} free runs" if args.val_starts > 1 else ""),
             "n_test": args.n_test or 100_000}
 
     meta_path = args.out / f"ecg_gtf_{tag}_meta.json"
@@ -459,7 +464,7 @@ def main(argv=None) -> int:
                 jobs.append({**spec, "seeds": ss, "epochs": epochs,
                              "batches_per_epoch": args.batches_per_epoch, "train": str(args.train),
                              "test": str(args.test), "n_train": n_train, "n_test": args.n_test,
-                             "lyapunov": args.lyapunov, "val_every": args.val_every,
+                             "lyapunov": args.lyapunov, "val_every": args.val_every, "val_starts": args.val_starts,
                              "diag_every": 1 if shpl else args.baseline_diag_every,
                              "save_dir": str(ROOT / "benchmarks" / "runs" / f"ecg_gtf_{tag}")
                              if args.save_models else None,

@@ -22,12 +22,12 @@ import torch
 from dsrecon._version import __version__
 from dsrecon.data import Trajectory
 from dsrecon.lyapunov import LyapunovResult, lyapunov_spectrum
-from dsrecon.metrics import hellinger_distance, prediction_error, state_space_divergence
+from dsrecon.metrics import COLLAPSE_RATIO, hellinger_distance, is_collapsed, prediction_error, state_space_divergence
 from dsrecon.models.base import Model
 from dsrecon.rollout import generate
 from dsrecon.rosenstein import rosenstein_lambda_max
 
-__all__ = ["EvalConfig", "Report", "evaluate", "is_collapsed"]
+__all__ = ["EvalConfig", "Report", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -94,25 +94,6 @@ class EvalConfig:
 
 # fields that are always computed (JSON null means NaN) vs. optional ones (null means not computed)
 _ALWAYS = ("d_stsp", "d_h", "pe")
-
-
-COLLAPSE_RATIO = 0.1  # std below 10 % of the data's in most dimensions: a fixed point or a tiny orbit
-
-
-def is_collapsed(std_ratio) -> bool:
-    """Whether a generated orbit collapsed: ``std_ratio < 0.1`` in more than half the dimensions.
-
-    ``std_ratio`` holds, per observed dimension, the std of the generated series over the data's
-    (:attr:`Report.std_ratio`). A fixed point gives ratios of 0; the tiny orbits that a
-    reconstruction of a heartbeat or a chaotic attractor can fall onto instead give a few per cent
-    (0.02-0.07 on the GTF paper's ECG), and such an orbit may keep one or two dimensions larger. An
-    orbit of a tenth of the data's extent in most dimensions does not reproduce the data's attractor
-    in any case. A non-finite ratio (a diverged orbit) is not a collapse.
-    """
-    if not std_ratio:
-        return False
-    r = [v for v in std_ratio if v is not None and math.isfinite(v)]
-    return len(r) == len(std_ratio) and 2 * sum(v < COLLAPSE_RATIO for v in r) > len(r)
 
 
 @dataclass

@@ -29,6 +29,7 @@ __all__ = [
     "power_spectrum",
     "hellinger_distance",
     "prediction_error",
+    "is_collapsed",
 ]
 
 _METHODS = ("auto", "bins", "gmm")
@@ -313,3 +314,22 @@ def prediction_error(model: Model, x, n: int = 20, *, batch: int = 20_000) -> fl
         err = model.observe(z) - x[start + n:stop + n]  # (B, N)
         total += (err.double() ** 2).sum()
     return float(total.item() / (n_starts * x.shape[1]))
+
+
+COLLAPSE_RATIO = 0.1  # std below 10 % of the data's in most dimensions: a fixed point or a tiny orbit
+
+
+def is_collapsed(std_ratio) -> bool:
+    """Whether a generated orbit collapsed: ``std_ratio < 0.1`` in more than half the dimensions.
+
+    ``std_ratio`` holds, per observed dimension, the std of the generated series over the data's
+    (:attr:`Report.std_ratio`). A fixed point gives ratios of 0; the tiny orbits that a
+    reconstruction of a heartbeat or a chaotic attractor can fall onto instead give a few per cent
+    (0.02-0.07 on the GTF paper's ECG), and such an orbit may keep one or two dimensions larger. An
+    orbit of a tenth of the data's extent in most dimensions does not reproduce the data's attractor
+    in any case. A non-finite ratio (a diverged orbit) is not a collapse.
+    """
+    if not std_ratio:
+        return False
+    r = [v for v in std_ratio if v is not None and math.isfinite(v)]
+    return len(r) == len(std_ratio) and 2 * sum(v < COLLAPSE_RATIO for v in r) > len(r)

@@ -76,6 +76,14 @@ class TrainConfig:
         Length of the validation comparison: the model generates ``1.25 val_steps`` steps from the
         first validation point, drops the first quarter and is compared with the first
         ``val_steps`` points (the paper's protocol on a shorter series, for speed).
+    val_starts : int
+        Free runs per validation, from this many states spread evenly over the validation series
+        (the first is its first point); D_stsp and D_H are their means (a run whose output is
+        constant counts D_H = 1, its largest value), and ``val_collapsed`` counts the runs that
+        collapsed (:func:`dsrecon.metrics.is_collapsed`). A reconstruction can hold the data's
+        attractor and a spurious fixed point side by side: one free run then tells which basin its
+        start lay in, not whether the model is sound, and model selection on it is a lottery. 1 (the
+        default) is the paper's single run.
     checkpoint_every : int
         Epochs between checkpoints (when ``run_dir`` is given); the last epoch is always saved.
     backend : str
@@ -113,6 +121,7 @@ class TrainConfig:
     val_every: int = 25
     diag_every: int = 1
     val_steps: int = 10_000
+    val_starts: int = 1
     checkpoint_every: int = 10
     backend: str = "auto"
     lr_recovery_factor: float = 0.5
@@ -122,7 +131,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("epochs", "batches_per_epoch", "batch_size", "seq_len", "val_every", "diag_every", "val_steps",
-                     "checkpoint_every", "max_recoveries"):
+                     "val_starts", "checkpoint_every", "max_recoveries"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
@@ -294,22 +303,37 @@ def _as_series(data, model: Model, what: str, min_len: int) -> np.ndarray:
 
 
 def _validate(model: Model, val_x: torch.Tensor, config: TrainConfig) -> dict:
-    """D_stsp and D_H of a free run against the validation series (paper protocol, shortened)."""
+    """D_stsp and D_H of free runs against the validation series (paper protocol, shortened).
+
+    One run from the first validation point (``config.val_starts == 1``), or the means over
+    ``val_starts`` runs from points spread over the series, with ``val_collapsed`` (see
+    :class:`TrainConfig`).
+    """
     try:
         metrics = import_module("dsrecon.metrics")
     except ImportError as err:  # the metrics module is developed separately; say so, do not fail
         return {"note": f"validation skipped: dsrecon.metrics not importable ({err})"}
     n = min(val_x.shape[0], config.val_steps)
     burn = n // 4
-    x_gen = generate(model, val_x[0], n + burn)[burn:]  # (n, N)
     x_true = val_x[:n]  # (n, N)
-    out = {}
-    for key, metric in (("d_stsp", metrics.state_space_divergence), ("d_h", metrics.hellinger_distance)):
-        try:  # a diverged or constant (fixed-point) generated series has no defined D_H: report NaN
-            out[key] = float(metric(x_true, x_gen)) if torch.all(torch.isfinite(x_gen)) else float("nan")
-        except ValueError:
-            out[key] = float("nan")
-    return out
+    starts = torch.linspace(0, val_x.shape[0] - 1, config.val_starts).round().long()
+    x_gen = generate(model, val_x[starts], n + burn)[:, burn:]  # (S, n, N)
+    runs = []
+    for x in x_gen:
+        run = {}
+        for key, metric in (("d_stsp", metrics.state_space_divergence), ("d_h", metrics.hellinger_distance)):
+            try:  # a diverged or constant (fixed-point) generated series has no defined D_H: NaN
+                run[key] = float(metric(x_true, x)) if torch.all(torch.isfinite(x)) else float("nan")
+            except ValueError:
+                run[key] = float("nan")
+        run["collapsed"] = metrics.is_collapsed((x.std(dim=0) / x_true.std(dim=0)).tolist())
+        runs.append(run)
+    if config.val_starts == 1:
+        return {"d_stsp": runs[0]["d_stsp"], "d_h": runs[0]["d_h"]}
+    constant = [bool(torch.all(x == x[-1])) for x in x_gen]  # D_H undefined: counted as its maximum, 1
+    d_h = [1.0 if c and math.isnan(r["d_h"]) else r["d_h"] for r, c in zip(runs, constant)]
+    return {"d_stsp": float(np.mean([r["d_stsp"] for r in runs])), "d_h": float(np.mean(d_h)),
+            "val_collapsed": sum(r["collapsed"] for r in runs)}
 
 
 def _write_history_csv(path: Path, history: list) -> None:

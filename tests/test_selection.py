@@ -98,3 +98,32 @@ def test_resumed_run_keeps_the_best_of_its_first_part(tmp_path):
     assert res.best_epoch == ref.best_epoch
     for name, p in whole.state_dict().items():
         assert torch.equal(p, part.state_dict()[name]), name
+
+
+def test_validation_with_several_starts_reports_means_and_collapsed_runs():
+    """val_starts = 3: means over free runs from the validation series' first, middle and last points."""
+    from dsrecon.metrics import hellinger_distance, state_space_divergence
+    from dsrecon.rollout import generate
+
+    x = _series()
+    cfg = TrainConfig(**{**CONFIG.__dict__, "epochs": 2, "val_starts": 3, "val_every": 2})
+    model = ShPLRNN(3, 3, 16, seed=3)
+    res = train(model, x[:1000], cfg, make_forcing("gtf", alpha=0.2), val_data=x[1000:], progress=False)
+    record = res.history[-1]
+    val = torch.as_tensor(x[1000:], dtype=torch.float32)
+    n = cfg.val_steps
+    runs = generate(model, val[[0, 250, 499]], n + n // 4)[:, n // 4:]  # 500 points: 0, 249.5 -> 250 (half to even), 499
+    d_stsp = [float(state_space_divergence(val[:n], r)) for r in runs]
+    d_h = []
+    for r in runs:
+        try:
+            d_h.append(float(hellinger_distance(val[:n], r)))
+        except ValueError:
+            d_h.append(float("nan"))
+    d_h = [1.0 if bool(torch.all(r == r[-1])) and math.isnan(h) else h for r, h in zip(runs, d_h)]
+    assert record["d_stsp"] == pytest.approx(np.mean(d_stsp), rel=1e-12)
+    assert record["d_h"] == pytest.approx(np.mean(d_h), rel=1e-12, nan_ok=True)
+    assert 0 <= record["val_collapsed"] <= 3
+    one = train(ShPLRNN(3, 3, 16, seed=3), x[:1000], TrainConfig(**{**cfg.__dict__, "val_starts": 1}),
+                make_forcing("gtf", alpha=0.2), val_data=x[1000:], progress=False).history[-1]
+    assert "val_collapsed" not in one and one["d_stsp"] == pytest.approx(d_stsp[0], rel=1e-12)
