@@ -254,6 +254,13 @@ def _collapsed(record: dict, prefix: str = "") -> bool:
     return is_collapsed(record.get(prefix + "std_ratio"))
 
 
+def _failed(record: dict, prefix: str = "") -> bool:
+    """The free run missed the data's attractor: D_stsp above 10 (the heartbeat cycle scores ~1-5, an orbit
+    that shares no bin with the data ~17) or undefined, collapsed or not."""
+    d = record.get(prefix + "d_stsp")
+    return d is None or not math.isfinite(d) or d > 10
+
+
 PROTOCOLS = {"": "last model (paper protocol)", "best_": "best validation checkpoint"}
 
 
@@ -267,7 +274,8 @@ def summarize(records: list[dict]) -> list[dict]:
                 continue
             row = {"method": method, "label": recs[0]["label"], "protocol": protocol, "runs": len(recs),
                    "epochs": sorted({r["epochs"] for r in recs}), "n_params": recs[0]["n_params"],
-                   "state_dim": recs[0]["state_dim"], "collapsed": sum(_collapsed(r, prefix) for r in recs)}
+                   "state_dim": recs[0]["state_dim"], "collapsed": sum(_collapsed(r, prefix) for r in recs),
+                   "failed": sum(_failed(r, prefix) for r in recs)}
             for key in ("d_stsp", "d_h", "pe"):
                 row[key] = median_mad([r[prefix + key] for r in recs])
             # the paper's code (evaluation.jl, compute_summary_stats) drops every run with a NaN metric
@@ -293,24 +301,26 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "Median +- MAD over runs (paper: 20 runs, 5000 epochs). D_stsp: KL of 30-bin-per-dimension "
              "histograms; D_H: Hellinger distance of power spectra smoothed with sigma = 20, mean over "
              "dimensions; PE(20): 20-step prediction MSE from every test point. collapsed: runs whose free "
-             "run on the test protocol has a std below 10 % of the data's in most dimensions (a fixed point "
-             "or a tiny orbit; `dsrecon.metrics.is_collapsed`). best validation checkpoint: the parameters "
+             "run on the test protocol has a std below 25 % of the data's in most dimensions (a fixed point "
+             "or a small orbit; `dsrecon.metrics.is_collapsed`); D_stsp > 10: runs whose free run missed the attractor "
+             "(collapsed, or an orbit elsewhere; NaN counts). best validation checkpoint: the parameters "
              "of the validation epoch whose free run scored best on the last 12,500 training points "
              "(`dsrecon.selection`), from the same training runs.", "",
-             "| method | source | protocol | runs | collapsed | epochs | D_stsp | D_H | PE(20) | state dim | parameters "
-             "| train s/run | ms/update |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | source | protocol | runs | collapsed | D_stsp > 10 | epochs | D_stsp | D_H | PE(20) | state dim "
+             "| parameters | train s/run | ms/update |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     shown = set()
     for row in rows:
         prow = PAPER_ROW_OF.get(row["method"])
         if prow and prow not in shown:
             (ds, dh, pe, sd, npar) = PAPER[prow]
-            lines.append(f"| {prow} | paper | last model | 20 | | 5000 | {fmt(*ds)} | {fmt(*dh)} | {fmt(*pe, sci=True)} | "
+            lines.append(f"| {prow} | paper | last model | 20 | | | 5000 | {fmt(*ds)} | {fmt(*dh)} | {fmt(*pe, sci=True)} | "
                          f"{sd} | {npar} | | |")
             shown.add(prow)
         nan = {k: row[k][2] for k in ("d_stsp", "d_h", "pe") if row[k][2]}
         note = f" ({', '.join(f'{k}: {v} NaN' for k, v in nan.items())})" if nan else ""
         lines.append(f"| {row['label']} | ours{note} | {row['protocol']} | {row['runs']} | {row['collapsed']} | "
+                     f"{row['failed']} | "
                      f"{'/'.join(map(str, row['epochs']))} | "
                      f"{fmt(*row['d_stsp'][:2])} | {fmt(*row['d_h'][:2])} | {fmt(*row['pe'][:2], sci=True)} | "
                      f"{row['state_dim']} | {row['n_params']} | {row['train_s_per_run']:.0f} | "
@@ -318,9 +328,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         if row["paper_rule_runs"] < row["runs"]:
             pr = row["paper_rule"]
             lines.append(f"| {row['label']} | ours, runs with a NaN metric dropped (paper's rule) | {row['protocol']} | "
-                         f"{row['paper_rule_runs']} | | {'/'.join(map(str, row['epochs']))} | {fmt(*pr['d_stsp'][:2])} | "
+                         f"{row['paper_rule_runs']} | | | {'/'.join(map(str, row['epochs']))} | {fmt(*pr['d_stsp'][:2])} | "
                          f"{fmt(*pr['d_h'][:2])} | {fmt(*pr['pe'][:2], sci=True)} | | | | |")
-    lines.append(f"| reservoir computing | paper | | 20 | | | {fmt(*PAPER['reservoir computing'][0])} | "
+    lines.append(f"| reservoir computing | paper | | 20 | | | | {fmt(*PAPER['reservoir computing'][0])} | "
                  f"{fmt(*PAPER['reservoir computing'][1])} | {fmt(*PAPER['reservoir computing'][2], sci=True)} | "
                  f"1000 | 5000 | | |")
     lines += ["", "Paper rows for LEM and LSTM are trained by plain (truncated) BPTT; ours by GTF. "
@@ -334,6 +344,7 @@ def check_summary(rows: list[dict]) -> str:
     for row in rows:
         out.append(f"CHECK {row['method']} [{row['protocol']}]: {row['runs']} runs, {row['epochs'][0]} epochs: "
                    f"collapsed {row['collapsed']}/{row['runs']} ({100 * row['collapsed'] / row['runs']:.0f} %), "
+                   f"D_stsp > 10 {row['failed']}/{row['runs']}, "
                    f"median D_stsp {row['d_stsp'][0]:.3g}, median D_H {row['d_h'][0]:.3g}")
     return "\n".join(out)
 

@@ -52,7 +52,7 @@ def test_quick_run_writes_runs_and_table(gtf_data_dir, tmp_path):
     for r in by_method["gtf"]:  # validated: the best checkpoint is evaluated beside the last model
         assert r["best_epoch"] in (1, 2, None) and math.isfinite(r["best_pe"])
     table = (tmp_path / "ecg_gtf_t.md").read_text()
-    assert "| shPLRNN + GTF (alpha = 0.3) | paper | last model | 20 | | 5000 | 4.3 +- 0.6 | 0.34 +- 0.02 |" in table
+    assert "| shPLRNN + GTF (alpha = 0.3) | paper | last model | 20 | | | 5000 | 4.3 +- 0.6 | 0.34 +- 0.02 |" in table
     assert "| shPLRNN + GTF (alpha = 0.3) | ours | best validation checkpoint | 2 |" in table
     assert "QUICK smoke run" in table and "- commit: " in table
     assert (tmp_path / "ecg_gtf_t.csv").exists()

@@ -164,11 +164,13 @@ def test_report_flags_a_collapsed_orbit(lorenz_data, tmp_path):
     ([0.024, 0.066, 0.03, 0.05, 0.04], True),   # issue 21: tiny ECG orbits the every-dimension rule missed
     ([0.0] * 3, True),                           # a fixed point
     ([0.05, 0.04, 0.8, 0.9, 0.03], True),        # small in most dimensions, one or two larger
+    ([0.14, 0.15, 0.13, 0.13, 0.15], True),      # issue 21 again: small ECG orbits, D_stsp 7-17
     ([0.05, 0.04, 0.8, 0.9, 1.0], False),        # small in two of five: not most
+    ([0.5, 0.7, 0.5, 0.5, 0.6], False),          # a smaller orbit, but of the data's order
     ([0.9, 1.1, 1.0], False),                    # the attractor's extent
     ([0.01, 0.01, float("nan")], False),         # diverged in one dimension: not a collapse
 ])
-def test_collapsed_means_a_tenth_of_the_data_in_most_dimensions(ratios, collapsed):
+def test_collapsed_means_a_quarter_of_the_data_in_most_dimensions(ratios, collapsed):
     report = Report(d_stsp=1.0, d_h=0.1, pe=0.1, pe_steps=20, lyapunov_spectrum=None, lyapunov_units="per step",
                     lambda_max_model=None, kaplan_yorke=None, lambda_max_data=None, lambda_max_generated=None,
                     n_steps=100, obs_dim=len(ratios), dt=None, data_name="x", data_sha256="0" * 64,

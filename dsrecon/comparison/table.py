@@ -150,7 +150,7 @@ class CompareResult:
         collapsed = [f"{r['model']} / {r['forcing']}: {r['n_collapsed']} of {r['n_done']}" for r in self.rows
                      if r.get("n_collapsed")]
         if collapsed:
-            lines.append("- collapsed orbits (the generated series' std below 10 % of the data's in most "
+            lines.append("- collapsed orbits (the generated series' std below 25 % of the data's in most "
                          "dimensions: a fixed point or a small orbit): " + "; ".join(collapsed) + ".")
         if self.failed:
             lines += ["", "Failed runs:"]
