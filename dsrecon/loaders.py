@@ -245,6 +245,17 @@ def _attr_value(v):
     return v
 
 
+def file_mode() -> int:
+    """The permission bits a newly created file gets under the user's umask (``0o666 & ~umask``).
+
+    ``tempfile.mkstemp`` creates its files with mode 0600 whatever the umask, so a file written
+    atomically through it would end up readable by its owner only; atomic writers apply this mode.
+    """
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_h5(path: str | os.PathLike, datasets: dict, attrs: dict) -> Path:
     """Write ``datasets`` (name -> array) and ``attrs`` to an HDF5 file atomically.
 
@@ -257,6 +268,7 @@ def write_h5(path: str | os.PathLike, datasets: dict, attrs: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())  # mkstemp's 0600 would outlive the rename
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:
