@@ -87,5 +87,5 @@ def write(settings: dict, arrays: dict) -> Path | None:
     except OSError as err:
         warnings.warn(f"could not write the simulation cache file {path} ({type(err).__name__}: {err}); continuing "
                       "without caching. Fix: make the folder writable, or set DSRECON_CACHE_DIR to a writable "
-                      "folder (CLI: --no-cache skips the cache)", RuntimeWarning, stacklevel=2)
+                      "folder (`dsrecon simulate --no-cache` skips the cache)", RuntimeWarning, stacklevel=2)
         return None

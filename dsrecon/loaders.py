@@ -209,7 +209,8 @@ def file_dt(path: Path, value) -> float | None:
     if dt is None or not np.isfinite(dt) or dt <= 0:
         raise ValueError(
             f"{str(path)!r}: attribute 'dt' = {value!r} is not a positive number; fix the attribute "
-            "(h5py: f['x'].attrs['dt'] = 0.01) or override it (load(..., dt=0.01); CLI: --dt 0.01)"
+            "(h5py: f['x'].attrs['dt'] = 0.01) or override it: load(..., dt=0.01), `dsrecon evaluate --dt 0.01`, or "
+            "dt = 0.01 in a compare grid's dataset"
         )
     return dt
 

@@ -103,7 +103,7 @@ BAD_FILES = {
     "csv-binary": (_bytes("bin.csv", b"\xff\xfe\x00\x81\x82"), {}, r"bin.csv' is not a text file"),
     "h5-not-hdf5": (_text("f.h5", "hello"), {}, r"could not open .*f.h5' as HDF5"),
     "h5-bad-path": (_h5(path="group/y"), {"dataset": "/nope"}, r"x.h5' has no dataset '/nope'; available datasets: /group/y"),
-    "h5-dt-text": (_h5({"dt": "fast"}), {}, r"x.h5': attribute 'dt' = 'fast' is not a positive number.*--dt"),
+    "h5-dt-text": (_h5({"dt": "fast"}), {}, r"x.h5': attribute 'dt' = 'fast' is not a positive number.*evaluate --dt"),
     "h5-dt-negative": (_h5({"dt": -0.01}), {}, r"x.h5': attribute 'dt' = -0.01 is not a positive number"),
     "h5-meta-not-json": (_h5({"meta": "{oops"}), {}, r"x.h5': attribute 'meta' is not valid JSON"),
     "h5-meta-not-object": (_h5({"meta": "[1, 2]"}), {}, r"x.h5': attribute 'meta' must be a JSON object"),
