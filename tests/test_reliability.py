@@ -247,3 +247,28 @@ def test_fit_whose_model_diverged_fails_loudly(tmp_path, series_file, capsys):
         rc = main(["fit", str(series_file), "--out", str(tmp_path / "run"), *TINY, "--lr", "1e6"])
     err = capsys.readouterr().err
     assert rc == 1 and "diverged" in err and "--lr" in err, err
+
+
+def test_second_resume_of_a_run_in_use_is_refused(tmp_path, series_file, capsys):
+    import socket
+
+    assert main(["fit", str(series_file), "--out", str(tmp_path / "run"), *TINY]) == 0
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run" / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        capsys.readouterr()
+        assert main(["fit", "--resume", str(tmp_path / "run"), "--no-progress"]) == 1
+        assert f"is in use by process {sleeper.pid}" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_compare_out_is_a_file(tmp_path):
+    (tmp_path / "results").write_text("mine")
+    with pytest.raises(ValueError, match="output folder .*results is an existing file"):
+        dsrecon.compare(_grid(tmp_path, {"good": _cycle_file(tmp_path)}), out_dir=tmp_path / "results",
+                        executor="serial", progress=False)
+    assert (tmp_path / "results").read_text() == "mine"

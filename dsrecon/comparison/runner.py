@@ -296,9 +296,8 @@ def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir
     from dsrecon.training import TrainConfig, train
 
     config = TrainConfig(**spec["budget"], seed=spec["seed"])
+    # started but never checkpointed: train() starts over in place (unless a live writer holds the lock)
     resume = (train_dir / "checkpoints" / "last.pt").is_file()
-    if not resume and train_dir.exists():
-        shutil.rmtree(train_dir)  # started but never checkpointed: start over
     result = train(model, Trajectory(x_train, dt=dt), config, forcing, run_dir=train_dir, resume=resume,
                    progress=False)
     _check_finite(model)
