@@ -5,7 +5,7 @@ parameters, dt, n_steps, seed, transient, noise, standardize, solver and toleran
 package version) as canonical JSON, so any changed setting misses. Each file stores the settings
 as attributes (and the full JSON under ``settings``), the data ``x`` ``(K, T, D)`` and the raw
 ``mean``/``std`` ``(K, D)``. Files are written atomically; an unreadable or mismatching file is
-recomputed with a warning, never a crash.
+recomputed with a warning, never a crash; a cache that cannot be written is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ def read(settings: dict) -> dict | None:
     import h5py
 
     path = cache_path(settings)
-    if not path.exists():
+    try:
+        if not path.exists():
+            return None
+    except OSError as err:  # e.g. a cache folder this user may not enter: a miss
+        warnings.warn(f"cannot read the simulation cache {path.parent} ({err}); simulating without it",
+                      RuntimeWarning, stacklevel=3)
         return None
     try:
         with h5py.File(path, "r") as h5:
@@ -66,9 +71,21 @@ def read(settings: dict) -> dict | None:
     return out
 
 
-def write(settings: dict, arrays: dict) -> Path:
-    """Store ``arrays`` (x, mean, std) for ``settings`` atomically; returns the file's path."""
+def write(settings: dict, arrays: dict) -> Path | None:
+    """Store ``arrays`` (x, mean, std) for ``settings`` atomically; returns the file's path.
+
+    A cache that cannot be written (read-only or full disk, a file where the folder should be) costs
+    only the caching: a warning says why and how to fix it, and None is returned; the simulation
+    the caller holds is not lost.
+    """
     attrs = {k: v for k, v in settings.items() if k != "params"}
     attrs.update({f"param_{k}": v for k, v in settings["params"].items()})
     attrs["settings"] = _canonical(settings)
-    return write_h5(cache_path(settings), arrays, attrs)
+    path = cache_path(settings)
+    try:
+        return write_h5(path, arrays, attrs)
+    except OSError as err:
+        warnings.warn(f"could not write the simulation cache file {path} ({type(err).__name__}: {err}); continuing "
+                      "without caching. Fix: make the folder writable, or set DSRECON_CACHE_DIR to a writable "
+                      "folder (`dsrecon simulate --no-cache` skips the cache)", RuntimeWarning, stacklevel=2)
+        return None

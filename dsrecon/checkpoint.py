@@ -12,13 +12,16 @@ then ``os.replace`` swaps it in. A process killed mid-write leaves the previous 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 
 import torch
 
+from dsrecon.loaders import file_mode
 from dsrecon.models import make_model
 from dsrecon.models.base import Model
 
@@ -26,11 +29,15 @@ FORMAT_VERSION = 1
 
 
 def atomic_write(path, write) -> Path:
-    """Call ``write(fileobj)`` on a temp file next to ``path`` and atomically move it to ``path``."""
+    """Call ``write(fileobj)`` on a temp file next to ``path`` and atomically move it to ``path``.
+
+    The file gets the user's usual permissions (:func:`file_mode`), as a plain ``open`` would.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -57,6 +64,79 @@ def write_json(path, obj) -> Path:
     """Atomic JSON write (indented, NaN allowed as in Python's json)."""
     text = json.dumps(obj, indent=2, default=str) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+LOCK_NAME = ".dsrecon.lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing into the run folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    try:  # Linux: field 3 of /proc/PID/stat is the state; the name before it is parenthesized
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _lock_owner(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):  # half-written or foreign content: nobody can be shown to hold it
+        return {}
+
+
+@contextlib.contextmanager
+def run_lock(folder, what: str = "run folder"):
+    """Hold ``folder/.dsrecon.lock`` while writing into ``folder``; refuse if a live process holds it.
+
+    The lock file records the holder's PID and host. A lock left by a process that no longer
+    exists on this host (killed, crashed) is taken over. The same process may take the lock again
+    while holding it (a CLI command that trains, then evaluates into the same folder); only the
+    outermost holder removes it. Raises :class:`RunLockedError` naming the folder and the holder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(3):  # a racing taker may win between our checks; look again
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is None:
+                continue  # released meanwhile
+            if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
+                yield lock  # held by this process already: nested use
+                return
+            if owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise RunLockedError(
+                f"{what} {folder} is in use by process {owner.get('pid', '?')} on {owner.get('host', '?')} "
+                f"(lock file {lock}); wait for it to finish or stop it, or use another folder; if that process "
+                f"no longer exists, delete the lock file") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(me))
+        break
+    else:
+        raise RunLockedError(f"could not take the lock {lock} of {what} {folder}: other processes keep taking "
+                             "it; make sure only one command writes into this folder")
+    try:
+        yield lock
+    finally:
+        if _lock_owner(lock) == me:
+            lock.unlink(missing_ok=True)
 
 
 def _clean_stale_temps(folder: Path, name: str) -> None:
@@ -131,19 +211,73 @@ def save_checkpoint(path, model: Model, *, optimizer=None, scheduler=None, forci
     return path
 
 
+# the entries save_checkpoint writes; a checkpoint lacking one was not written by it (or is damaged)
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "forcing", "generator", "epoch", "n_updates", "history",
+                   "finished")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's file format is a zip archive
+
+
 def read_checkpoint(path) -> dict:
-    """The raw state dict of a checkpoint (safe load), with ``config`` parsed from its JSON."""
+    """The raw state dict of a checkpoint (safe load), with ``config`` parsed from its JSON.
+
+    Raises ``FileNotFoundError`` for a missing file and ``RuntimeError`` naming the file and what
+    is wrong with it: empty (an interrupted copy), not a torch file (e.g. text), truncated or
+    corrupt, not written by dsrecon, or missing entries.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise RuntimeError(f"{path} is a folder, not a checkpoint file; give the .pt file (a run folder "
+                           "keeps it as checkpoints/last.pt) or the run folder itself where a command takes one")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; a run folder keeps them under checkpoints/")
+    damaged = "use an earlier copy, or rerun the training that wrote it"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise RuntimeError(f"cannot read checkpoint {path}: the file is empty (0 bytes), e.g. an interrupted "
+                           f"copy; {damaged}")
+    if head != ZIP_MAGIC:
+        raise RuntimeError(f"cannot read checkpoint {path}: not a torch checkpoint file (it starts with "
+                           f"{head!r}, a torch.save file with b'PK\\x03\\x04'); give a .pt file written by dsrecon")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign file
-        raise RuntimeError(f"cannot read checkpoint {path}: {err}") from err
+    except Exception as err:  # truncated zip, or pickled objects a safe load refuses
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RuntimeError(f"cannot read checkpoint {path}: the file is truncated, corrupt or holds objects a "
+                           f"safe load refuses ({type(err).__name__}: {reason}); {damaged}") from err
     if not isinstance(state, dict) or "config_json" not in state:
-        raise RuntimeError(f"{path} is not a dsrecon checkpoint (no embedded config)")
-    state["config"] = json.loads(state.pop("config_json"))
+        raise RuntimeError(f"{path} is not a dsrecon checkpoint (no embedded config); give a file written by "
+                           "dsrecon.save_checkpoint or `dsrecon fit`")
+    try:
+        config = json.loads(state.pop("config_json"))
+    except (TypeError, ValueError) as err:
+        raise RuntimeError(f"{path}: the embedded config is damaged ({type(err).__name__}: {err}); {damaged}") from None
+    if not isinstance(config, dict):
+        raise RuntimeError(f"{path}: the embedded config is not a JSON object; {damaged}")
+    state["config"] = config
     return state
+
+
+def check_resumable(state: dict, path) -> None:
+    """Raise unless ``state`` (from :func:`read_checkpoint`) holds everything a resumed run restores.
+
+    A checkpoint saved with only the model (``save_checkpoint(path, model)``) can be evaluated but
+    not resumed: its optimizer, schedule and window-generator states are missing.
+    """
+    _check_model_entries(state, path)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state or (state[k] is None and k != "forcing")]
+    if missing:
+        raise RuntimeError(f"cannot resume from {path}: it has no {', '.join(missing)} state (it was saved "
+                           "without the training state, e.g. by save_checkpoint(path, model)); evaluate it, or "
+                           "start a new run in a new folder")
+
+
+def _check_model_entries(state: dict, path) -> None:
+    spec = state["config"].get("model")
+    if not (isinstance(spec, dict) and "name" in spec and "config" in spec and "model" in state):
+        raise RuntimeError(f"{path} holds no single-model dsrecon checkpoint (no model spec or weights"
+                           f"{', it is an ensemble checkpoint' if state.get('kind') == 'ensemble' else ''}); "
+                           "give a checkpoint written by `dsrecon fit` or dsrecon.save_checkpoint")
 
 
 def load_checkpoint(path, *, device=None) -> tuple[Model, dict]:
@@ -165,12 +299,19 @@ def load_checkpoint(path, *, device=None) -> tuple[Model, dict]:
         ``generator`` (uint8 tensor or None), ``epoch``, ``n_updates``, ``history``, ``finished``.
     """
     state = read_checkpoint(path)
+    _check_model_entries(state, path)
     spec = state["config"]["model"]
-    model = make_model(spec["name"], **spec["config"])
-    model.load_state_dict(state.pop("model"))
+    try:
+        model = make_model(spec["name"], **spec["config"])
+        model.load_state_dict(state.pop("model"))
+    except (ValueError, TypeError, RuntimeError) as err:  # unknown model, or weights of another shape
+        first = str(err).splitlines()[0]
+        raise RuntimeError(f"{path}: cannot rebuild its model {spec['name']!r} ({type(err).__name__}: {first}); "
+                           "the checkpoint was written by an incompatible dsrecon version or is damaged") from err
     if device is not None:
         model.to(device)
     return model, state
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "atomic_write", "write_json", "model_spec"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "check_resumable", "atomic_write", "write_json",
+           "model_spec", "run_lock", "RunLockedError"]

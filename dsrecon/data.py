@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsrecon.loaders import SUFFIXES, read_file, split_key, write_h5
+from dsrecon.loaders import SUFFIXES, file_dt, read_file, split_key, write_h5
 
 # names `load` resolves without a file: recordings shipped by packages, and benchmark systems
 RECORDINGS = ("santafe",)
@@ -51,6 +51,9 @@ class Trajectory:
             x = x[:, None]
         if x.ndim != 2:
             raise ValueError(f"Trajectory.x must have shape (T, N) or (T,), got {x.shape}")
+        if np.iscomplexobj(x):
+            raise ValueError(f"Trajectory.x must be real, got complex dtype {x.dtype}; keep the real part "
+                             "(x.real), the modulus (abs(x)) or both as separate columns")
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float64)
         try:
@@ -122,12 +125,20 @@ def validate(x: np.ndarray, where: str, *, min_steps: int = 2, columns=None) -> 
     """Check an array once at the entry point and return it as ``(T, N)`` float.
 
     Raises ``ValueError`` naming ``where``, what was wrong and how to fix it: rank not 1 or 2,
-    non-numeric values, fewer than ``min_steps`` points, NaN/inf (with the first bad row) or a
-    constant column (which cannot be standardized and carries no dynamics).
+    non-numeric or complex values, fewer than ``min_steps`` points, NaN/inf (with the first bad
+    row) or a constant column (which cannot be standardized and carries no dynamics).
+
+    Half-precision input is widened to float32: its range ends at 65504, so sums, means and
+    variances taken in float16 overflow or lose most digits.
     """
     x = np.asarray(x)
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ValueError(f"{where}: expected numeric values, got dtype {x.dtype}")
+    if np.iscomplexobj(x):
+        raise ValueError(
+            f"{where}: expected real values, got complex dtype {x.dtype}; dsrecon models real series: "
+            "save the real part (x.real), the modulus (abs(x)), or real and imaginary parts as columns"
+        )
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -137,6 +148,8 @@ def validate(x: np.ndarray, where: str, *, min_steps: int = 2, columns=None) -> 
         )
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
+    elif x.dtype.itemsize < 4:
+        x = x.astype(np.float32)
     if x.shape[0] < min_steps:
         raise ValueError(
             f"{where}: need at least {min_steps} time steps, got T = {x.shape[0]} "
@@ -212,6 +225,8 @@ def load(
     """
     meta: dict = {}
     columns = None
+    if dt is not None and not (isinstance(dt, (int, float, np.number)) and np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive number (the sampling interval), got {dt!r}")
     if isinstance(source, torch.Tensor):
         x, default_name, meta["source"] = source.detach().cpu().numpy(), "tensor", "tensor"
         where = "tensor input"
@@ -242,7 +257,7 @@ def load(
         raw = read_file(path, dataset if dataset is not None else file_key)
         x, columns, where = raw.x, raw.columns, f"file {str(path)!r}"
         default_name = raw.name or path.stem
-        dt = dt if dt is not None else raw.dt
+        dt = dt if dt is not None else file_dt(path, raw.dt)
         meta = {**raw.meta, "source": str(path)}
         if columns:
             meta["columns"] = columns
@@ -301,6 +316,8 @@ def standardize(traj) -> Trajectory:
     The mean and std (in the original units) are stored in ``meta`` so that
     ``Trajectory.unstandardize`` maps model output back. Standardizing an already standardized
     trajectory composes the two maps, so ``unstandardize`` still returns the original units.
+    The statistics are computed in float64 whatever the data's dtype (float16 sums overflow past
+    65504); the result keeps float32 or float64, half precision comes back as float32.
 
     Parameters
     ----------
@@ -312,14 +329,15 @@ def standardize(traj) -> Trajectory:
     """
     if not isinstance(traj, Trajectory):
         traj = load(traj)
-    mean = traj.x.mean(axis=0)  # (N,)
-    std = traj.x.std(axis=0)  # (N,)
+    mean = traj.x.mean(axis=0, dtype=np.float64)  # (N,)
+    std = traj.x.std(axis=0, dtype=np.float64)  # (N,)
     if np.any(std == 0):
         raise ValueError(
             f"cannot standardize {traj.name!r}: column {int(np.flatnonzero(std == 0)[0])} is "
             "constant (std 0); drop it first"
         )
-    x = (traj.x - mean) / std
+    out_dtype = np.promote_types(traj.x.dtype, np.float32)
+    x = ((traj.x - mean) / std).astype(out_dtype, copy=False)
     if traj.is_standardized:  # compose: original = (x * std + mean) * std0 + mean0
         std0, mean0 = np.asarray(traj.meta["std"]), np.asarray(traj.meta["mean"])
         mean, std = mean * std0 + mean0, std * std0

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsrecon._device import check_device
 from dsrecon._version import __version__
 from dsrecon.data import Trajectory
 from dsrecon.lyapunov import LyapunovResult, lyapunov_spectrum
@@ -90,6 +91,8 @@ class EvalConfig:
             raise ValueError(f"warmup_fraction must be >= 0, got {self.warmup_fraction}")
         if self.pe_steps < 1 or self.lyapunov_steps < 1 or self.lyapunov_initial < 1:
             raise ValueError("pe_steps, lyapunov_steps and lyapunov_initial must be >= 1")
+        if self.device is not None:
+            check_device(self.device, "EvalConfig.device (CLI: --device)")
 
 
 # fields that are always computed (JSON null means NaN) vs. optional ones (null means not computed)

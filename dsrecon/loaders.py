@@ -27,7 +27,7 @@ class RawData:
 
     x: np.ndarray
     columns: list[str] | None = None
-    dt: float | None = None
+    dt: object = None  # as the file stores it; file_dt() checks it
     name: str | None = None
     meta: dict = field(default_factory=dict)
 
@@ -115,8 +115,8 @@ def _is_number(token: str) -> bool:
 
 def _read_text(path: Path) -> RawData:
     """Numeric columns separated by commas or whitespace, with an optional header line."""
-    try:
-        lines = path.read_text().splitlines()
+    try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first value
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as err:
         raise ValueError(f"{str(path)!r} is not a text file ({err}); save the data as CSV text") from err
     rows = [(i, ln) for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")]
@@ -193,15 +193,49 @@ def _read_h5(path: Path, key: str | None) -> RawData:
             raise ValueError(f"could not read dataset {key!r} of {str(path)!r}: {err}") from err
         attrs = {k: _attr_value(v) for k, v in node.attrs.items()}
         attrs.update({k: _attr_value(v) for k, v in h5.attrs.items()})
-    meta = json.loads(attrs["meta"]) if isinstance(attrs.get("meta"), str) else {}
-    dt = attrs.get("dt")
-    name = attrs.get("name")
-    return RawData(
-        np.asarray(x),
-        dt=float(dt) if dt is not None else None,
-        name=str(name) if name else None,
-        meta=meta,
-    )
+    # dt stays as stored: load() checks it with file_dt() unless the caller overrides it
+    return RawData(np.asarray(x), dt=attrs.get("dt"), name=_h5_name(attrs.get("name")),
+                   meta=_h5_meta(path, attrs.get("meta")))
+
+
+def file_dt(path: Path, value) -> float | None:
+    """A file's ``dt`` attribute as a positive finite float (None when absent)."""
+    if value is None:
+        return None
+    try:
+        dt = float(value)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or not np.isfinite(dt) or dt <= 0:
+        raise ValueError(
+            f"{str(path)!r}: attribute 'dt' = {value!r} is not a positive number; fix the attribute "
+            "(h5py: f['x'].attrs['dt'] = 0.01) or override it: load(..., dt=0.01), `dsrecon evaluate --dt 0.01`, or "
+            "dt = 0.01 in a compare grid's dataset"
+        )
+    return dt
+
+
+def _h5_name(value) -> str | None:
+    return str(value) if value is not None and not isinstance(value, np.ndarray) and str(value) else None
+
+
+def _h5_meta(path: Path, value) -> dict:
+    """The ``meta`` attribute (a JSON object written by ``Trajectory.save``), or {} when absent."""
+    if value is None:
+        return {}
+    try:
+        meta = json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{str(path)!r}: attribute 'meta' is not valid JSON ({err}); delete the attribute or rewrite "
+            "it as a JSON object (Trajectory.save writes it)"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{str(path)!r}: attribute 'meta' must be a JSON object (a string like '{{\"key\": 1}}'), got "
+            f"{value!r}; delete the attribute or rewrite it"
+        )
+    return meta
 
 
 def _attr_value(v):
@@ -210,6 +244,17 @@ def _attr_value(v):
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def file_mode() -> int:
+    """The permission bits a newly created file gets under the user's umask (``0o666 & ~umask``).
+
+    ``tempfile.mkstemp`` creates its files with mode 0600 whatever the umask, so a file written
+    atomically through it would end up readable by its owner only; atomic writers apply this mode.
+    """
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_h5(path: str | os.PathLike, datasets: dict, attrs: dict) -> Path:
@@ -224,6 +269,7 @@ def write_h5(path: str | os.PathLike, datasets: dict, attrs: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())  # mkstemp's 0600 would outlive the rename
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:

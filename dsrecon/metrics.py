@@ -192,10 +192,22 @@ def _kl_gmm(xt: torch.Tensor, xg: torch.Tensor, sigma: float, n_samples: int, se
 
 
 # ----------------------------------------------------------------------------- D_H
-def _gaussian_smooth(p: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian smoothing along dim 0 of ``(F, N)``, radius ``int(4 sigma + 0.5)``, with
-    half-sample symmetric ('reflect') padding ``d c b a | a b c d | d c b a`` (the convention of
-    ``scipy.ndimage.gaussian_filter1d``)."""
+# D_H is computed one observed dimension at a time, in float64 for that column only, and the
+# smoothing is a sum of 2r + 1 shifted copies instead of conv1d, whose CPU path unfolds the
+# spectrum into a (2r + 1) x F matrix (161 x 1M doubles for a 2M-step series). Peak memory beyond
+# the inputs is a few float64 vectors of length T, not a multiple of the whole series.
+def _gaussian_weights(sigma: float, device) -> torch.Tensor:
+    """Normalized Gaussian kernel ``(2r + 1,)``, radius ``r = int(4 sigma + 0.5)`` (scipy's default)."""
+    radius = int(4 * sigma + 0.5)
+    k = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
+    w = torch.exp(-0.5 * (k / sigma) ** 2)
+    return w / w.sum()  # (2r+1,)
+
+
+def _smooth_column(p: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of one spectrum ``(F,)``, radius ``int(4 sigma + 0.5)``, with half-sample
+    symmetric ('reflect') padding ``d c b a | a b c d | d c b a`` (the convention of
+    ``scipy.ndimage.gaussian_filter1d``): ``out[i] = sum_k w[k] padded[i + k]``."""
     radius = int(4 * sigma + 0.5)
     if radius == 0:
         return p
@@ -205,12 +217,49 @@ def _gaussian_smooth(p: torch.Tensor, sigma: float) -> torch.Tensor:
             f"the spectrum has {n_freq} frequency bins, fewer than the smoothing radius "
             f"{radius} (= 4 sigma): use a longer series (T >= {2 * radius + 2}) or a smaller sigma"
         )
-    k = torch.arange(-radius, radius + 1, device=p.device, dtype=torch.float64)
-    w = torch.exp(-0.5 * (k / sigma) ** 2)
-    w = w / w.sum()  # (2r+1,)
-    padded = torch.cat([p[:radius].flip(0), p, p[-radius:].flip(0)], dim=0)  # (F + 2r, N)
-    out = torch.nn.functional.conv1d(padded.T.unsqueeze(1), w.view(1, 1, -1))  # (N, 1, F)
-    return out.squeeze(1).T  # (F, N)
+    w = _gaussian_weights(sigma, p.device).tolist()  # 2r + 1 Python floats: one scalar multiply-add each
+    padded = torch.cat([p[:radius].flip(0), p, p[-radius:].flip(0)])  # (F + 2r,)
+    out = torch.zeros_like(p)  # (F,)
+    for k, wk in enumerate(w):
+        out.add_(padded[k : k + n_freq], alpha=wk)
+    return out
+
+
+def _gaussian_smooth(p: torch.Tensor, sigma: float) -> torch.Tensor:
+    """:func:`_smooth_column` applied to each column of ``(F, N)``."""
+    return torch.stack([_smooth_column(p[:, j], sigma) for j in range(p.shape[1])], dim=1)  # (F, N)
+
+
+def _column_spectrum(x: torch.Tensor, sigma: float) -> torch.Tensor | None:
+    """Smoothed, normalized power spectrum ``(T // 2 + 1,)`` of one series ``(T,)`` (any float dtype,
+    computed in float64); None if the series is constant."""
+    x = x.to(torch.float64)  # (T,), a copy of this column only
+    sd = x.std(unbiased=False)
+    if bool(sd == 0):
+        return None
+    z = (x - x.mean()) / sd  # (T,)
+    del x
+    p = torch.fft.rfft(z).abs() ** 2  # (F,)
+    del z
+    p = _smooth_column(p, sigma).clamp_(min=0)
+    return p / p.sum()
+
+
+def _as_2d(x, name: str, device=None) -> torch.Tensor:
+    """``x`` as a tensor ``(T, N)`` in its own float dtype (no float64 copy of the whole series)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to(device=device or x.device)
+    else:
+        t = torch.as_tensor(np.asarray(x), device=device or torch.get_default_device())
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    if t.ndim == 1:
+        t = t.unsqueeze(1)  # (T,) -> (T, 1)
+    if t.ndim != 2:
+        raise ValueError(f"{name} must have shape (T, N) or (T,), got {tuple(t.shape)}")
+    if t.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 time steps, got T = {t.shape[0]}")
+    return t
 
 
 def power_spectrum(x, sigma: float = 20) -> torch.Tensor:
@@ -230,23 +279,25 @@ def power_spectrum(x, sigma: float = 20) -> torch.Tensor:
     -------
     torch.Tensor, shape ``(T // 2 + 1, N)``, float64, on the input's device; each column sums to 1.
     """
-    x = _as_series(x, "x")
+    x = _as_2d(x, "x")
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
-    sd = x.std(dim=0, unbiased=False)
-    if bool((sd == 0).any()):
-        raise ValueError("x is constant in some dimension; its power spectrum is undefined")
-    z = (x - x.mean(dim=0)) / sd  # (T, N)
-    p = torch.fft.rfft(z, dim=0).abs() ** 2  # (F, N)
-    p = _gaussian_smooth(p, sigma).clamp_(min=0)
-    return p / p.sum(dim=0, keepdim=True)
+    columns = []
+    for j in range(x.shape[1]):
+        p = _column_spectrum(x[:, j], sigma)
+        if p is None:
+            raise ValueError("x is constant in some dimension; its power spectrum is undefined")
+        columns.append(p)
+    return torch.stack(columns, dim=1)  # (F, N)
 
 
 def hellinger_distance(x_true, x_gen, sigma: float = 20) -> float:
     """D_H: Hellinger distance of the smoothed power spectra, mean over dimensions.
 
     ``H = sqrt(1 - sum_f sqrt(p_f q_f))`` per dimension with ``p, q`` from
-    :func:`power_spectrum`; 0 for identical spectra, 1 for disjoint ones, symmetric.
+    :func:`power_spectrum`; 0 for identical spectra, 1 for disjoint ones, symmetric. The
+    dimensions are processed one at a time, so the memory needed beyond the inputs is a few
+    float64 vectors of length T (the inputs are not copied to float64 as a whole).
 
     Parameters
     ----------
@@ -261,16 +312,26 @@ def hellinger_distance(x_true, x_gen, sigma: float = 20) -> float:
     float in [0, 1]; NaN if either series is constant in some dimension (its normalized
     spectrum is 0/0), e.g. a model that collapsed to a fixed point.
     """
-    xt, xg = _pair(x_true, x_gen)
+    xt = _as_2d(x_true, "x_true")
+    xg = _as_2d(x_gen, "x_gen", device=xt.device)
+    if xt.shape[1] != xg.shape[1]:
+        raise ValueError(
+            f"x_true and x_gen must have the same dimension N, got {xt.shape[1]} and {xg.shape[1]}"
+        )
     if xt.shape[0] != xg.shape[0]:
         raise ValueError(
             f"x_true and x_gen must have the same length for D_H (frequency bins must match), got "
             f"T = {xt.shape[0]} and {xg.shape[0]}; truncate to the shorter one, e.g. x_gen[:{xt.shape[0]}]"
         )
-    if bool((xt.std(dim=0) == 0).any() | (xg.std(dim=0) == 0).any()):
-        return float("nan")  # a constant dimension (e.g. a model stuck at a fixed point) has no spectrum
-    p, q = power_spectrum(xt, sigma), power_spectrum(xg, sigma)  # (F, N) each
-    bc = torch.sqrt(p * q).sum(dim=0)  # (N,) Bhattacharyya coefficient
+    for x in (xt, xg):  # a constant dimension (e.g. a model stuck at a fixed point) has no spectrum
+        if any(bool(x[:, j].to(torch.float64).std(unbiased=False) == 0) for j in range(x.shape[1])):
+            return float("nan")
+    bc = []
+    for j in range(xt.shape[1]):
+        p, q = _column_spectrum(xt[:, j], sigma), _column_spectrum(xg[:, j], sigma)  # (F,) each
+        bc.append(torch.sqrt(p * q).sum())  # Bhattacharyya coefficient of dimension j
+        del p, q
+    bc = torch.stack(bc)  # (N,)
     return float(torch.sqrt((1 - bc).clamp(min=0)).mean().item())
 
 

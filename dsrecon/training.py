@@ -15,12 +15,14 @@ Defaults follow the GTF paper (Hess et al., ICML 2023; SPEC section 3).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
 import math
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 from importlib import import_module
 from pathlib import Path
@@ -28,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_checkpoint, write_json
+from dsrecon.checkpoint import (atomic_write, check_resumable, model_spec, read_checkpoint, run_lock, save_checkpoint,
+                                write_json)
+from dsrecon._device import check_device
 from dsrecon.data import Trajectory
 from dsrecon.fast import _kernels
 from dsrecon.fast.radam import FusedRAdam
@@ -149,6 +153,7 @@ class TrainConfig:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
         if self.select not in SELECTIONS:
             raise ValueError(f"unknown TrainConfig.select {self.select!r}; valid: {', '.join(SELECTIONS)}")
+        check_device(self.device, "TrainConfig.device (CLI: --device)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -260,9 +265,25 @@ def _auto_loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, re
     from dsrecon.fast import affine_forcing, is_fusable
     from dsrecon.fast import loss_and_grads as fused
 
-    if is_fusable(model):
-        return fused(model, x, alphas, reg_weight, target=target)
+    if is_fusable(model) and model not in _NOT_FUSABLE:
+        try:
+            return fused(model, x, alphas, reg_weight, target=target)
+        except ValueError as err:  # a shape the fused kernel does not support, e.g. a large latent_dim
+            _NOT_FUSABLE.add(model)
+            warnings.warn(f"the fused shPLRNN kernel cannot train this model ({_without_advice(err)}); "
+                          "backend 'auto' uses the affine-forcing path instead (same gradients, slower)",
+                          RuntimeWarning, stacklevel=3)
     return affine_forcing.loss_and_grads(model, x, alphas, reg_weight, target=target)
+
+
+# models the fused kernel rejected once: "auto" does not try it again for them
+_NOT_FUSABLE: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
+def _without_advice(err: Exception) -> str:
+    """An error's first clause: the fast kernels' own advice names their internal backends
+    (e.g. 'numpy'), which are not values of ``TrainConfig.backend`` or the CLI's ``--backend``."""
+    return str(err).split("; use backend=")[0]
 
 
 def resolve_backend(name: str):
@@ -374,7 +395,20 @@ class _Run:
         self.checkpoint = self.dir / "checkpoints" / "last.pt"
 
     def exists(self) -> bool:
-        return self.config.exists() or self.checkpoint.exists()
+        """Whether the folder holds a run that reached a checkpoint (one that can be resumed)."""
+        return self.checkpoint.exists()
+
+    def started(self) -> bool:
+        """Whether a run was started here (config.json written), checkpointed or not."""
+        return self.config.exists()
+
+    def check_writable(self) -> None:
+        """Refuse a folder that is a file, or that holds files of the trainer's names but no run."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise ValueError(f"run folder {self.dir} is a file, not a folder; choose a folder path (CLI: --out DIR)")
+        if not self.started() and not self.exists() and self.history.exists():
+            raise RuntimeError(f"{self.dir} holds a {self.history.name} but no dsrecon run (no config.json); "
+                               "training would overwrite it: choose a new or empty folder (CLI: --out)")
 
 
 def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forcing | None = None, *,
@@ -396,11 +430,14 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
         Held-out series for D_stsp / D_H every ``config.val_every`` epochs.
     run_dir : str or Path, optional
         Folder for config.json, history.csv and checkpoints/last.pt. A folder that already holds a
-        run is never overwritten: pass ``resume=True`` to continue it, or another folder.
+        checkpointed run is never overwritten: pass ``resume=True`` to continue it, or another
+        folder. A run that stopped before its first checkpoint starts over in place. While
+        training, ``run_dir/.dsrecon.lock`` keeps a second process from writing into the folder.
     resume : bool
         Continue the run in ``run_dir`` from its last checkpoint, restoring parameters, optimizer,
         schedule, forcing state (alpha) and the window generator: the result equals an
-        uninterrupted run.
+        uninterrupted run. Without a checkpoint yet, the run starts at epoch 0 with the settings
+        of its config.json (which must match).
     progress : bool
         Show a tqdm progress bar (loss, alpha, latest D_stsp).
     callback : callable, optional
@@ -450,25 +487,32 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
                          "select='last'")
     run = _Run(run_dir) if run_dir is not None else None
     cfg_dict = asdict(config)
+    lock = contextlib.ExitStack()  # the run folder's lock, held until training ends
     if run is not None:
-        if resume:
-            state = read_checkpoint(run.checkpoint)
-            _check_same_run(state["config"], model, forcing, cfg_dict, run.checkpoint)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            forcing.load_state_dict(state["forcing"] or {})
-            generator.set_state(state["generator"])
-            if state.get("best"):
-                best.load_state_dict(state["best"])
-            history, start_epoch, n_updates = state["history"], state["epoch"], state["n_updates"]
-            time_before = history[-1]["time_s"] if history else 0.0
-        elif run.exists():
-            raise RuntimeError(f"run folder {run.dir} already holds a run; pass resume=True "
-                               f"(CLI: --resume {run.dir}) to continue it, or choose a new folder (CLI: --out)")
-        else:
-            write_json(run.config, {"model": model_spec(model), "forcing": forcing.config(),
-                                    "train": cfg_dict, "extra": run_meta})
+        run.check_writable()
+        lock.enter_context(run_lock(run.dir))
+        try:
+            if resume and run.exists():
+                state = read_checkpoint(run.checkpoint)
+                check_resumable(state, run.checkpoint)
+                _check_same_run(state["config"], model, forcing, cfg_dict, run.checkpoint)
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                forcing.load_state_dict(state["forcing"] or {})
+                generator.set_state(state["generator"])
+                if state.get("best"):
+                    best.load_state_dict(state["best"])
+                history, start_epoch, n_updates = state["history"], state["epoch"], state["n_updates"]
+                time_before = history[-1]["time_s"] if history else 0.0
+            elif run.exists():
+                raise RuntimeError(f"run folder {run.dir} already holds a run; pass resume=True "
+                                   f"(CLI: --resume {run.dir}) to continue it, or choose a new folder (CLI: --out)")
+            else:
+                _start_run(run, model, forcing, config, cfg_dict, run_meta, resume, step_fn, x)
+        except BaseException:
+            lock.close()
+            raise
     elif resume:
         raise ValueError("resume=True needs run_dir, the folder of the run to continue")
 
@@ -562,12 +606,60 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
         torch.set_num_threads(threads_before)
         if bar is not None:
             bar.close()
+        lock.close()
     if config.select == "best_val" and best.state is not None:
         model.load_state_dict(best.state)
     return TrainResult(history=history, train_time_s=time_before + time.perf_counter() - t_start,
                        n_updates=n_updates, epochs=len(history), finished=finished, recoveries=recoveries,
                        metrics=metrics, run_dir=str(run.dir) if run is not None else None,
                        best_epoch=best.epoch, best_state=best.state)
+
+
+def _start_run(run: _Run, model: Model, forcing: Forcing, config: TrainConfig, cfg_dict: dict, run_meta,
+               resume: bool, step_fn, x: torch.Tensor) -> None:
+    """Begin a run in ``run.dir`` at epoch 0: check that the backend can train the model, then write config.json.
+
+    A folder whose run never reached a checkpoint (killed early, or failed after config.json) holds
+    nothing to keep: the run starts over in place. ``resume=True`` there continues "from epoch 0"
+    with the stored settings, which must match.
+    """
+    if resume:
+        if not run.started():
+            raise FileNotFoundError(f"no run to resume in {run.dir}: it has no checkpoints/last.pt and no "
+                                    "config.json; start a new run there instead (CLI: --out DIR, no --resume)")
+        stored = _read_run_config(run.config)
+        _check_same_run(stored, model, forcing, cfg_dict, run.config)
+        warnings.warn(f"{run.dir} has no checkpoint yet (its run stopped before the first one): training starts "
+                      "at epoch 0 with the stored settings", RuntimeWarning, stacklevel=3)
+    _preflight(step_fn, model, x, forcing, config)
+    run.history.unlink(missing_ok=True)  # epochs of a run that never reached a checkpoint
+    write_json(run.config, {"model": model_spec(model), "forcing": forcing.config(), "train": cfg_dict,
+                            "extra": run_meta})
+
+
+def _read_run_config(path: Path) -> dict:
+    import json
+
+    try:
+        stored = json.loads(path.read_text())
+        stored["model"], stored["forcing"], stored["train"]  # noqa: B018 (presence check)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise RuntimeError(f"cannot resume from {path}: unreadable run config ({type(err).__name__}: {err}); "
+                           "start a new run in a new folder") from None
+    return stored
+
+
+def _preflight(step_fn, model: Model, x: torch.Tensor, forcing: Forcing, config: TrainConfig) -> None:
+    """One loss-and-gradient call on the first window, so that a backend that cannot train this model
+    fails before the run folder is written. Leaves no gradients and draws no random numbers."""
+    window = x[: config.seq_len + 1].unsqueeze(0)  # (1, T + 1, N)
+    try:
+        step_fn(model, window, forcing.alphas(config.seq_len + 1), config.reg_weight, target=window)
+    except (ValueError, ImportError) as err:
+        raise ValueError(f"training backend {config.backend!r} cannot train this model ({_without_advice(err)}); "
+                         "use backend='affine' or 'plain' (CLI: --backend affine or --backend plain)") from err
+    finally:
+        model.zero_grad(set_to_none=True)
 
 
 def _recover(model, optimizer, forcing, good, config: TrainConfig, epoch: int, loss: float, in_a_row: int) -> str:

@@ -108,11 +108,11 @@ def test_cli_evaluate_writes_report_and_plots(tmp_path, lorenz63_paper_test, cap
     rc = main(["evaluate", str(run_dir), "--data", str(data), "--lyapunov-steps", "300"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "D_stsp" in out and "report.json" in out
-    report = Report.load(run_dir / "report.json")
+    assert "D_stsp" in out and "report.json" in out and str(run_dir / "eval-test") in out
+    report = Report.load(run_dir / "eval-test" / "report.json")
     assert report.n_steps == 3000 and report.model_name == "shplrnn"
     for name in ("attractor.png", "spectra.png", "lyapunov.png", "report.png"):
-        assert (run_dir / name).stat().st_size > 10_000, name
+        assert (run_dir / "eval-test" / name).stat().st_size > 10_000, name
     assert main(["evaluate", str(tmp_path / "nowhere"), "--data", str(data)]) == 1
 
 
@@ -132,7 +132,7 @@ def test_cli_evaluate_rebuilds_the_runs_test_split(tmp_path, lorenz63_paper_test
                                extra={"data": spec})
     assert main(["evaluate", str(tmp_path / "run"), "--no-lyapunov", "--no-plots"]) == 0
     assert "the run's own test split" in capsys.readouterr().out
-    report = Report.load(tmp_path / "run" / "report.json")
+    report = Report.load(tmp_path / "run" / "eval-test-split" / "report.json")
     assert report.n_steps == 500
     # --standardize self on a raw file: the series the model sees is z-scored
     out = tmp_path / "self"

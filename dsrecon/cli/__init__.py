@@ -47,9 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed checkpoints and results are kept", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
-        print(f"dsrecon {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, RuntimeError, ImportError, OSError) as err:
+        # OSError: a file the command could not read or write; its message names the file
+        print(f"dsrecon {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line (a few library errors span several)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.filename is not None:
+        text = f"{text} ({type(err).__name__}; check the path and its permissions)"
+    return text
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ Test data and coordinates: the model works in the coordinates it was trained in.
   with ``mean``/``std``); ``--standardize self`` z-scores the test data with its own statistics
   (an approximation when no training statistics were recorded). ``auto`` (default) is ``run``
   when the run recorded them, else ``none``.
+
+Output: ``report.json`` and the plots go to a new folder ``RUN_DIR/eval-<test data name>`` (with
+``-2``, ``-3``, ... when it exists), so the fit's own files (``metrics.json``, ``attractor.png``,
+...) and earlier evaluations are never overwritten; ``--out DIR`` names the folder instead and is
+refused if it already holds a report or plot. The data width is checked against the model before
+any standardization.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
+from dsrecon.cli.options import check_output_folder, positive_float, positive_int
+
+# what evaluate writes; none of them may exist in the output folder beforehand
+OUTPUTS = ("report.json", "attractor.png", "spectra.png", "report.png", "lyapunov.png")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,12 +44,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="TEST", help="test data: file (.npy/.npz/.csv/.h5) or registered name; "
                                                    "default: the run's own test split")
     p.add_argument("--dataset", help="array key (.npz) or dataset path (.h5) inside TEST")
-    p.add_argument("--dt", type=float, help="sampling interval of TEST (default: from the file or 1)")
+    p.add_argument("--dt", type=positive_float, help="sampling interval of TEST (default: from the file or 1)")
     p.add_argument("--standardize", choices=("auto", "none", "run", "self"), default="auto",
                    help="how TEST is brought into the model's coordinates (see above; default auto)")
-    p.add_argument("--out", metavar="DIR", help="where report.json and the plots go (default: RUN_DIR)")
+    p.add_argument("--out", metavar="DIR", help="where report.json and the plots go (default: a new folder "
+                   "RUN_DIR/eval-<test data name>; an existing report or plot is never overwritten)")
     p.add_argument("--no-lyapunov", action="store_true", help="skip the model's Lyapunov spectrum")
-    p.add_argument("--lyapunov-steps", type=int, default=10_000, help="QR steps (default 10000)")
+    p.add_argument("--lyapunov-steps", type=positive_int, default=10_000, help="QR steps (default 10000)")
     p.add_argument("--lambda-data", action="store_true",
                    help="also estimate lambda_max of data and generated series (Rosenstein)")
     p.add_argument("--no-plots", action="store_true", help="write report.json only")
@@ -50,6 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _checkpoint_path(run_dir: Path) -> Path:
     if run_dir.is_file():
         return run_dir
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir} does not exist; give a run folder from `dsrecon fit` or a checkpoint .pt")
     for candidate in (run_dir / "checkpoints" / "last.pt", run_dir / "checkpoint.pt"):
         if candidate.is_file():
             return candidate
@@ -71,14 +85,23 @@ def _run_test_split(spec: dict):
     raise ValueError(f"the run's data spec {spec!r} is not one `dsrecon fit` writes; pass --data TEST")
 
 
-def _test_data(args, extra: dict):
+def _test_data(args, extra: dict, obs_dim: int):
+    """The test trajectory in the model's coordinates, its display name and how it was mapped.
+
+    Every shape is checked before any transform: a series of the wrong width is rejected, never
+    broadcast against the run's mean/std.
+    """
     from dsrecon.data import Trajectory, load, standardize
 
     if args.data is None:
         if "data" not in extra:
             raise ValueError("the run recorded no data spec; pass --data TEST")
-        return _run_test_split(extra["data"]), "the run's own test split"
+        test = _run_test_split(extra["data"])
+        _check_width(test, obs_dim, "the run's own test split")
+        return test, "test-split", "the run's own test split"
     test = load(args.data, dataset=args.dataset, dt=args.dt)
+    _check_width(test, obs_dim, f"--data {args.data}")
+    name = test.name or Path(args.data).stem
     meta = extra.get("data_meta") or {}
     mode = args.standardize
     if mode == "auto":
@@ -87,32 +110,63 @@ def _test_data(args, extra: dict):
         if "mean" not in meta or "std" not in meta:
             raise ValueError("--standardize run: the run recorded no training mean/std (extra.data_meta); "
                              "use --standardize self or none")
-        mean, std = np.asarray(meta["mean"], dtype=float), np.asarray(meta["std"], dtype=float)
+        mean, std = np.asarray(meta["mean"], dtype=np.float64), np.asarray(meta["std"], dtype=np.float64)
+        if mean.shape != (obs_dim,) or std.shape != (obs_dim,) or not np.all(std > 0):
+            raise ValueError(f"the run's recorded training mean/std (shapes {mean.shape}, {std.shape}) do not fit "
+                             f"its model's N = {obs_dim} dimensions; use --standardize self or none")
         x = (test.x - mean) / std
         test = Trajectory(x, test.dt, test.name, {**test.meta, "mean": mean.tolist(), "std": std.tolist()})
-        return test, "standardized with the run's training mean/std"
+        return test, name, "standardized with the run's training mean/std"
     if mode == "self":
-        return standardize(test), "standardized with its own mean/std"
-    return test, "used as stored"
+        return standardize(test), name, "standardized with its own mean/std"
+    return test, name, "used as stored"
+
+
+def _check_width(test, obs_dim: int, what: str) -> None:
+    if test.n_dims != obs_dim:
+        raise ValueError(f"{what} has N = {test.n_dims} column(s), but the model observes N = {obs_dim}; give "
+                         f"test data with {obs_dim} columns in the order the model was trained on")
+
+
+def _output_folder(args, run_dir: Path, name: str) -> Path:
+    """Where the report and plots go: ``--out`` if it holds none of them, else a new ``eval-<name>`` folder
+    next to the checkpoint, so that the fit's own files and earlier evaluations are never overwritten."""
+    if args.out:
+        out = check_output_folder(args.out, "--out")
+        clash = [n for n in OUTPUTS if (out / n).exists()]
+        if clash:
+            raise ValueError(f"--out {out} already holds {', '.join(clash)}; evaluate never overwrites files: "
+                             "choose another --out folder or move those files")
+        return out
+    base = run_dir if run_dir.is_dir() else run_dir.parent
+    if base.name == "checkpoints":  # RUN_DIR/checkpoints/last.pt: the evaluation belongs to the run
+        base = base.parent
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "data"
+    out, k = base / f"eval-{slug}", 2
+    while out.exists():
+        out, k = base / f"eval-{slug}-{k}", k + 1
+    return out
 
 
 def run(args) -> int:
+    from dsrecon._device import check_device
     from dsrecon.checkpoint import load_checkpoint
     from dsrecon.evaluation import EvalConfig, evaluate
 
+    if args.device is not None:
+        check_device(args.device, "--device")
     run_dir = Path(args.run_dir)
     ckpt = _checkpoint_path(run_dir)
     model, state = load_checkpoint(ckpt, device=args.device)
     extra = (state.get("config") or {}).get("extra") or {}
-    test, how = _test_data(args, extra)
-    if test.n_dims != model.obs_dim:
-        raise ValueError(f"the test data has N = {test.n_dims} dimensions, the model observes {model.obs_dim}")
-    out = Path(args.out) if args.out else (run_dir if run_dir.is_dir() else run_dir.parent)
-    print(f"dsrecon evaluate: {model.name} from {ckpt} on {test.name or args.data} {test.x.shape} ({how})")
-
+    test, name, how = _test_data(args, extra, model.obs_dim)
     config = EvalConfig(lyapunov=not args.no_lyapunov, lyapunov_steps=args.lyapunov_steps,
                         lambda_max_data=args.lambda_data, seed=args.seed, device=args.device)
+    out = _output_folder(args, run_dir, name)
+    print(f"dsrecon evaluate: {model.name} from {ckpt} on {test.name or args.data} {test.x.shape} ({how})")
+
     report = evaluate(model, test, config)
+    out.mkdir(parents=True, exist_ok=True)
     path = report.save(out / "report.json")
     print(report)
     written = [path.name]

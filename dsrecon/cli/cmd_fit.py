@@ -10,10 +10,14 @@ interrupted run exactly where its last checkpoint stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from importlib import import_module
 from pathlib import Path
+
+from dsrecon.cli.options import (check_output_folder, nonnegative_float, open_fraction, positive_float, positive_int,
+                                 unit_interval)
 
 # Default epochs of the CLI: the paper trains up to 5000. With the fused training path (backend
 # "auto", ~2-3 ms CPU per update for M=10, L=50, B=16, T=200) 600 epochs x 50 updates take about
@@ -39,39 +43,39 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "z-scored, split chronologically).")
     p.add_argument("data", nargs="?", metavar="DATA", help="system name or data file (omit with --resume)")
     g = p.add_argument_group("data")
-    g.add_argument("--n-steps", type=int, default=100_000, help="steps simulated for a system (default 100000)")
-    g.add_argument("--noise", type=float, default=0.0, help="observation noise of a simulated system, fraction of std")
-    g.add_argument("--test-fraction", type=float, default=0.2, help="held-out final part of a file (default 0.2)")
+    g.add_argument("--n-steps", type=positive_int, default=100_000, help="steps simulated for a system (default 100000)")
+    g.add_argument("--noise", type=nonnegative_float, default=0.0, help="observation noise of a simulated system, fraction of std")
+    g.add_argument("--test-fraction", type=open_fraction, default=0.2, help="held-out final part of a file (default 0.2)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="shplrnn", help="registered model name (default shplrnn)")
-    g.add_argument("--latent-dim", type=int,
+    g.add_argument("--latent-dim", type=positive_int,
                    help=f"shPLRNN latent dimension M (default max(N, {DEFAULT_LATENT}): extra unobserved "
                         f"coordinates reached a far better Lorenz-63 attractor in a short run than M = N)")
-    g.add_argument("--hidden-dim", type=int, default=50, help="hidden width L (default 50)")
+    g.add_argument("--hidden-dim", type=positive_int, default=50, help="hidden width L (default 50)")
     g.add_argument("--unclipped", action="store_true", help="plain instead of clipped shPLRNN")
     g.add_argument("--observation", choices=("identity", "affine"), default="identity")
     g = p.add_argument_group("forcing")
     g.add_argument("--forcing", choices=("gtf", "agtf", "stf", "tf", "none"), default="gtf",
                    help="fixed GTF (default), adaptive GTF, sparse TF, teacher forcing, none")
-    g.add_argument("--alpha", type=float,
+    g.add_argument("--alpha", type=unit_interval,
                    help=f"GTF alpha (gtf, default {DEFAULT_ALPHA}) or starting alpha (agtf, default 1)")
-    g.add_argument("--tau", type=int, help="STF interval in steps (default: ln2 / lambda_max of the data)")
+    g.add_argument("--tau", type=positive_int, help="STF interval in steps (default: ln2 / lambda_max of the data)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})")
-    g.add_argument("--batches-per-epoch", type=int, default=50)
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--seq-len", type=int, default=200)
-    g.add_argument("--lr", type=float, default=3e-3,
+    g.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})")
+    g.add_argument("--batches-per-epoch", type=positive_int, default=50)
+    g.add_argument("--batch-size", type=positive_int, default=16)
+    g.add_argument("--seq-len", type=positive_int, default=200)
+    g.add_argument("--lr", type=positive_float, default=3e-3,
                    help="initial learning rate (default 3e-3; the paper's 1e-3 suits its 5000-epoch runs)")
-    g.add_argument("--lr-end", type=float, default=1e-5,
+    g.add_argument("--lr-end", type=positive_float, default=1e-5,
                    help="final learning rate of the exponential decay (default 1e-5; paper 1e-6)")
     g.add_argument("--seed", type=int, default=0, help="seed of model initialization, windows, test data")
     g.add_argument("--device", default="cpu")
-    g.add_argument("--val-every", type=int, default=25, help="epochs between D_stsp/D_H validations")
+    g.add_argument("--val-every", type=positive_int, default=25, help="epochs between D_stsp/D_H validations")
     g.add_argument("--backend", choices=("auto", "plain", "fused", "affine"), default="auto",
                    help="training path: auto (fused for the shPLRNN, affine for the others), plain "
                         "(autograd reference), fused, affine (same gradients, see TrainConfig)")
-    g.add_argument("--threads", type=int, default=1,
+    g.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: fastest for these small models, see TrainConfig)")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<name>-<timestamp>)")
@@ -105,7 +109,7 @@ def _run_meta(data_spec: dict, train) -> dict:
 def _model_kwargs(args, n: int) -> dict:
     kw = {"obs_dim": n, "hidden_dim": args.hidden_dim, "seed": args.seed}
     if args.model == "shplrnn":
-        kw.update(latent_dim=args.latent_dim or max(n, DEFAULT_LATENT), clipped=not args.unclipped, observation=args.observation)
+        kw.update(latent_dim=args.latent_dim if args.latent_dim is not None else max(n, DEFAULT_LATENT), clipped=not args.unclipped, observation=args.observation)
     elif args.latent_dim is not None or args.unclipped or args.observation != "identity":
         raise ValueError(f"--latent-dim, --unclipped and --observation apply to the shplrnn only, not {args.model!r}")
     return kw
@@ -204,22 +208,83 @@ def _plots(model, test, history, run_dir: Path) -> list[str]:
     return made
 
 
+def _stored_config(run_dir: Path) -> dict:
+    """The settings of the run to resume: its checkpoint's, or config.json's when it has no checkpoint yet."""
+    from dsrecon.checkpoint import check_resumable, read_checkpoint
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: no such run folder")
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if ckpt.exists():
+        state = read_checkpoint(ckpt)
+        check_resumable(state, ckpt)
+        stored = state["config"]
+    elif (run_dir / "config.json").is_file():
+        try:
+            stored = json.loads((run_dir / "config.json").read_text())
+        except ValueError as err:
+            raise ValueError(f"--resume {run_dir}: config.json is not valid JSON ({err}); start a new run "
+                             "with --out") from None
+    else:
+        raise FileNotFoundError(f"--resume {run_dir}: no run there (no checkpoints/last.pt, no config.json); "
+                                f"start one with `dsrecon fit DATA --out {run_dir}`")
+    if not all(isinstance(stored.get(k) if isinstance(stored, dict) else None, dict) for k in ("model", "forcing", "train")):
+        raise ValueError(f"--resume {run_dir}: the stored run config lacks its model, forcing or training settings; "
+                         "start a new run with --out")
+    if not isinstance(stored.get("extra"), dict) or "data" not in stored["extra"]:
+        raise ValueError(f"--resume {run_dir}: the run records no data source (it was not started by `dsrecon "
+                         "fit`); continue it from Python with dsrecon.train(..., run_dir=..., resume=True)")
+    return stored
+
+
+def _check_new_run_folder(run_dir: Path) -> None:
+    """``--out`` must be new, empty, or a run folder whose run never reached a checkpoint (started over)."""
+    from dsrecon.checkpoint import LOCK_NAME
+
+    check_output_folder(run_dir, "--out")
+    if not run_dir.exists():
+        return
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        raise ValueError(f"--out {run_dir} already holds a run; continue it with `dsrecon fit --resume {run_dir}`, "
+                         "or choose a new --out folder")
+    if (run_dir / "config.json").is_file():
+        print(f"{run_dir} holds a run that stopped before its first checkpoint: starting it over")
+        return
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise ValueError(f"--out {run_dir} exists and holds files that are not a dsrecon run ({shown}); fit would "
+                         "write config.json, history.csv, metrics.json and plots there: choose a new or empty folder")
+
+
+def _diverged(metrics: dict, result) -> str | None:
+    """Why a finished run counts as diverged (None if it does not): non-finite loss, or a generated series
+    on which neither D_stsp nor D_H is defined."""
+    if not math.isfinite(result.final_loss):
+        return f"its final training loss is {result.final_loss}"
+    values = [metrics.get(k) for k in ("d_stsp", "d_h")]
+    if all(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+        return "its generated series is not finite (D_stsp and D_H are NaN)"
+    return None
+
+
 def run(args) -> int:
-    from dsrecon.checkpoint import read_checkpoint
+    from dsrecon.checkpoint import run_lock
     from dsrecon.forcing import make_forcing
     from dsrecon.models import make_model
     import torch
 
     from dsrecon.training import TrainConfig, train
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    from dsrecon._device import check_device
+
+    check_device(args.device, "--device")
     torch.set_num_threads(args.threads)  # also for the evaluation after training
     if args.resume:
         if args.data or args.out:
             raise ValueError("--resume RUN_DIR continues the stored run: give no DATA and no --out")
-        run_dir = Path(args.resume)
-        stored = read_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]
+        run_dir = check_output_folder(args.resume, "--resume")
+        stored = _stored_config(run_dir)
         data_spec = stored["extra"]["data"]
         train_data, test_data = _load_data(data_spec)
         model = make_model(stored["model"]["name"], **stored["model"]["config"])
@@ -228,6 +293,8 @@ def run(args) -> int:
     else:
         if not args.data:
             raise ValueError("give DATA (a system name such as lorenz63, or a data file), or --resume RUN_DIR")
+        if args.out:
+            _check_new_run_folder(Path(args.out))
         key = args.data.lower()
         if key in SYSTEM_NAMES:
             data_spec = {"kind": "system", "source": key, "n_steps": args.n_steps, "seed": args.seed,
@@ -244,18 +311,25 @@ def run(args) -> int:
         run_dir = Path(args.out) if args.out else _new_run_dir(train_data.name or Path(args.data).stem)
     print(f"dsrecon fit: {model.name} ({model.n_params} parameters) on {train_data.name} "
           f"{train_data.x.shape}, forcing {forcing!r}, {cfg.epochs} epochs -> {run_dir}")
-    result = train(model, train_data, cfg, forcing, val_data=test_data, run_dir=run_dir,
-                   resume=bool(args.resume), progress=not args.no_progress, run_meta=_run_meta(data_spec, train_data))
-    model.cpu()
-    print(f"trained {result.epochs} epochs ({result.n_updates} updates) in {result.train_time_s:.0f} s; "
-          f"final loss {result.final_loss:.4g}")
-    t0 = time.perf_counter()
-    metrics = _evaluate(model, test_data, run_dir)
-    plots = _plots(model, test_data, result.history, run_dir)
+    with run_lock(run_dir):  # one writer per run folder, from training to the last plot
+        result = train(model, train_data, cfg, forcing, val_data=test_data, run_dir=run_dir,
+                       resume=bool(args.resume), progress=not args.no_progress,
+                       run_meta=_run_meta(data_spec, train_data))
+        model.cpu()
+        print(f"trained {result.epochs} epochs ({result.n_updates} updates) in {result.train_time_s:.0f} s; "
+              f"final loss {result.final_loss:.4g}")
+        t0 = time.perf_counter()
+        metrics = _evaluate(model, test_data, run_dir)
+        plots = _plots(model, test_data, result.history, run_dir)
     fmt = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else str(v)  # noqa: E731
     print(f"test ({test_data.n_steps} steps, {time.perf_counter() - t0:.0f} s): "
           f"D_stsp {fmt(metrics.get('d_stsp'))}, D_H {fmt(metrics.get('d_h'))}"
           + (f", PE(20) {fmt(metrics.get('pe'))}" if "pe" in metrics else ""))
     print(f"files in {run_dir}: config.json, history.csv, checkpoints/last.pt, metrics.json"
           + (", " + ", ".join(plots) if plots else ""))
+    reason = _diverged(metrics, result)
+    if reason is not None:
+        raise RuntimeError(f"the trained model diverged: {reason}; its files are kept in {run_dir}. Retrain in "
+                           f"a new folder with a smaller --lr (this run: {cfg.lr_start:g}) or stronger forcing "
+                           "(--forcing gtf --alpha 0.3)")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from dsrecon.cli.options import positive_int
+
 
 def _param(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
@@ -27,7 +29,7 @@ def add_parser(subparsers):
         "with every setting as an attribute. Results are cached (DSRECON_CACHE_DIR).",
     )
     p.add_argument("name", help=f"system: {', '.join(SYSTEMS)}")
-    p.add_argument("--steps", type=int, default=100_000, help="time steps T (default 100000)")
+    p.add_argument("--steps", type=positive_int, default=100_000, help="time steps T (default 100000)")
     p.add_argument("--out", required=True, help="output file (.h5)")
     p.add_argument("--seed", type=int, default=0, help="initial-condition and noise seed (default 0)")
     p.add_argument("--dt", type=float, default=None, help="sampling interval (default: the system's)")
@@ -46,8 +48,10 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    from dsrecon._device import check_device
     from dsrecon.systems import simulate
 
+    check_device(args.device, "--device")
     if not args.out.lower().endswith((".h5", ".hdf5")):
         raise ValueError(f"--out must name an .h5 or .hdf5 file, got {args.out!r}")
     start = time.perf_counter()

@@ -88,11 +88,50 @@ def _lost(task, err) -> list[dict]:
     return [{"status": "failed", "run_dir": str(d), "error": message} for d in run_dirs]
 
 
+PARENT_POLL_S = 0.5  # how often a worker checks that the process that started it is alive
+
+
+def die_with_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """Make this worker process exit as soon as ``parent_pid`` (the ``compare`` process) is gone.
+
+    A parent killed with SIGKILL runs no cleanup, and its workers would otherwise go on training and
+    writing into the run folders, racing a rerun. On Linux the kernel delivers SIGKILL when the parent
+    dies (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread also compares ``os.getppid()``
+    with ``parent_pid`` every ``poll_s`` seconds (an orphan is re-parented) and ends the process.
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl: the polling thread below suffices
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        import time
+
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # no cleanup: the parent is gone, and the run's checkpoint stays intact
+
+    threading.Thread(target=watch, name="dsrecon-parent-watch", daemon=True).start()
+
+
 def _run_processes(tasks, workers, on_done, on_start) -> None:
     # spawn: a fresh interpreter per worker (fork after torch has started threads can deadlock);
-    # each worker runs with one torch thread, so K workers use K cores.
+    # each worker runs with one torch thread, so K workers use K cores, and exits when this
+    # process dies, even by SIGKILL (die_with_parent).
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                               initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         pending = {pool.submit(execute_task, task, threads=1): i for i, task in enumerate(tasks)}
         while pending:

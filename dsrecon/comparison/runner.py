@@ -72,7 +72,7 @@ def prepare_dataset(entry: dict, data_root: Path) -> Path:
     meta = {"label": entry["label"], "dt": float(entry.get("dt", train.dt)), "n_train": len(x_train),
             "n_test": len(x_test), "n_dims": int(x_train.shape[1]), "entry": entry}
     if entry.get("standardize"):
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)  # (N,)
+        mean, std = x_train.mean(axis=0, dtype=np.float64), x_train.std(axis=0, dtype=np.float64)  # (N,)
         if np.any(std == 0):
             raise ValueError(f"dataset {entry['label']!r}: a training column is constant; cannot standardize")
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
@@ -270,6 +270,13 @@ def _finish(spec: dict, run_dir: Path, model, result, train_time_s: float, meta:
     return {"status": "done", "run_dir": str(run_dir)}
 
 
+def record_failure(spec: dict, run_dir, stage: str, err: Exception) -> dict:
+    """Record a run that failed before it started (e.g. its dataset could not be prepared) in its
+    error.json, as a failed run records itself; returns the summary an executor reports."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    return _fail(spec, Path(run_dir), stage, err, time.perf_counter())
+
+
 def _fail(spec: dict, run_dir: Path, stage: str, err: Exception, t0: float) -> dict:
     """Record a failed run in its error.json; the summary the executors report."""
     error = {"status": "failed", "stage": stage, "error_type": type(err).__name__, "error": str(err),
@@ -289,9 +296,8 @@ def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir
     from dsrecon.training import TrainConfig, train
 
     config = TrainConfig(**spec["budget"], seed=spec["seed"])
+    # started but never checkpointed: train() starts over in place (unless a live writer holds the lock)
     resume = (train_dir / "checkpoints" / "last.pt").is_file()
-    if not resume and train_dir.exists():
-        shutil.rmtree(train_dir)  # started but never checkpointed: start over
     result = train(model, Trajectory(x_train, dt=dt), config, forcing, run_dir=train_dir, resume=resume,
                    progress=False)
     _check_finite(model)
@@ -368,4 +374,5 @@ def _finite_or_none(obj):
     return obj
 
 
-__all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "is_finished", "report_metrics", "dataset_lambda_max"]
+__all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "is_finished", "report_metrics",
+           "dataset_lambda_max", "record_failure"]

@@ -197,7 +197,7 @@ def plot_comparison(result: CompareResult, data_dirs: dict, path) -> list[Path]:
     from dsrecon.metrics import power_spectrum
 
     path = Path(path)
-    datasets = list(dict.fromkeys(r["dataset"] for r in result.runs))
+    datasets = [d for d in dict.fromkeys(r["dataset"] for r in result.runs) if d in data_dirs]  # prepared ones
     written = []
     for dataset in datasets:
         x_true = np.load(Path(data_dirs[dataset]) / "test.npy")[:5000]  # (T, N)
