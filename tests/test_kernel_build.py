@@ -1,0 +1,191 @@
+"""The compiled kernel's cache (:mod:`dsrecon.fast._build`) survives damage, hung compilers and killed builds.
+
+A truncated library must never reach ``dlopen`` (that is SIGBUS, not an exception), so those
+loads run in a subprocess. Most tests use a fake compiler that copies this session's real library
+into place (milliseconds instead of a build); each uses its own cache folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsrecon.fast import _build, _kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_library() -> Path:
+    try:
+        return Path(_kernels.c_library()._name)
+    except RuntimeError:
+        pytest.skip("no C compiler")
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def fake_cc(tmp_path, monkeypatch, real_library):
+    """A 'compiler' that copies the real library to its -o argument and counts its runs; the cache
+    goes to a folder of this test."""
+    cc = _script(tmp_path / "fake-cc", 'echo run >> "$FAKE_CC_COUNT"\n'
+                 'while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done\n'
+                 'cp "$FAKE_CC_LIBRARY" "$out"\n')
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("FAKE_CC_COUNT", str(tmp_path / "count"))
+    monkeypatch.setenv("FAKE_CC_LIBRARY", str(real_library))
+    monkeypatch.setenv("DSRECON_CACHE_DIR", str(tmp_path / "cache"))
+    return cc
+
+
+def _runs(tmp_path) -> int:
+    count = tmp_path / "count"
+    return len(count.read_text().split()) if count.exists() else 0
+
+
+def _target() -> Path:
+    return _build.library_path(_build.c_source(), _build.find_compiler(), _build.cache_folder())
+
+
+def _cache_build() -> Path:
+    """Build into the cache without loading: this process must not map a file the test then damages
+    (and a second dlopen of a path already loaded returns the first handle)."""
+    target = _target()
+    _build.compile_library(_build.find_compiler(), _build.c_source(), target)
+    return target
+
+
+def _load_in_subprocess() -> subprocess.CompletedProcess:
+    code = "from dsrecon.fast import _build; print(_build.build_library().get_pool_spin_ns())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_kernel_source_files_are_shipped_as_package_data():
+    """The C source is ordinary files in the package, each listed in the build order and in pyproject."""
+    assert sorted(p.name for p in _build.CSRC.glob("*.[ch]")) == sorted(_build.SOURCES)
+    assert 'csrc/*.c' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_build_writes_library_and_checksum(tmp_path, fake_cc):
+    lib = _build.build_library()
+    target = _target()
+    assert lib.get_pool_spin_ns() >= 0 and _runs(tmp_path) == 1
+    digest, name = _build.checksum_path(target).read_text().split()
+    assert name == target.name and _build.verified(target)
+    _build.build_library()  # cached and intact: no second build
+    assert _runs(tmp_path) == 1
+    assert not [p for p in target.parent.iterdir() if p.is_dir()]  # no build folder left behind
+
+
+def test_library_without_checksum_is_rebuilt(tmp_path, fake_cc):
+    """A library the cache cannot vouch for (no checksum: an older dsrecon, or a build killed between
+    the two renames) is rebuilt before it is loaded."""
+    _cache_build()
+    _build.checksum_path(_target()).unlink()
+    _build.build_library()
+    assert _runs(tmp_path) == 2 and _build.verified(_target())
+
+
+def test_truncated_library_is_rebuilt_not_loaded(tmp_path, fake_cc):
+    """A truncated cached library (a full disk, a killed copy) used to kill every later process with
+    SIGBUS inside dlopen; now its checksum fails and it is rebuilt, with a warning."""
+    target = _cache_build()
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    proc = _load_in_subprocess()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "does not match its checksum" in proc.stderr
+    assert _runs(tmp_path) == 2 and _build.verified(target)
+
+
+def test_garbage_library_is_rebuilt(tmp_path, fake_cc):
+    target = _cache_build()
+    target.write_bytes(os.urandom(target.stat().st_size))
+    with pytest.warns(RuntimeWarning, match="does not match its checksum"):
+        lib = _build.build_library()
+    assert lib.get_pool_spin_ns() >= 0 and _runs(tmp_path) == 2 and _build.verified(target)
+
+
+def test_hung_compiler_times_out_and_falls_back(tmp_path, monkeypatch):
+    """A compiler that never finishes is stopped after COMPILE_TIMEOUT_S, with its children (the
+    script's `sleep`), its build folder removed; 'auto' then warns and takes the NumPy backend."""
+    monkeypatch.setenv("CC", str(_script(tmp_path / "hung-cc", "sleep 60\n")))
+    monkeypatch.setenv("DSRECON_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_build, "COMPILE_TIMEOUT_S", 0.5)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"did not finish within 0.5 s"):
+        _build.build_library()
+    assert time.monotonic() - start < 10
+    assert not list(_build.cache_folder().glob("build-*"))
+    monkeypatch.setattr(_kernels, "_LIB", None)
+    monkeypatch.setattr(_kernels, "_WARNED_FALLBACK", False)
+    with pytest.warns(RuntimeWarning, match="did not finish within 0.5 s.*NumPy backend"):
+        assert _kernels.resolve_backend("auto", torch.device("cpu")) == "numpy"
+
+
+def test_failed_compile_gives_one_line_and_a_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(_script(tmp_path / "bad-cc", "echo 'shplrnn.c:1: first error' >&2\n"
+                                         "echo 'shplrnn.c:2: last error' >&2\nexit 1\n")))
+    monkeypatch.setenv("DSRECON_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError) as err:
+        _build.build_library()
+    message = str(err.value)
+    assert "\n" not in message and "exit status 1" in message and "last error" in message
+    log = _target().with_suffix(".log")
+    assert str(log) in message and "first error" in log.read_text()
+    assert not _target().exists()
+
+
+def test_stale_build_folders_are_pruned(tmp_path):
+    """Build folders left by killed builds go (their process gone, or from another host and old);
+    a young one, or one whose process still runs here, stays."""
+    host = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    old = time.time() - 3600
+    folders = {name: tmp_path / name for name in (
+        f"build-{host}-{dead.pid}-old", f"build-{host}-{dead.pid}-young", f"build-{host}-{os.getpid()}-alive",
+        f"build-elsewhere.example-{os.getpid()}-old", "tmpk2j3_old", "results")}
+    for name, folder in folders.items():
+        folder.mkdir()
+        (folder / "shplrnn.c").write_text("")
+        if "young" not in name:
+            os.utime(folder, (old, old))
+    gone = _build.prune_stale_build_dirs(tmp_path)
+    assert sorted(p.name for p in gone) == sorted([f"build-{host}-{dead.pid}-old",
+                                                   f"build-elsewhere.example-{os.getpid()}-old", "tmpk2j3_old"])
+    assert all(folders[n].exists() for n in (f"build-{host}-{dead.pid}-young", f"build-{host}-{os.getpid()}-alive",
+                                             "results"))
+
+
+def test_stale_build_folder_is_pruned_on_load(tmp_path, fake_cc):
+    folder = _build.cache_folder()
+    stale = folder / f"build-{socket.gethostname()}-999999999-x"
+    stale.mkdir(parents=True)
+    os.utime(stale, (time.time() - 3600,) * 2)
+    _build.build_library()
+    assert not stale.exists()
+
+
+def test_truncated_library_is_rebuilt_with_the_real_compiler(tmp_path, monkeypatch, real_library):
+    """End to end with the system compiler: a truncated cached library is compiled afresh and loads."""
+    monkeypatch.setenv("DSRECON_CACHE_DIR", str(tmp_path / "cache"))
+    target = _target()
+    target.parent.mkdir(parents=True)
+    target.write_bytes(real_library.read_bytes()[:4096])
+    _build.checksum_path(target).write_text(f"{'0' * 64}  {target.name}\n")
+    proc = _load_in_subprocess()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "does not match its checksum" in proc.stderr and _build.verified(target)
