@@ -24,7 +24,7 @@ def _kernel_available(model: Model) -> bool:
     from dsrecon.fast import _kernels
     from dsrecon.fast.free_run import is_fusable
 
-    return is_fusable(model) and _kernels.available(stacklevel=3)
+    return is_fusable(model) and _kernels.available(stacklevel=4)  # names generate's caller (past torch.no_grad's wrapper)
 
 
 @torch.no_grad()

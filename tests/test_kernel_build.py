@@ -8,6 +8,7 @@ into place (milliseconds instead of a build); each uses its own cache folder.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -189,3 +190,59 @@ def test_truncated_library_is_rebuilt_with_the_real_compiler(tmp_path, monkeypat
     proc = _load_in_subprocess()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "does not match its checksum" in proc.stderr and _build.verified(target)
+
+
+def _kernel_inputs(dtype=torch.float32):
+    K, B, T, M, L, N = 2, 3, 5, 3, 4, 3
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g).to(dtype)  # noqa: E731
+    args = {"z1": r(K, B, M), "A": r(K, M), "W1": r(K, M, L), "W2t": r(K, M, L), "h1": r(K, M), "h2": r(K, L),
+            "alpha": r(K, T), "Q": r(K, M, M), "c": r(K, B, T + 1, M)}
+    return args, r(K, B, T + 1, N)
+
+
+def _call(kernel: str, args: dict, X):
+    a = args
+    if kernel == "forward":
+        return _kernels.forward("c", a["z1"], a["A"], a["W1"], a["W2t"], a["h1"], a["h2"], True, a["alpha"], a["Q"], a["c"])
+    if kernel == "identity_step":
+        return _kernels.identity_step(a["z1"], a["A"], a["W1"], a["W2t"], a["h1"], a["h2"], True, a["alpha"], a["Q"],
+                                      a["c"], X, 0.5)
+    if kernel == "jacobian_norms":
+        return _kernels.jacobian_norms(a["z1"], a["A"], a["W1"], a["W2t"], a["h2"], True)
+    G = torch.zeros(a["c"].shape[0], a["c"].shape[1], a["alpha"].shape[1], a["c"].shape[3], dtype=a["c"].dtype)
+    return _kernels.backward("c", G, G.clone(), a["A"], a["W1"], a["W2t"], a["h1"], a["h2"], True, a["alpha"], a["Q"])
+
+
+@pytest.mark.parametrize("kernel", ["forward", "backward", "identity_step", "jacobian_norms"])
+@pytest.mark.parametrize("name,damage,message", [
+    ("W1", lambda t: t.double(), "W1 must be a contiguous CPU torch.float32 tensor of shape (2, 3, 4), got cpu "
+                                 "torch.float64"),
+    ("A", lambda t: t[:, :2], "A must be a contiguous CPU torch.float32 tensor of shape (2, 3), got"),
+    ("W2t", lambda t: t.transpose(1, 2).contiguous().transpose(1, 2), "W2t must be a contiguous CPU torch.float32 "
+                                                                       "tensor of shape (2, 3, 4), got a non-contiguous"),
+    ("h2", lambda t: t.numpy(), "h2 must be a torch.Tensor, got ndarray"),
+])
+def test_kernel_arguments_are_checked_before_the_call(real_library, kernel, name, damage, message):
+    """A wrong array never reaches the C code (which would read or write out of bounds): ValueError
+    naming the kernel, the argument and what was expected."""
+    args, X = _kernel_inputs()
+    _call(kernel, args, X)  # the intact call runs
+    args[name] = damage(args[name])
+    with pytest.raises(ValueError, match=re.escape(f"{kernel}: {message}")):
+        _call(kernel, args, X)
+
+
+def test_generate_without_compiler_warns_once_at_the_callers_line(monkeypatch):
+    """dsrecon.generate of a shPLRNN falls back to the eager loop without a compiler: one warning,
+    naming the line that called generate."""
+    from dsrecon.models.plrnn import ShPLRNN
+    from dsrecon.rollout import generate
+
+    monkeypatch.setattr(_kernels, "_LIB", "no C compiler found (set CC or install gcc)")
+    monkeypatch.setattr(_kernels, "_WARNED_FALLBACK", False)
+    model = ShPLRNN(3, 3, 8, seed=0)
+    with pytest.warns(RuntimeWarning, match="no C compiler found") as seen:
+        generate(model, torch.zeros(3), 5)
+        generate(model, torch.zeros(3), 5)
+    assert len(seen) == 1 and seen[0].filename == __file__
