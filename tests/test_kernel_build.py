@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def real_library() -> Path:
     try:
         return Path(_kernels.c_library()._name)
-    except RuntimeError:
-        pytest.skip("no C compiler")
+    except RuntimeError as err:
+        pytest.skip(str(err))
 
 
 def _script(path: Path, body: str) -> Path:

@@ -45,7 +45,8 @@ CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("common.h", "pool.c", "rollout.c", "jacobian_norms.c", "radam.c", "stacked_sumsq.c")
 CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-pthread", "-std=c99",
           "-shared", "-fPIC"]
-COMPILE_TIMEOUT_S = 120.0  # a compiler still running after this is killed and the build fails
+COMPILE_TIMEOUT_S = 300.0  # a compiler still running after this is killed and the build fails; generous,
+# since a heavily loaded machine slows the build many times over and only a hung compiler should reach it
 STALE_BUILD_S = 600.0  # build folders older than this whose process is gone are deleted
 PRUNE_AGE_S = 7 * 24 * 3600  # libraries of other keys not modified for this long are deleted
 
