@@ -120,20 +120,32 @@ def test_garbage_library_is_rebuilt(tmp_path, fake_cc):
 
 
 def test_hung_compiler_times_out_and_falls_back(tmp_path, monkeypatch):
-    """A compiler that never finishes is stopped after COMPILE_TIMEOUT_S, with its children (the
+    """A compiler that hangs (uses no CPU) is stopped after COMPILE_STALL_S, with its children (the
     script's `sleep`), its build folder removed; 'auto' then warns and takes the NumPy backend."""
     monkeypatch.setenv("CC", str(_script(tmp_path / "hung-cc", "sleep 60\n")))
     monkeypatch.setenv("DSRECON_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(_build, "COMPILE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(_build, "COMPILE_STALL_S", 0.5)
     start = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"did not finish within 0.5 s"):
+    with pytest.raises(RuntimeError, match=r"made no progress \(no CPU time\) for 0.5 s"):
         _build.build_library()
     assert time.monotonic() - start < 10
     assert not list(_build.cache_folder().glob("build-*"))
     monkeypatch.setattr(_kernels, "_LIB", None)
     monkeypatch.setattr(_kernels, "_WARNED_FALLBACK", False)
-    with pytest.warns(RuntimeWarning, match="did not finish within 0.5 s.*NumPy backend"):
+    with pytest.warns(RuntimeWarning, match="no progress.*NumPy backend"):
         assert _kernels.resolve_backend("auto", torch.device("cpu")) == "numpy"
+
+
+def test_runaway_compiler_is_stopped_by_its_cpu_time(tmp_path, monkeypatch):
+    """A compiler that spins is stopped once its CPU time passes COMPILE_CPU_LIMIT_S (a build that
+    is merely slow because the machine is busy uses CPU steadily and is left to finish)."""
+    monkeypatch.setenv("CC", str(_script(tmp_path / "spin-cc", "while :; do :; done\n")))
+    monkeypatch.setenv("DSRECON_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_build, "COMPILE_CPU_LIMIT_S", 0.3)
+    monkeypatch.setattr(_build, "COMPILE_STALL_S", 30.0)
+    with pytest.raises(RuntimeError, match=r"used more than 0.3 s of CPU"):
+        _build.build_library()
+    assert _build._group_cpu_s(os.getpgid(0)) > 0  # reads this process's own group
 
 
 def test_failed_compile_gives_one_line_and_a_log(tmp_path, monkeypatch):

@@ -15,8 +15,8 @@ with SIGBUS instead of raising:
 - next to each library, ``shplrnn_<key>.so.sha256`` (``sha256sum`` format) is written after a
   successful build; a library is loaded only when its SHA-256 matches, otherwise it is rebuilt
   (with a warning when a checksum existed, i.e. the file was damaged);
-- the compiler runs in its own process group with a time limit (:data:`COMPILE_TIMEOUT_S`); the
-  whole group is killed when it passes;
+- the compiler runs in its own process group, killed as a whole when it stops using CPU for
+  :data:`COMPILE_STALL_S` (hung) or passes :data:`COMPILE_CPU_LIMIT_S` of CPU time (runaway);
 - build folders left by a killed process (its PID gone on this host, or older than
   :data:`STALE_BUILD_S` for another host) are deleted before each load; libraries of other keys
   not modified for a week are deleted after each build.
@@ -45,8 +45,8 @@ CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("common.h", "pool.c", "rollout.c", "jacobian_norms.c", "radam.c", "stacked_sumsq.c")
 CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-pthread", "-std=c99",
           "-shared", "-fPIC"]
-COMPILE_TIMEOUT_S = 300.0  # a compiler still running after this is killed and the build fails; generous,
-# since a heavily loaded machine slows the build many times over and only a hung compiler should reach it
+COMPILE_STALL_S = 120.0  # a compiler that uses no CPU for this long (hung) is stopped and the build fails
+COMPILE_CPU_LIMIT_S = 600.0  # ... as is one that has used this much CPU time (runaway)
 STALE_BUILD_S = 600.0  # build folders older than this whose process is gone are deleted
 PRUNE_AGE_S = 7 * 24 * 3600  # libraries of other keys not modified for this long are deleted
 
@@ -104,22 +104,66 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _run_compiler(cmd: list, timeout_s: float) -> tuple[int, str]:
-    """Run ``cmd`` in a new process group; ``(returncode, stderr)``. On a timeout the whole group
-    (a compiler driver's children, a wrapper script's) is killed and ``RuntimeError`` raised."""
+def _group_cpu_s(pgid: int) -> float | None:
+    """CPU seconds (user + system, with reaped children) of the processes in process group ``pgid``,
+    from ``/proc/<pid>/stat`` (fields 5 pgrp, 14-17 utime, stime, cutime, cstime); None without /proc."""
+    try:
+        entries = os.listdir("/proc")
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ticks = 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on
+            if int(fields[2]) == pgid:
+                ticks += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / tick
+
+
+def _run_compiler(cmd: list, stall_s: float, cpu_limit_s: float) -> tuple[int, str]:
+    """Run ``cmd`` in a new process group; ``(returncode, stderr)``.
+
+    The group (a compiler driver's children, a wrapper script's) is killed and ``RuntimeError``
+    raised when it uses no CPU for ``stall_s`` seconds (a hung compiler) or more than
+    ``cpu_limit_s`` CPU seconds (a runaway one). CPU time, not wall time, so that a build slowed
+    down by other processes on a busy machine still finishes. Without ``/proc`` the limit is
+    ``stall_s`` of wall time."""
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace", start_new_session=True)
+    poll = min(1.0, max(0.05, stall_s / 4))
+    start = last_progress = time.monotonic()
+    last_cpu = -1.0
     try:
-        _, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
-        raise RuntimeError(f"the C compiler {cmd[0]} did not finish within {timeout_s:g} s and was stopped "
-                           "(limit: dsrecon.fast._build.COMPILE_TIMEOUT_S)") from None
-    except BaseException:  # KeyboardInterrupt: leave no compiler behind
+        while True:
+            try:
+                _, err = proc.communicate(timeout=poll)  # retrying after a timeout loses no output
+                return proc.returncode, err
+            except subprocess.TimeoutExpired:
+                pass
+            now, cpu = time.monotonic(), _group_cpu_s(proc.pid)
+            if cpu is None:
+                stalled, runaway = now - start > stall_s, False
+            else:
+                if cpu > last_cpu:
+                    last_cpu, last_progress = cpu, now
+                stalled, runaway = now - last_progress > stall_s, cpu > cpu_limit_s
+            if stalled or runaway:
+                _kill_group(proc)
+                proc.communicate()
+                why = (f"used more than {cpu_limit_s:g} s of CPU" if runaway
+                       else f"made no progress (no CPU time) for {stall_s:g} s")
+                raise RuntimeError(f"the C compiler {cmd[0]} {why} and was stopped "
+                                   "(limits: dsrecon.fast._build.COMPILE_STALL_S, COMPILE_CPU_LIMIT_S)")
+    except BaseException:  # KeyboardInterrupt, or the error above: leave no compiler behind
         _kill_group(proc)
         raise
-    return proc.returncode, err
 
 
 def _build_dir_owner(name: str) -> tuple[str, int] | None:
@@ -145,7 +189,7 @@ def prune_stale_build_dirs(folder: Path, min_age_s: float = STALE_BUILD_S) -> li
     """Delete build folders of ``folder`` left by killed builds; returns the deleted paths.
 
     A folder ``build-<host>-<pid>-*`` (or ``tmp*``, the name older versions used) is stale when it
-    is older than ``min_age_s`` (longer than a build may take, :data:`COMPILE_TIMEOUT_S`) and, if it
+    is older than ``min_age_s`` (longer than a hung build may stall, :data:`COMPILE_STALL_S`) and, if it
     was made on this host, its process no longer runs. Folders that cannot be deleted are left."""
     gone = []
     try:
@@ -190,12 +234,11 @@ def prune_old_builds(keep: Path, max_age_s: float = PRUNE_AGE_S) -> list[Path]:
     return gone
 
 
-def compile_library(cc: str, source: str, target: Path, timeout_s: float | None = None) -> None:
+def compile_library(cc: str, source: str, target: Path) -> None:
     """Compile ``source`` into ``target`` and write its checksum file, both atomically.
 
-    Raises ``RuntimeError`` (one line) when the compiler fails or passes ``timeout_s`` (default
-    :data:`COMPILE_TIMEOUT_S`); its full output is then in ``target.with_suffix(".log")``."""
-    timeout_s = COMPILE_TIMEOUT_S if timeout_s is None else timeout_s
+    Raises ``RuntimeError`` (one line) when the compiler fails (its full output is then in
+    ``target.with_suffix(".log")``) or hangs (:data:`COMPILE_STALL_S`, :data:`COMPILE_CPU_LIMIT_S`)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"build-{socket.gethostname()}-{os.getpid()}-"
     with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as tmp:
@@ -203,7 +246,7 @@ def compile_library(cc: str, source: str, target: Path, timeout_s: float | None 
         src.write_text(source, encoding="utf-8")
         out = Path(tmp) / "shplrnn.so"
         try:
-            code, err = _run_compiler([cc, *CFLAGS, str(src), "-o", str(out)], timeout_s)
+            code, err = _run_compiler([cc, *CFLAGS, str(src), "-o", str(out)], COMPILE_STALL_S, COMPILE_CPU_LIMIT_S)
         except OSError as exc:  # not executable, not found
             raise RuntimeError(f"cannot run the C compiler {cc}: {exc}") from None
         if code != 0 or not out.is_file():
