@@ -71,7 +71,8 @@ def _cache_build() -> Path:
 def _load_in_subprocess() -> subprocess.CompletedProcess:
     code = "from dsrecon.fast import _build; print(_build.build_library().get_pool_spin_ns())"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    # the timeout only guards against a hang: a real build on a loaded machine can take minutes
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800)
 
 
 def test_kernel_source_files_are_shipped_as_package_data():
@@ -192,12 +193,14 @@ def test_stale_build_folder_is_pruned_on_load(tmp_path, fake_cc):
     assert not stale.exists()
 
 
-def test_truncated_library_is_rebuilt_with_the_real_compiler(tmp_path, monkeypatch, real_library):
+def test_truncated_library_is_rebuilt_with_the_real_compiler(tmp_path, monkeypatch):
     """End to end with the system compiler: a truncated cached library is compiled afresh and loads."""
     monkeypatch.setenv("DSRECON_CACHE_DIR", str(tmp_path / "cache"))
     target = _target()
     target.parent.mkdir(parents=True)
-    target.write_bytes(real_library.read_bytes()[:4096])
+    if _build.find_compiler() is None:
+        pytest.skip("no C compiler")
+    target.write_bytes(b"\x7fELF" + bytes(4092))  # the first page of a library, the rest cut off
     _build.checksum_path(target).write_text(f"{'0' * 64}  {target.name}\n")
     proc = _load_in_subprocess()
     assert proc.returncode == 0, proc.stderr[-2000:]
