@@ -1,4 +1,4 @@
-"""Trajectory, the one data type every loader returns, and the data verbs around it.
+"""Trajectory (defined in :mod:`dsrecon.trajectory`), the one data type every loader returns, and the data verbs around it.
 
 ``load`` reads any supported source into a validated ``Trajectory``; ``standardize`` z-scores it
 (and ``Trajectory.unstandardize`` inverts that); ``train_test_split`` cuts it chronologically; and
@@ -9,115 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dsrecon.loaders import SUFFIXES, file_dt, read_file, split_key, write_h5
+from dsrecon.loaders import SUFFIXES, file_dt, read_file, split_key
+from dsrecon.trajectory import Trajectory
 
 # names `load` resolves without a file: recordings shipped by packages, and benchmark systems
 RECORDINGS = ("santafe",)
 BENCHMARK_SYSTEMS = ("lorenz63", "rossler", "lorenz96")
 SANTAFE_LENGTH = 10_093  # Santa Fe series A with its continuation (Weigend & Gershenfeld 1994)
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """One multivariate time series.
-
-    Attributes
-    ----------
-    x : np.ndarray
-        Observations, shape ``(T, N)``, float, finite. A 1-D array is stored as ``(T, 1)``.
-    dt : float
-        Sampling interval in the system's time unit (1.0 for recordings counted in samples).
-    name : str
-        Short name (system, file stem or dataset name).
-    meta : dict
-        Provenance: ``source``, standardization ``mean``/``std`` (lists, length N) when
-        standardized, ``delays`` when delay-embedded, simulation parameters, ...
-    """
-
-    x: np.ndarray
-    dt: float = 1.0
-    name: str = ""
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        x = np.asarray(self.x)
-        if x.ndim == 1:
-            x = x[:, None]
-        if x.ndim != 2:
-            raise ValueError(f"Trajectory.x must have shape (T, N) or (T,), got {x.shape}")
-        if np.iscomplexobj(x):
-            raise ValueError(f"Trajectory.x must be real, got complex dtype {x.dtype}; keep the real part "
-                             "(x.real), the modulus (abs(x)) or both as separate columns")
-        if not np.issubdtype(x.dtype, np.floating):
-            x = x.astype(np.float64)
-        try:
-            ok = np.isfinite(float(self.dt)) and float(self.dt) > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"Trajectory.dt must be a positive number, got {self.dt!r}")
-        object.__setattr__(self, "x", x)
-        object.__setattr__(self, "dt", float(self.dt))
-
-    @property
-    def n_steps(self) -> int:
-        """T, the number of time steps."""
-        return self.x.shape[0]
-
-    @property
-    def n_dims(self) -> int:
-        """N, the observed dimension."""
-        return self.x.shape[1]
-
-    @property
-    def is_standardized(self) -> bool:
-        """True if ``meta`` holds the ``mean``/``std`` that ``unstandardize`` needs."""
-        return "mean" in self.meta and "std" in self.meta
-
-    def unstandardize(self, x=None):
-        """Map standardized values back to the original units: ``x * std + mean``.
-
-        Parameters
-        ----------
-        x : array or tensor, shape ``(..., N)``, optional
-            Values in this trajectory's standardized coordinates, e.g. a model's generated
-            series (default: ``self.x``).
-
-        Returns
-        -------
-        np.ndarray, or torch.Tensor (same device and dtype) if ``x`` is a tensor.
-        """
-        if not self.is_standardized:
-            raise ValueError(
-                f"trajectory {self.name!r} has no standardization mean/std in meta; only "
-                "trajectories from standardize(), load(..., standardize=True) or simulate() can "
-                "be unstandardized"
-            )
-        x = self.x if x is None else x
-        if isinstance(x, torch.Tensor):
-            mean = torch.as_tensor(self.meta["mean"], dtype=x.dtype, device=x.device)
-            std = torch.as_tensor(self.meta["std"], dtype=x.dtype, device=x.device)
-            return x * std + mean
-        return np.asarray(x) * np.asarray(self.meta["std"]) + np.asarray(self.meta["mean"])
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write to HDF5 (dataset ``x``, attributes ``dt``, ``name``, ``meta`` as JSON and each
-        scalar meta entry), atomically; ``load(path)`` reads it back with its ``dt`` and meta."""
-        import json
-
-        scalar = (int, float, str, bool)
-        flat = {k: v for k, v in self.meta.items() if isinstance(v, scalar)}
-        for key, sub in self.meta.items():  # one level of nesting, e.g. params -> param_F
-            if isinstance(sub, dict):
-                flat.update({f"{key}_{k}": v for k, v in sub.items() if isinstance(v, scalar)})
-        attrs = {**flat, "dt": self.dt, "name": self.name, "meta": json.dumps(self.meta)}
-        return write_h5(path, {"x": self.x}, attrs)
 
 
 # --------------------------------------------------------------------------- validation
@@ -174,6 +78,34 @@ def validate(x: np.ndarray, where: str, *, min_steps: int = 2, columns=None) -> 
 
 
 # --------------------------------------------------------------------------- load
+def as_series(data, model, what: str, min_len: int) -> np.ndarray:
+    """Check and return the observations of ``data`` (a Trajectory, tensor or array) as an array
+    ``(T, N)`` for ``model`` (``N = model.obs_dim``; a 1-D series when it is 1), finite, numeric,
+    with ``T >= min_len``; ``what`` names the argument in the errors."""
+    if isinstance(data, Trajectory):
+        x = data.x
+    elif isinstance(data, torch.Tensor):
+        x = data.detach().cpu().numpy()
+    else:
+        x = np.asarray(data)
+    if x.ndim == 1 and model.obs_dim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be a Trajectory or an array of shape (T, N), got shape {x.shape}")
+    if x.shape[1] != model.obs_dim:
+        raise ValueError(f"{what} has N = {x.shape[1]} dimensions but the model expects obs_dim = "
+                         f"{model.obs_dim}; build the model with obs_dim={x.shape[1]}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(x)))} non-finite values; "
+                         f"remove or interpolate them first")
+    if x.shape[0] < min_len:
+        raise ValueError(f"{what} is too short: need T >= {min_len}, got T = {x.shape[0]}; "
+                         f"use a longer series or a smaller seq_len")
+    return x
+
+
 def load(
     source,
     *,
@@ -430,4 +362,4 @@ def gather_windows(x: torch.Tensor, starts: torch.Tensor, seq_len: int) -> torch
     return flat.reshape(*starts.shape, seq_len + 1, x.shape[1])  # (*S, seq_len + 1, N)
 
 
-__all__ = ["Trajectory", "load", "standardize", "train_test_split", "sample_windows", "validate"]
+__all__ = ["Trajectory", "as_series", "load", "standardize", "train_test_split", "sample_windows", "validate"]

@@ -19,16 +19,12 @@ def _as_tensor(x, model: Model) -> torch.Tensor:
 
 
 def _kernel_available(model: Model) -> bool:
-    """Whether ``model`` is a shPLRNN and the compiled kernel builds here (no compiler: False)."""
-    from dsrecon.fast import _kernels, is_fusable
+    """Whether ``model`` is a shPLRNN and the compiled kernel builds here (no compiler: False, and
+    one warning per process)."""
+    from dsrecon.fast import _kernels
+    from dsrecon.fast.free_run import is_fusable
 
-    if not is_fusable(model):
-        return False
-    try:
-        _kernels.c_library()
-    except RuntimeError:
-        return False
-    return True
+    return is_fusable(model) and _kernels.available(stacklevel=4)  # names generate's caller (past torch.no_grad's wrapper)
 
 
 @torch.no_grad()
@@ -51,9 +47,9 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
         Where the result lives (default: the model's device).
     fast : bool
         For a shPLRNN on the CPU, run the time loop in the compiled kernel
-        (:func:`dsrecon.fast.fused_generate`: ~0.1 instead of ~20 microseconds per step, the same
-        map; float rounding differs, so a chaotic orbit parts from the eager one after a few
-        hundred steps while its statistics agree). False keeps the eager loop.
+        (:func:`dsrecon.fast.free_run.fused_generate`: the same map; float rounding differs, so a
+        chaotic orbit parts from the eager one after a few hundred steps while its statistics
+        agree). False keeps the eager loop.
 
     Returns
     -------
@@ -69,7 +65,7 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
         raise ValueError(f"x0 must have shape (N,) or (B, N) with N = {model.obs_dim}, got {tuple(x0.shape)}")
     out_device = torch.device(out_device) if out_device is not None else x0.device
     if fast and x0.device.type == "cpu" and out_device.type == "cpu" and _kernel_available(model):
-        from dsrecon.fast import fused_generate
+        from dsrecon.fast.free_run import fused_generate
 
         x = fused_generate(model, x0, n_steps, backend="c")  # (B, n_steps, N)
         return x.squeeze(0) if squeeze else x

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dsrecon._version import __version__
-from dsrecon.data import Trajectory
+from dsrecon.trajectory import Trajectory
 
 CHUNK_STEPS = 2_000  # output steps per odeint call: bounded memory, a responsive progress bar
 ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
 import math
 import time
 import warnings
@@ -30,15 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsrecon.checkpoint import (atomic_write, check_resumable, model_spec, read_checkpoint, run_lock, save_checkpoint,
-                                write_json)
 from dsrecon._device import check_device
-from dsrecon.data import Trajectory
+from dsrecon.checkpoint import check_resumable, model_spec, read_checkpoint, run_lock, save_checkpoint, write_json
+from dsrecon.data import as_series as _as_series
 from dsrecon.fast import _kernels
 from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
+from dsrecon.history import diag_due as _diag_due
+from dsrecon.history import validate as _validate
+from dsrecon.history import write_history_csv as _write_history_csv
+from dsrecon.loss import StepResult, loss_and_grads, loss_from_rollout  # noqa: F401 (public here too)
 from dsrecon.models.base import Model
-from dsrecon.rollout import forced_rollout, generate
 from dsrecon.selection import SELECTIONS, BestByValidation
 
 # backend name -> "module:function" with the signature of loss_and_grads below
@@ -208,62 +208,13 @@ class TrainResult:
         return self.history[-1]["loss"] if self.history else float("nan")
 
 
-@dataclass
-class StepResult:
-    """Loss of one update (gradients are in the parameters' ``.grad``)."""
-
-    loss: float  # MSE + reg_weight * regularization
-    mse: float
-    z_hat: torch.Tensor  # (B, T + 1, M), detached data-inferred states
-
-
-def loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
-                   target: torch.Tensor | None = None) -> StepResult:
-    """Forced-rollout loss of one batch and its gradients (the ``"plain"`` backend, the reference).
-
-    Parameters
-    ----------
-    model : Model
-    x : torch.Tensor, shape ``(B, T + 1, N)``
-        Windows feeding the initial state and the forcing signals (possibly noisy).
-    alphas : torch.Tensor, shape ``(T + 1,)``
-        Per-step forcing strengths.
-    reg_weight : float
-        Weight of ``model.regularization()``.
-    target : torch.Tensor, shape ``(B, T + 1, N)``, optional
-        Clean windows for the loss (default ``x``); ``x_pred`` is compared with ``target[:, 1:]``.
-
-    Returns
-    -------
-    StepResult
-        Loss values; the gradients are accumulated into ``p.grad`` (not computed when the loss is
-        non-finite, which the trainer then handles).
-    """
-    return loss_from_rollout(model, forced_rollout(model, x, alphas), x, reg_weight, target)
-
-
-def loss_from_rollout(model: Model, out, x: torch.Tensor, reg_weight: float,
-                      target: torch.Tensor | None = None) -> StepResult:
-    """MSE of a forced rollout's unforced predictions plus the weighted regularizer, backpropagated.
-
-    Shared by every backend, so they differ only in how ``out`` (a ``ForcedRollout``: ``x_pred``
-    ``(B, T, N)``, ``z_hat`` ``(B, T + 1, M)``) and its backward pass are computed. Gradients are
-    accumulated into ``p.grad`` only when the loss is finite (the trainer handles the rest).
-    """
-    target = x if target is None else target
-    mse = torch.mean((out.x_pred - target[:, 1:]) ** 2)
-    loss = mse + reg_weight * model.regularization() if reg_weight else mse
-    if torch.isfinite(loss):
-        loss.backward()
-    return StepResult(float(loss.detach()), float(mse.detach()), out.z_hat)
-
-
 def _auto_loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
                          target: torch.Tensor | None = None) -> StepResult:
     """The ``"auto"`` backend: the fused path for a shPLRNN, the affine-forcing path for other models
     that declare ``affine_forcing``, the plain reference for the rest."""
-    from dsrecon.fast import affine_forcing, is_fusable
-    from dsrecon.fast import loss_and_grads as fused
+    from dsrecon.fast import affine_forcing
+    from dsrecon.fast.fused_plrnn import is_fusable
+    from dsrecon.fast.fused_plrnn import loss_and_grads as fused
 
     if is_fusable(model) and model not in _NOT_FUSABLE:
         try:
@@ -295,75 +246,6 @@ def resolve_backend(name: str):
         return getattr(import_module(module), func)
     except (ImportError, AttributeError) as err:
         raise ImportError(f"training backend {name!r} is not available ({err}); use backend='plain'") from err
-
-
-def _as_series(data, model: Model, what: str, min_len: int) -> np.ndarray:
-    """Check and return the observations of ``data`` as a float array ``(T, N)``."""
-    if isinstance(data, Trajectory):
-        x = data.x
-    elif isinstance(data, torch.Tensor):
-        x = data.detach().cpu().numpy()
-    else:
-        x = np.asarray(data)
-    if x.ndim == 1 and model.obs_dim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise ValueError(f"{what} must be a Trajectory or an array of shape (T, N), got shape {x.shape}")
-    if x.shape[1] != model.obs_dim:
-        raise ValueError(f"{what} has N = {x.shape[1]} dimensions but the model expects obs_dim = "
-                         f"{model.obs_dim}; build the model with obs_dim={x.shape[1]}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(x)))} non-finite values; "
-                         f"remove or interpolate them first")
-    if x.shape[0] < min_len:
-        raise ValueError(f"{what} is too short: need T >= {min_len}, got T = {x.shape[0]}; "
-                         f"use a longer series or a smaller seq_len")
-    return x
-
-
-def _validate(model: Model, val_x: torch.Tensor, config: TrainConfig) -> dict:
-    """D_stsp and D_H of free runs against the validation series (paper protocol, shortened).
-
-    One run from the first validation point (``config.val_starts == 1``), or the means over
-    ``val_starts`` runs from points spread over the series, with ``val_collapsed`` (see
-    :class:`TrainConfig`).
-    """
-    try:
-        metrics = import_module("dsrecon.metrics")
-    except ImportError as err:  # the metrics module is developed separately; say so, do not fail
-        return {"note": f"validation skipped: dsrecon.metrics not importable ({err})"}
-    n = min(val_x.shape[0], config.val_steps)
-    burn = n // 4
-    x_true = val_x[:n]  # (n, N)
-    starts = torch.linspace(0, val_x.shape[0] - 1, config.val_starts).round().long()
-    x_gen = generate(model, val_x[starts], n + burn)[:, burn:]  # (S, n, N)
-    runs = []
-    for x in x_gen:
-        run = {}
-        for key, metric in (("d_stsp", metrics.state_space_divergence), ("d_h", metrics.hellinger_distance)):
-            try:  # a diverged or constant (fixed-point) generated series has no defined D_H: NaN
-                run[key] = float(metric(x_true, x)) if torch.all(torch.isfinite(x)) else float("nan")
-            except ValueError:
-                run[key] = float("nan")
-        run["collapsed"] = metrics.is_collapsed((x.std(dim=0) / x_true.std(dim=0)).tolist())
-        runs.append(run)
-    if config.val_starts == 1:
-        return {"d_stsp": runs[0]["d_stsp"], "d_h": runs[0]["d_h"]}
-    constant = [bool(torch.all(x == x[-1])) for x in x_gen]  # D_H undefined: counted as its maximum, 1
-    d_h = [1.0 if c and math.isnan(r["d_h"]) else r["d_h"] for r, c in zip(runs, constant)]
-    return {"d_stsp": float(np.mean([r["d_stsp"] for r in runs])), "d_h": float(np.mean(d_h)),
-            "val_collapsed": sum(r["collapsed"] for r in runs)}
-
-
-def _write_history_csv(path: Path, history: list) -> None:
-    keys = list(dict.fromkeys(k for r in history for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def _params_finite(model: Model) -> bool:
@@ -683,11 +565,6 @@ def _recover(model, optimizer, forcing, good, config: TrainConfig, epoch: int, l
 # TrainConfig fields a resumed run may change: where and how it runs, how often it reports, not what it learns
 RESUME_IGNORED = frozenset({"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads",
                             "select"})
-
-
-def _diag_due(epoch: int, config: TrainConfig) -> bool:
-    """Whether the epoch records the growth-bound diagnostic G (every ``diag_every`` and the last)."""
-    return epoch % config.diag_every == 0 or epoch == config.epochs
 
 
 def _check_same_run(stored: dict, model: Model, forcing: Forcing, cfg: dict, path) -> None:

@@ -206,12 +206,21 @@ def test_fused_generate_equals_generate(observation, M, clipped):
 
 
 def test_auto_backend_without_compiler_warns_and_uses_numpy(monkeypatch):
-    """No C compiler: 'auto' says so and takes the NumPy loops (not a silent fallback)."""
+    """No C compiler: 'auto' says so, once, in one line, and takes the NumPy loops (not a silent fallback)."""
     from dsrecon.fast import _kernels
+    from dsrecon.fast.fused_plrnn import fused_generate
 
     monkeypatch.setattr(_kernels, "_LIB", "no C compiler found (set CC or install gcc)")
-    with pytest.warns(RuntimeWarning, match="NumPy backend"):
+    monkeypatch.setattr(_kernels, "_WARNED_FALLBACK", False)
+    def falls_back():  # a function with a fallback path: the warning names its caller's line
+        return _kernels.available()
+
+    with pytest.warns(RuntimeWarning, match="NumPy backend") as seen:
+        assert not falls_back()
+        assert fused_generate(ShPLRNN(3, 3, 8, seed=0), torch.zeros(3), 4).shape == (4, 3)  # "auto": NumPy loops
         assert _kernels.resolve_backend("auto", torch.device("cpu")) == "numpy"
+    assert len(seen) == 1 and "\n" not in str(seen[0].message)  # one warning, one line
+    assert seen[0].filename == __file__ and "falls_back()" in open(__file__).read().splitlines()[seen[0].lineno - 1]
     with pytest.raises(RuntimeError, match="'c' backend is unavailable"):
         _kernels.c_library()
 
@@ -283,7 +292,7 @@ def test_old_kernel_builds_are_pruned(tmp_path):
     import os
     import time
 
-    from dsrecon.fast._kernels import _prune_old_builds
+    from dsrecon.fast._build import prune_old_builds
 
     new, recent, old, other = (tmp_path / n for n in ("shplrnn_new.so", "shplrnn_recent.so", "shplrnn_old.so",
                                                        "results.h5"))
@@ -292,5 +301,5 @@ def test_old_kernel_builds_are_pruned(tmp_path):
     week_ago = time.time() - 8 * 24 * 3600
     for f in (old, other, new):
         os.utime(f, (week_ago, week_ago))
-    assert _prune_old_builds(new) == [old]
+    assert prune_old_builds(new) == [old]
     assert new.exists() and recent.exists() and other.exists() and not old.exists()

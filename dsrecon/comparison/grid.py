@@ -78,8 +78,8 @@ class RunSpec:
     @property
     def key(self) -> str:
         """Stable 12-hex-digit hash of what determines the result (labels excluded)."""
-        ident = {"model": _strip(self.model), "forcing": _strip(self.forcing),
-                 "dataset": _strip(self.dataset), "seed": self.seed, "budget": self.budget,
+        ident = {"model": without_label(self.model), "forcing": without_label(self.forcing),
+                 "dataset": without_label(self.dataset), "seed": self.seed, "budget": self.budget,
                  "eval": self.eval}
         text = json.dumps(ident, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -91,8 +91,8 @@ class RunSpec:
 
     @property
     def folder_name(self) -> str:
-        slug = "_".join([*self.group, f"seed{self.seed}"])
-        return f"{_slug(slug)}-{self.key}"
+        name = "_".join([*self.group, f"seed{self.seed}"])
+        return f"{slug(name)}-{self.key}"
 
 
 @dataclass(frozen=True)
@@ -114,11 +114,13 @@ class Grid:
                 for d in self.datasets for m in self.models for f in self.forcings for s in self.seeds]
 
 
-def _strip(entry: dict) -> dict:
+def without_label(entry: dict) -> dict:
+    """A grid entry's settings without its display ``label`` (what identifies a run)."""
     return {k: v for k, v in entry.items() if k != "label"}
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` as a file-name fragment: runs of other characters than ``[A-Za-z0-9.=-]`` become ``_``, at most 80."""
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")[:80]
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsrecon.comparison.grid import _slug, _strip
+from dsrecon.comparison.grid import slug, without_label
 
 RESULT, ERROR, SPEC, REPORT, SAMPLE = "result.json", "error.json", "spec.json", "report.json", "generated.npy"
 SAMPLE_STEPS = 5_000
@@ -45,7 +45,7 @@ def _write_json(path: Path, obj) -> None:
 def _key(entry: dict) -> str:
     import hashlib
 
-    return hashlib.sha256(json.dumps(_strip(entry), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(without_label(entry), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def prepare_dataset(entry: dict, data_root: Path) -> Path:
@@ -57,7 +57,7 @@ def prepare_dataset(entry: dict, data_root: Path) -> Path:
     """
     from dsrecon.data import train_test_split
 
-    folder = Path(data_root) / f"{_slug(entry['label'])}-{_key(entry)}"
+    folder = Path(data_root) / f"{slug(entry['label'])}-{_key(entry)}"
     if (folder / "meta.json").is_file():
         return folder
     train = _load(entry["train"], entry.get("simulate"), entry.get("dt"))
@@ -152,7 +152,8 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
     trainer's checkpoints); ``train_time_s`` is the ensemble's wall time divided by K and
     ``ensemble_size`` says K. A model that diverged fails alone; an error in training fails all K.
     """
-    from dsrecon.fast import set_kernel_threads, train_ensemble
+    from dsrecon.fast._kernels import set_kernel_threads
+    from dsrecon.fast.ensemble_train import train_ensemble
 
     run_dirs = [Path(d) for d in run_dirs]
     _set_threads(threads)
@@ -171,7 +172,8 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
         group_dir = Path(data_dir).parent.parent / "ensembles" / _key({"runs": sorted(run_dirs[i].name for i in idx)})
         try:
             from dsrecon.data import Trajectory
-            from dsrecon.training import TrainConfig, _write_history_csv
+            from dsrecon.history import write_history_csv
+            from dsrecon.training import TrainConfig
 
             config = TrainConfig(**specs[idx[0]]["budget"], seed=specs[idx[0]]["seed"])
             results = train_ensemble(models, Trajectory(x_train, dt=meta["dt"]), config, forcing,
@@ -186,7 +188,7 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
             spec, run_dir = specs[i], run_dirs[i]
             try:
                 (run_dir / "train").mkdir(parents=True, exist_ok=True)
-                _write_history_csv(run_dir / "train" / "history.csv", result.history)
+                write_history_csv(run_dir / "train" / "history.csv", result.history)
                 shutil.copyfile(group_dir / f"seed{spec['seed']}.pt", run_dir / "train" / "model.pt")
                 _check_finite(model)
                 summaries[i] = _finish(spec, run_dir, model, result, per_run, meta, x_test,

@@ -4,14 +4,43 @@
 (``TrainConfig(backend="fused")``); :func:`train_ensemble` trains K shPLRNNs of one shape in one
 batched computation; :class:`~dsrecon.fast.radam.FusedRAdam` is the optimizer both use (RAdam's
 update in one C loop). Not part of the promised public API (``dsrecon/__init__.py``).
+
+Layers: the kernel modules (``_build``, ``_kernels``, ``free_run``, ``jacobian_norms``,
+``radam``) import nothing above the models, so :mod:`dsrecon.rollout` and the models may use
+them; the fast training paths (``fused_plrnn``, ``affine_forcing``, ``ensemble``) sit above
+:mod:`dsrecon.rollout` and :mod:`dsrecon.loss`, below :mod:`dsrecon.training`; ``ensemble_train``
+is a trainer beside it. The names below are therefore loaded on first use (as in
+``dsrecon/__init__.py``): importing one kernel module must not import the trainers. Code inside
+dsrecon imports from the defining modules (``tests/test_layering.py``).
 """
 
-from dsrecon.fast._kernels import kernel_threads, set_kernel_spin, set_kernel_threads
-from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
-from dsrecon.fast.ensemble_train import train_ensemble
-from dsrecon.fast.fused_plrnn import (fused_forced_loss, fused_forced_rollout, fused_generate, is_fusable,
-                                      loss_and_grads)
+from importlib import import_module
 
-__all__ = ["EnsembleShPLRNN", "ensemble_loss_and_grads", "fused_forced_loss", "fused_forced_rollout", "fused_generate",
-           "is_fusable", "kernel_threads", "loss_and_grads", "set_kernel_spin", "set_kernel_threads",
-           "train_ensemble"]
+# public name -> module that defines it
+_NAMES = {
+    "kernel_threads": "dsrecon.fast._kernels",
+    "set_kernel_spin": "dsrecon.fast._kernels",
+    "set_kernel_threads": "dsrecon.fast._kernels",
+    "EnsembleShPLRNN": "dsrecon.fast.ensemble",
+    "ensemble_loss_and_grads": "dsrecon.fast.ensemble",
+    "train_ensemble": "dsrecon.fast.ensemble_train",
+    "fused_forced_loss": "dsrecon.fast.fused_plrnn",
+    "fused_forced_rollout": "dsrecon.fast.fused_plrnn",
+    "loss_and_grads": "dsrecon.fast.fused_plrnn",
+    "fused_generate": "dsrecon.fast.free_run",
+    "is_fusable": "dsrecon.fast.free_run",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dsrecon.fast' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

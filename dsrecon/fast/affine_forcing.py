@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+from dsrecon.loss import loss_and_grads as plain_loss_and_grads
+from dsrecon.loss import loss_from_rollout
 from dsrecon.models.base import Model
 from dsrecon.rollout import ForcedRollout, check_windows
 
@@ -120,11 +122,9 @@ def affine_forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollou
 
 
 def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, target: torch.Tensor | None = None):
-    """The ``"affine"`` training backend: :func:`dsrecon.training.loss_and_grads` through
+    """The ``"affine"`` training backend: :func:`dsrecon.loss.loss_and_grads` through
     :func:`affine_forced_rollout`; same signature, result and ``.grad``. Models without
     ``affine_forcing`` run the plain path."""
-    from dsrecon import training as _train
-
     if not has_affine_forcing(model):
-        return _train.loss_and_grads(model, x, alphas, reg_weight, target=target)
-    return _train.loss_from_rollout(model, affine_forced_rollout(model, x, alphas), x, reg_weight, target)
+        return plain_loss_and_grads(model, x, alphas, reg_weight, target=target)
+    return loss_from_rollout(model, affine_forced_rollout(model, x, alphas), x, reg_weight, target)

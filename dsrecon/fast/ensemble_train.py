@@ -102,7 +102,10 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     finite, the normal case, equal separate runs.
     """
     from dsrecon.data import gather_windows, window_starts
-    from dsrecon.training import TrainConfig, TrainResult, _as_series, _diag_due, _validate
+    from dsrecon.data import as_series as _as_series
+    from dsrecon.history import diag_due as _diag_due
+    from dsrecon.history import validate as _validate
+    from dsrecon.training import TrainConfig, TrainResult
 
     config = TrainConfig() if config is None else config
     models = list(models)

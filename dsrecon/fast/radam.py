@@ -3,7 +3,7 @@ r"""``FusedRAdam``: :class:`torch.optim.RAdam` whose update runs as one C loop o
 A training update of a small model (a shPLRNN has a few hundred parameters; an ensemble of K of
 them a few thousand) spends ~0.13 ms in ``torch.optim.RAdam.step`` with ``foreach=True`` on this
 CPU: a dozen multi-tensor calls and their Python bookkeeping, for microseconds of arithmetic. The
-C loop (:mod:`dsrecon.fast._kernels`, ``radam_f32/f64``) does the same per-element operations in
+C loop (``dsrecon/fast/csrc/radam.c``, ``radam_f32/f64``) does the same per-element operations in
 the order of torch's multi-tensor implementation (Liu et al. 2020, "On the Variance of the Adaptive
 Learning Rate and Beyond"): rounding may differ from torch's in the last bit, the optimizer state
 (``step``, ``exp_avg``, ``exp_avg_sq``), its ``state_dict`` and the learning-rate schedulers are
@@ -49,10 +49,9 @@ class FusedRAdam(torch.optim.RAdam):
     def _fused_calls(self):
         """Per parameter group (params with a gradient, their states, dtype, step dtype), or None
         when any group needs torch's step."""
-        try:
-            self._lib = _kernels.c_library()
-        except RuntimeError:
+        if not _kernels.available(stacklevel=3):  # warns once: torch's step runs
             return None
+        self._lib = _kernels.c_library()
         calls = []
         for group in self.param_groups:
             if (group["weight_decay"] != 0 or group["maximize"] or group["capturable"] or group["differentiable"]
@@ -68,9 +67,12 @@ class FusedRAdam(torch.optim.RAdam):
                 return None
             states = [self._state_of(p) for p in params]
             step_dtype = states[0]["step"].dtype
-            if step_dtype not in (torch.float32, torch.float64) or any(
+            # the C loop reads numel(p) elements through each pointer: every array must match p
+            if not all(p.grad.shape == p.shape for p in params) or step_dtype not in (torch.float32, torch.float64) or any(
                     st["step"].dtype != step_dtype or st["step"].device.type != "cpu" or st["step"].numel() != 1
-                    or not st["exp_avg"].is_contiguous() or not st["exp_avg_sq"].is_contiguous() for st in states):
+                    or any(not isinstance(st[key], torch.Tensor) or st[key].shape != p.shape or st[key].dtype != dtype
+                           or st[key].device.type != "cpu" or not st[key].is_contiguous()
+                           for key in ("exp_avg", "exp_avg_sq")) for p, st in zip(params, states)):
                 return None
             calls.append((group, params, states, dtype, step_dtype))
         return calls
