@@ -19,8 +19,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SEEDS = list(range(2000, 2008))
-MAX_FAILED = None  # set below from the 20-seed figures
-MAX_MEDIAN_D_STSP = None
+# 20 seeds of this protocol (1000-1019): 3 missed the cycle (D_stsp > 10, all collapsed), median
+# D_stsp 2.77. With a failure share of 15 %, 4 or more of 8 happen in 3 % of draws; at the 30 % of
+# the last-model protocol, in 19 %.
+MAX_FAILED = 3
+MAX_MEDIAN_D_STSP = 4.5
 
 
 def test_small_ecg_ensemble_keeps_the_heartbeat_cycle(gtf_data_dir):
