@@ -11,15 +11,14 @@ Test data and coordinates: the model works in the coordinates it was trained in.
   ``--standardize run`` applies the training mean/std recorded in the run (``extra.data_meta``
   with ``mean``/``std``); ``--standardize self`` z-scores the test data with its own statistics
   (an approximation when no training statistics were recorded). ``auto`` (default) is ``run``
-  when the run recorded them, else ``none``.
+  when the run recorded them, else ``none``. ``run`` also applies the run's delay embedding
+  (``extra.data_meta.delays``), so a raw scalar file meets a model fitted on its embedding.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import numpy as np
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -60,19 +59,19 @@ def _checkpoint_path(run_dir: Path) -> Path:
 
 def _run_test_split(spec: dict):
     """The run's test trajectory, rebuilt from the data spec `dsrecon fit` stored."""
-    from dsrecon.data import load, train_test_split
-
     if spec.get("kind") == "system":
         from dsrecon.systems import simulate_batch
 
         return simulate_batch(spec["source"], 2, spec["n_steps"], seed=spec["seed"], noise=spec["noise"])[1]
     if spec.get("kind") == "file":
-        return train_test_split(load(spec["source"], standardize=True), spec["test_fraction"])[1]
+        from dsrecon.preparation import file_split
+
+        return file_split(spec)[1]
     raise ValueError(f"the run's data spec {spec!r} is not one `dsrecon fit` writes; pass --data TEST")
 
 
 def _test_data(args, extra: dict):
-    from dsrecon.data import Trajectory, load, standardize
+    from dsrecon.data import load, standardize
 
     if args.data is None:
         if "data" not in extra:
@@ -87,10 +86,11 @@ def _test_data(args, extra: dict):
         if "mean" not in meta or "std" not in meta:
             raise ValueError("--standardize run: the run recorded no training mean/std (extra.data_meta); "
                              "use --standardize self or none")
-        mean, std = np.asarray(meta["mean"], dtype=float), np.asarray(meta["std"], dtype=float)
-        x = (test.x - mean) / std
-        test = Trajectory(x, test.dt, test.name, {**test.meta, "mean": mean.tolist(), "std": std.tolist()})
-        return test, "standardized with the run's training mean/std"
+        from dsrecon.preparation import to_model_coordinates
+
+        test = to_model_coordinates(test, meta)
+        how = "standardized with the run's training mean/std"
+        return test, how + (f", delays {meta['delays']}" if len(meta.get("delays", [0])) > 1 else "")
     if mode == "self":
         return standardize(test), "standardized with its own mean/std"
     return test, "used as stored"
