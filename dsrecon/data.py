@@ -136,7 +136,8 @@ def load(
     dataset : str, optional
         Array key (npz) or dataset path (HDF5); same as the ``file:key`` suffix.
     dt : float, optional
-        Sampling interval (default: from the file's attributes, the system, or 1.0).
+        Sampling interval (default: from the file's attributes, the system, or 1.0 with
+        ``meta["dt_known"] = False``: time in samples, rates per step).
     min_steps : int
         Fewest time steps accepted (default 2).
 
@@ -175,7 +176,9 @@ def load(
             return _finish(traj, name, standardize, min_steps)
         if key in RECORDINGS:
             traj = _load_santafe()
-            return _finish(replace(traj, dt=dt) if dt is not None else traj, name, standardize, min_steps)
+            if dt is not None:
+                traj = replace(traj, dt=dt, meta={**traj.meta, "dt_known": True})
+            return _finish(traj, name, standardize, min_steps)
         path_text, file_key = split_key(text)
         path = Path(path_text)
         if path.suffix.lower() not in SUFFIXES and not path.exists():
@@ -200,6 +203,8 @@ def load(
             raise ValueError(f"cannot load an object of type {type(source).__name__}: {err}") from err
         default_name, meta["source"], where = "array", "array", "array input"
     x = validate(x, where, min_steps=min_steps, columns=columns)
+    if dt is None:  # time counted in samples: rates derived from it are per step
+        meta["dt_known"] = False
     traj = Trajectory(x, dt=dt if dt is not None else 1.0, name=default_name, meta=meta)
     return _finish(traj, name, standardize, 0)
 
@@ -237,6 +242,7 @@ def _load_santafe() -> Trajectory:
         "description": "Santa Fe competition data set A: far-infrared NH3 laser intensity, "
         "chaotic regime, 8-bit values (Weigend & Gershenfeld 1994)",
         "licence": "distributed with reservoirpy (MIT)",
+        "dt_known": False,  # one sample; the physical interval is not part of the data set
     }
     return Trajectory(x, dt=1.0, name="santafe", meta=meta)
 

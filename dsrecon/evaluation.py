@@ -227,8 +227,8 @@ def _finite_or_none(obj):
 
 
 def _test_array(test) -> tuple[np.ndarray, float | None, str]:
-    if isinstance(test, Trajectory):
-        return np.asarray(test.x), float(test.dt), test.name
+    if isinstance(test, Trajectory):  # dt_known False: dt = 1 only counts samples (dsrecon.load)
+        return np.asarray(test.x), float(test.dt) if test.meta.get("dt_known", True) else None, test.name
     if isinstance(test, torch.Tensor):
         test = test.detach().cpu().numpy()
     return np.asarray(test), None, ""
@@ -252,7 +252,8 @@ def evaluate(model: Model, test, config: EvalConfig | None = None) -> Report:
     test : Trajectory or array, shape ``(T, N)``
         Test observations in the coordinates the model was trained in (standardized with the
         *training* statistics if the training data was). With a ``Trajectory`` its ``dt`` gives
-        exponents per time unit; with a bare array they are per step.
+        exponents per time unit, unless ``meta["dt_known"]`` is False (a file without a sampling
+        interval); then, as with a bare array, they are per step.
     config : EvalConfig, optional
 
     Returns

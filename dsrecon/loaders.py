@@ -148,7 +148,36 @@ def _read_text(path: Path) -> RawData:
     x = np.asarray(values, dtype=np.float64)
     if columns is not None and len(columns) != x.shape[1]:
         columns = None  # header does not match the data: do not guess names
-    return RawData(x, columns=columns)
+    return _split_time_column(RawData(x, columns=columns), path)
+
+
+TIME_COLUMNS = ("t", "time")  # header names of a time column (case-insensitive)
+
+
+def _split_time_column(raw: RawData, path: Path) -> RawData:
+    """Take a column named ``t``/``time`` out of the data and read ``dt`` from it.
+
+    Time is not a state variable, so the column never reaches the model; its spacing is the
+    sampling interval. The steps must be uniform (the models step at a fixed ``dt``): within
+    1e-6 of their median, relative, which tolerates the rounding of printed times.
+    """
+    names = [c.strip().lower() for c in raw.columns or []]
+    hits = [j for j, c in enumerate(names) if c in TIME_COLUMNS]
+    if not hits:
+        return raw
+    j = hits[0]
+    t = raw.x[:, j]  # (T,)
+    steps = np.diff(t)
+    dt = float(np.median(steps)) if steps.size else float("nan")
+    if not steps.size or not dt > 0 or np.max(np.abs(steps - dt)) > 1e-6 * dt + 1e-12 * np.max(np.abs(t)):
+        raise ValueError(
+            f"{str(path)!r}: column {raw.columns[j]!r} is read as time, but its steps are not uniform and "
+            f"increasing (median {dt:g}, range {steps.min() if steps.size else float('nan'):g} .. "
+            f"{steps.max() if steps.size else float('nan'):g}); resample the series to a fixed interval, or "
+            "rename the column if it is not time")
+    keep = [k for k in range(raw.x.shape[1]) if k != j]
+    return RawData(raw.x[:, keep], columns=[raw.columns[k] for k in keep], dt=dt, name=raw.name,
+                   meta={**raw.meta, "time_column": raw.columns[j], "t0": float(t[0])})
 
 
 def _h5_datasets(h5file) -> list[str]:

@@ -117,8 +117,9 @@ def test_cli_evaluate_writes_report_and_plots(tmp_path, lorenz63_paper_test, cap
 
 
 def test_cli_evaluate_rebuilds_the_runs_test_split(tmp_path, lorenz63_paper_test, capsys):
-    """Without --data the test split comes from the data spec `dsrecon fit` stored (file: the whole
-    file standardized, last 20% as test)."""
+    """Without --data the test split comes from the data spec `dsrecon fit` stored (file: a spec
+    without "standardize": "train", as runs stored it before issue 16: the whole file
+    standardized, last 20% as test)."""
     checkpoint = pytest.importorskip("dsrecon.checkpoint")
     pytest.importorskip("dsrecon.models.plrnn")
     from dsrecon.cli import main

@@ -11,7 +11,8 @@ Test data and coordinates: the model works in the coordinates it was trained in.
   ``--standardize run`` applies the training mean/std recorded in the run (``extra.data_meta``
   with ``mean``/``std``); ``--standardize self`` z-scores the test data with its own statistics
   (an approximation when no training statistics were recorded). ``auto`` (default) is ``run``
-  when the run recorded them, else ``none``.
+  when the run recorded them, else ``none``. ``run`` also applies the run's delay embedding
+  (``extra.data_meta.delays``), so a raw scalar file meets a model fitted on its embedding.
 
 Output: ``report.json`` and the plots go to a new folder ``RUN_DIR/eval-<test data name>`` (with
 ``-2``, ``-3``, ... when it exists), so the fit's own files (``metrics.json``, ``attractor.png``,
@@ -74,14 +75,14 @@ def _checkpoint_path(run_dir: Path) -> Path:
 
 def _run_test_split(spec: dict):
     """The run's test trajectory, rebuilt from the data spec `dsrecon fit` stored."""
-    from dsrecon.data import load, train_test_split
-
     if spec.get("kind") == "system":
         from dsrecon.systems import simulate_batch
 
         return simulate_batch(spec["source"], 2, spec["n_steps"], seed=spec["seed"], noise=spec["noise"])[1]
     if spec.get("kind") == "file":
-        return train_test_split(load(spec["source"], standardize=True), spec["test_fraction"])[1]
+        from dsrecon.preparation import file_split
+
+        return file_split(spec)[1]
     raise ValueError(f"the run's data spec {spec!r} is not one `dsrecon fit` writes; pass --data TEST")
 
 
@@ -89,9 +90,11 @@ def _test_data(args, extra: dict, obs_dim: int):
     """The test trajectory in the model's coordinates, its display name and how it was mapped.
 
     Every shape is checked before any transform: a series of the wrong width is rejected, never
-    broadcast against the run's mean/std.
+    broadcast against the run's mean/std. With ``run`` the raw channels are checked against the
+    run's training statistics, then standardized and delay-embedded as the run was
+    (:func:`dsrecon.preparation.to_model_coordinates`), and the result against the model.
     """
-    from dsrecon.data import Trajectory, load, standardize
+    from dsrecon.data import load, standardize
 
     if args.data is None:
         if "data" not in extra:
@@ -100,7 +103,6 @@ def _test_data(args, extra: dict, obs_dim: int):
         _check_width(test, obs_dim, "the run's own test split")
         return test, "test-split", "the run's own test split"
     test = load(args.data, dataset=args.dataset, dt=args.dt)
-    _check_width(test, obs_dim, f"--data {args.data}")
     name = test.name or Path(args.data).stem
     meta = extra.get("data_meta") or {}
     mode = args.standardize
@@ -110,13 +112,20 @@ def _test_data(args, extra: dict, obs_dim: int):
         if "mean" not in meta or "std" not in meta:
             raise ValueError("--standardize run: the run recorded no training mean/std (extra.data_meta); "
                              "use --standardize self or none")
+        from dsrecon.preparation import to_model_coordinates
+
         mean, std = np.asarray(meta["mean"], dtype=np.float64), np.asarray(meta["std"], dtype=np.float64)
-        if mean.shape != (obs_dim,) or std.shape != (obs_dim,) or not np.all(std > 0):
-            raise ValueError(f"the run's recorded training mean/std (shapes {mean.shape}, {std.shape}) do not fit "
-                             f"its model's N = {obs_dim} dimensions; use --standardize self or none")
-        x = (test.x - mean) / std
-        test = Trajectory(x, test.dt, test.name, {**test.meta, "mean": mean.tolist(), "std": std.tolist()})
-        return test, name, "standardized with the run's training mean/std"
+        if mean.shape != std.shape or mean.ndim != 1 or not np.all(std > 0):
+            raise ValueError(f"the run's recorded training mean/std (shapes {mean.shape}, {std.shape}) are not "
+                             "one positive std per channel; use --standardize self or none")
+        if test.n_dims != mean.size:
+            raise ValueError(f"--data {args.data} has N = {test.n_dims} column(s), but the run was standardized on "
+                             f"{mean.size}; give the raw data with the channels the run was fitted on")
+        test = to_model_coordinates(test, meta)
+        _check_width(test, obs_dim, f"--data {args.data} in the run's coordinates")
+        how = "standardized with the run's training mean/std"
+        return test, name, how + (f", delays {meta['delays']}" if len(meta.get("delays", [0])) > 1 else "")
+    _check_width(test, obs_dim, f"--data {args.data}")
     if mode == "self":
         return standardize(test), name, "standardized with its own mean/std"
     return test, name, "used as stored"

@@ -5,6 +5,13 @@ training settings and the data source), ``history.csv`` (per-epoch diagnostics),
 ``checkpoints/last.pt`` (load with ``dsrecon.load_checkpoint``), ``metrics.json`` (evaluation on
 held-out data) and plots when matplotlib is installed. ``dsrecon fit --resume RUN_DIR`` continues an
 interrupted run exactly where its last checkpoint stopped.
+
+Before training it looks at the data (``dsrecon.inspection``: T, N, dt, time scales, lambda_max,
+noise), prints what it found and the choices made from it (``dsrecon.preparation``: delay
+embedding of a scalar or two-channel series, the latent size of many channels), and writes them to
+``data_summary.json``. A file is split first and z-scored with its training part's statistics.
+Lyapunov exponents are per time unit when ``dt`` is known (``--dt``, an h5 ``dt`` attribute, a csv
+``t``/``time`` column, a benchmark system), else per step, and labelled so.
 """
 
 from __future__ import annotations
@@ -46,14 +53,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--n-steps", type=positive_int, default=100_000, help="steps simulated for a system (default 100000)")
     g.add_argument("--noise", type=nonnegative_float, default=0.0, help="observation noise of a simulated system, fraction of std")
     g.add_argument("--test-fraction", type=open_fraction, default=0.2, help="held-out final part of a file (default 0.2)")
+    g.add_argument("--dt", type=positive_float,
+                   help="sampling interval of a file in its time unit (default: the file's h5 'dt' attribute or "
+                        "csv 't'/'time' column, else unknown: exponents per step)")
+    g.add_argument("--embed", default="auto", metavar="auto|none|D:TAU",
+                   help="delay embedding of a file: auto (default: series with N < 3 channels, delay by mutual "
+                        "information, dimension by Cao's method), none, or D delays of TAU samples per channel")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="shplrnn", help="registered model name (default shplrnn)")
     g.add_argument("--latent-dim", type=positive_int,
                    help=f"shPLRNN latent dimension M (default max(N, {DEFAULT_LATENT}): extra unobserved "
-                        f"coordinates reached a far better Lorenz-63 attractor in a short run than M = N)")
+                        f"coordinates reached a far better Lorenz-63 attractor in a short run than M = N; for "
+                        f"N > 16 channels the principal components explaining 90%% of the variance, in [10, 32], "
+                        f"with an affine observation)")
     g.add_argument("--hidden-dim", type=positive_int, default=50, help="hidden width L (default 50)")
     g.add_argument("--unclipped", action="store_true", help="plain instead of clipped shPLRNN")
-    g.add_argument("--observation", choices=("identity", "affine"), default="identity")
+    g.add_argument("--observation", choices=("identity", "affine"),
+                   help="shPLRNN observation (default identity; affine when M < N)")
     g = p.add_argument_group("forcing")
     g.add_argument("--forcing", choices=("gtf", "agtf", "stf", "tf", "none"), default="gtf",
                    help="fixed GTF (default), adaptive GTF, sparse TF, teacher forcing, none")
@@ -86,31 +102,66 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _load_data(spec: dict):
     """(train, test) Trajectories for a data spec stored in config.json."""
-    from dsrecon.data import load, train_test_split
-
     if spec["kind"] == "system":
         from dsrecon.systems import simulate_batch
 
         train, test = simulate_batch(spec["source"], 2, spec["n_steps"], seed=spec["seed"], noise=spec["noise"])
         return train, test
-    return train_test_split(load(spec["source"], standardize=True), spec["test_fraction"])
+    from dsrecon.preparation import file_split
+
+    return file_split(spec)
 
 
 def _run_meta(data_spec: dict, train) -> dict:
-    """What the run records about its data: the spec that reloads it and, for a file, the mean/std it
-    was standardized with, so that ``dsrecon evaluate RUN_DIR --data RAW_FILE`` maps a raw test file
-    into the model's coordinates (a registered system is simulated already z-scored: nothing to map)."""
+    """What the run records about its data: the spec that reloads it and, for a file, the training
+    part's mean/std (original channels) and the delays, so that ``dsrecon evaluate RUN_DIR --data
+    RAW_FILE`` maps a raw test file into the model's coordinates (a registered system is simulated
+    already z-scored: nothing to map). ``train`` is the training part before delay embedding."""
     meta = {"data": data_spec}
     if data_spec["kind"] == "file" and "mean" in train.meta:
-        meta["data_meta"] = {"mean": train.meta["mean"], "std": train.meta["std"]}
+        meta["data_meta"] = {"mean": train.meta["mean"], "std": train.meta["std"],
+                             "delays": list(data_spec.get("delays", [0]))}
     return meta
 
 
-def _model_kwargs(args, n: int) -> dict:
+def _prepare(args, data_spec: dict):
+    """Look at the data, decide embedding and latent size, print both; returns
+    ``(train, test, unembedded train, summary dict, LatentChoice or None)``."""
+    from dsrecon.inspection import inspect_data
+    from dsrecon.preparation import apply_embedding, choose_embedding, choose_latent, parse_embed
+
+    train, test = _load_data(data_spec)
+    dt_known = train.meta.get("dt_known", True)
+    summary = inspect_data(train.x, train.dt if dt_known else None)
+    part = (f"training part, first {1 - data_spec['test_fraction']:.0%} of the file" if data_spec["kind"] == "file"
+            else "training trajectory")
+    print(f"{summary}\n  (estimated on the {part})")
+    out = {"data": summary.to_dict(), "estimated_on": part}
+    raw_train = train
+    if data_spec["kind"] == "file":
+        emb = choose_embedding(train, parse_embed(args.embed))
+        data_spec["delays"] = list(emb.delays)
+        train, test = apply_embedding(train, emb.delays), apply_embedding(test, emb.delays)
+        print(f"embedding: {emb.reason}; model sees N = {train.n_dims}")
+        out["embedding"] = emb.to_dict()
+    elif args.embed != "auto":
+        raise ValueError(f"--embed applies to data files; a benchmark system ({data_spec['source']}) is fully observed")
+    latent = None
+    if args.model == "shplrnn":
+        latent = choose_latent(train, args.latent_dim, args.observation, DEFAULT_LATENT)
+        print(f"latent: M = {latent.latent_dim}, {latent.observation} observation ({latent.reason})")
+        out["latent"] = latent.to_dict()
+    if data_spec["kind"] == "file":
+        out["standardization"] = {"mean": raw_train.meta["mean"], "std": raw_train.meta["std"],
+                                  "from": "training part only"}
+    return train, test, raw_train, out, latent
+
+
+def _model_kwargs(args, n: int, latent=None) -> dict:
     kw = {"obs_dim": n, "hidden_dim": args.hidden_dim, "seed": args.seed}
     if args.model == "shplrnn":
-        kw.update(latent_dim=args.latent_dim if args.latent_dim is not None else max(n, DEFAULT_LATENT), clipped=not args.unclipped, observation=args.observation)
-    elif args.latent_dim is not None or args.unclipped or args.observation != "identity":
+        kw.update(latent_dim=latent.latent_dim, clipped=not args.unclipped, observation=latent.observation)
+    elif args.latent_dim is not None or args.unclipped or args.observation is not None:
         raise ValueError(f"--latent-dim, --unclipped and --observation apply to the shplrnn only, not {args.model!r}")
     return kw
 
@@ -153,8 +204,9 @@ def _new_run_dir(name: str) -> Path:
     return path
 
 
-def _evaluate(model, test, run_dir: Path) -> dict:
-    """Final metrics on the test trajectory: dsrecon.evaluate, or D_stsp / D_H where it cannot run."""
+def _evaluate(model, test, run_dir: Path):
+    """Final metrics on the test trajectory: dsrecon.evaluate, or D_stsp / D_H where it cannot run;
+    returns them with the Lyapunov result (None when not computed) for the plot."""
     from dsrecon.checkpoint import write_json
 
     try:
@@ -165,9 +217,9 @@ def _evaluate(model, test, run_dir: Path) -> dict:
         out = {"note": f"dsrecon.evaluate failed ({type(err).__name__}: {err}); D_stsp and D_H only"}
         out.update(_basic_metrics(model, test))
         write_json(run_dir / "metrics.json", out)
-        return out
+        return out, None
     report.save(run_dir / "metrics.json")
-    return report.to_dict()
+    return report.to_dict(), report.lyapunov
 
 
 def _basic_metrics(model, test) -> dict:
@@ -186,7 +238,7 @@ def _basic_metrics(model, test) -> dict:
     return out
 
 
-def _plots(model, test, history, run_dir: Path) -> list[str]:
+def _plots(model, test, history, run_dir: Path, lyapunov=None) -> list[str]:
     try:
         plotting = import_module("dsrecon.plotting")
         import matplotlib  # noqa: F401
@@ -197,9 +249,12 @@ def _plots(model, test, history, run_dir: Path) -> list[str]:
     n = min(test.n_steps, 20_000)
     x_gen = generate(model, test.x[0], n + n // 4)[n // 4:].numpy()
     made = []
-    for func, name, args in (("plot_training_curves", "training.png", (history,)),
-                             ("plot_attractor", "attractor.png", (test.x[:n], x_gen)),
-                             ("plot_spectra", "spectra.png", (test.x[:n], x_gen))):
+    jobs = [("plot_training_curves", "training.png", (history,)),
+            ("plot_attractor", "attractor.png", (test.x[:n], x_gen)),
+            ("plot_spectra", "spectra.png", (test.x[:n], x_gen))]
+    if lyapunov is not None:  # labelled per time unit or per step by its own dt
+        jobs.append(("plot_lyapunov_convergence", "lyapunov.png", (lyapunov,)))
+    for func, name, args in jobs:
         try:
             getattr(plotting, func)(*args, run_dir / name)
             made.append(name)
@@ -269,7 +324,7 @@ def _diverged(metrics: dict, result) -> str | None:
 
 
 def run(args) -> int:
-    from dsrecon.checkpoint import run_lock
+    from dsrecon.checkpoint import run_lock, write_json
     from dsrecon.forcing import make_forcing
     from dsrecon.models import make_model
     import torch
@@ -287,6 +342,7 @@ def run(args) -> int:
         stored = _stored_config(run_dir)
         data_spec = stored["extra"]["data"]
         train_data, test_data = _load_data(data_spec)
+        raw_train = None
         model = make_model(stored["model"]["name"], **stored["model"]["config"])
         forcing = make_forcing(**stored["forcing"])
         cfg = TrainConfig.from_dict({**stored["train"], "device": args.device, "threads": args.threads})
@@ -299,32 +355,41 @@ def run(args) -> int:
         if key in SYSTEM_NAMES:
             data_spec = {"kind": "system", "source": key, "n_steps": args.n_steps, "seed": args.seed,
                          "noise": args.noise}
+            if args.dt is not None:
+                raise ValueError(f"--dt applies to data files; {key} is simulated at its own dt")
         else:
-            data_spec = {"kind": "file", "source": args.data, "test_fraction": args.test_fraction}
-        train_data, test_data = _load_data(data_spec)
-        model = make_model(args.model, **_model_kwargs(args, train_data.n_dims))
+            data_spec = {"kind": "file", "source": args.data, "test_fraction": args.test_fraction,
+                         "standardize": "train"}
+            if args.dt is not None:
+                data_spec["dt"] = args.dt
+        train_data, test_data, raw_train, summary, latent = _prepare(args, data_spec)
+        model = make_model(args.model, **_model_kwargs(args, train_data.n_dims, latent))
         forcing = _forcing(args, train_data)
         cfg = TrainConfig(epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                           batch_size=args.batch_size, seq_len=args.seq_len, lr_start=args.lr,
                           lr_end=min(args.lr_end, args.lr), seed=args.seed, device=args.device,
                           val_every=args.val_every, backend=args.backend, threads=args.threads)
         run_dir = Path(args.out) if args.out else _new_run_dir(train_data.name or Path(args.data).stem)
+        if not ((run_dir / "config.json").exists() or (run_dir / "checkpoints" / "last.pt").exists()):
+            write_json(run_dir / "data_summary.json", summary)  # an existing run is refused by train()
     print(f"dsrecon fit: {model.name} ({model.n_params} parameters) on {train_data.name} "
           f"{train_data.x.shape}, forcing {forcing!r}, {cfg.epochs} epochs -> {run_dir}")
     with run_lock(run_dir):  # one writer per run folder, from training to the last plot
         result = train(model, train_data, cfg, forcing, val_data=test_data, run_dir=run_dir,
                        resume=bool(args.resume), progress=not args.no_progress,
-                       run_meta=_run_meta(data_spec, train_data))
+                       run_meta=stored["extra"] if args.resume else _run_meta(data_spec, raw_train))
         model.cpu()
         print(f"trained {result.epochs} epochs ({result.n_updates} updates) in {result.train_time_s:.0f} s; "
               f"final loss {result.final_loss:.4g}")
         t0 = time.perf_counter()
-        metrics = _evaluate(model, test_data, run_dir)
-        plots = _plots(model, test_data, result.history, run_dir)
+        metrics, lyapunov = _evaluate(model, test_data, run_dir)
+        plots = _plots(model, test_data, result.history, run_dir, lyapunov)
     fmt = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else str(v)  # noqa: E731
     print(f"test ({test_data.n_steps} steps, {time.perf_counter() - t0:.0f} s): "
           f"D_stsp {fmt(metrics.get('d_stsp'))}, D_H {fmt(metrics.get('d_h'))}"
-          + (f", PE(20) {fmt(metrics.get('pe'))}" if "pe" in metrics else ""))
+          + (f", PE(20) {fmt(metrics.get('pe'))}" if "pe" in metrics else "")
+          + (f", lambda_max {fmt(metrics.get('lambda_max_model'))} {metrics.get('lyapunov_units')} (model)"
+             if metrics.get("lambda_max_model") is not None else ""))
     print(f"files in {run_dir}: config.json, history.csv, checkpoints/last.pt, metrics.json"
           + (", " + ", ".join(plots) if plots else ""))
     reason = _diverged(metrics, result)
