@@ -118,7 +118,9 @@ def _test_data(args, extra: dict, obs_dim: int):
         if mean.shape != std.shape or mean.ndim != 1 or not np.all(std > 0):
             raise ValueError(f"the run's recorded training mean/std (shapes {mean.shape}, {std.shape}) are not "
                              "one positive std per channel; use --standardize self or none")
-        if test.n_dims != mean.size:
+        if len(meta.get("delays", [0])) <= 1:  # no embedding: the raw channels are the model's
+            _check_width(test, obs_dim, f"--data {args.data}")
+        elif test.n_dims != mean.size:
             raise ValueError(f"--data {args.data} has N = {test.n_dims} column(s), but the run was standardized on "
                              f"{mean.size}; give the raw data with the channels the run was fitted on")
         test = to_model_coordinates(test, meta)
