@@ -36,7 +36,7 @@ def test_fit_file_stores_training_statistics_and_summary(tmp_path, lorenz, capsy
     """Standardize after the split: the run's mean/std are the first 80 %'s, not the file's; the
     summary is printed and saved; `evaluate --data RAW` maps the raw file with them; dt from --dt
     makes every exponent per time unit."""
-    raw = lorenz * [2.0, 3.0, 1.0] + np.linspace(0, 4, len(lorenz))[:, None]  # drifting: parts differ
+    raw = lorenz * [2.0, 3.0, 1.0] + np.linspace(0, 1, len(lorenz))[:, None]  # drifting: parts differ
     data = tmp_path / "drift.npy"
     np.save(data, raw)
     run = tmp_path / "run"
