@@ -2,7 +2,7 @@
 
 ``load`` reads any supported source into a validated ``Trajectory``; ``standardize`` z-scores it
 (and ``Trajectory.unstandardize`` inverts that); ``train_test_split`` cuts it chronologically; and
-``sample_windows`` draws the training windows of SPEC section 1 ("Training samples").
+``sample_windows`` draws the training windows of docs/method.md section 1 ("Training samples").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Delay embedding of low-dimensional recordings, and how to choose its delay and dimension.
 
 Takens' theorem lets a scalar series ``x`` stand in for the unobserved state through delay vectors
-``x_emb[t] = (x[t], x[t + d1], ..., x[t + dk])`` (SPEC section 1). The delay is chosen as the first
+``x_emb[t] = (x[t], x[t + d1], ..., x[t + dk])`` (docs/method.md section 1). The delay is chosen as the first
 minimum of the time-delayed mutual information (Fraser & Swinney 1986), with the first 1/e
 crossing of the autocorrelation as fallback; the dimension as the smallest one whose fraction of
 false nearest neighbours falls below a threshold (Kennel, Brown & Abarbanel 1992).

@@ -1,4 +1,4 @@
-"""Evaluate a trained model on a test trajectory by the GTF paper's protocol (SPEC section 4).
+"""Evaluate a trained model on a test trajectory by the GTF paper's protocol (docs/method.md section 4).
 
 ``evaluate(model, test)`` generates a free-running trajectory from the state inferred from the
 first test observation, drops a warm-up, and scores the rest against the test data (D_stsp, D_H),

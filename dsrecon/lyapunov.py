@@ -155,7 +155,7 @@ def lyapunov_spectrum(
     z0 : array or tensor, shape ``(M,)`` or ``(B, M)``, optional
         Latent initial states instead of ``x0``.
     transient : int
-        Steps discarded first (SPEC: at least 1,000).
+        Steps discarded first (docs/method.md section 4: at least 1,000).
     qr_every : int
         Steps between re-orthonormalizations (1..10 is safe for float64 ``Q``).
     dt : float, optional

@@ -1,4 +1,4 @@
-"""Invariant-statistics metrics of a reconstruction (SPEC section 4): D_stsp, D_H and PE(n).
+"""Invariant-statistics metrics of a reconstruction (docs/method.md section 4): D_stsp, D_H and PE(n).
 
 Pure functions: NumPy arrays or torch tensors in, a Python float out. Tensors are used on their
 own device (CPU or CUDA); NumPy arrays go to torch's default device. All accumulations are in
@@ -263,7 +263,7 @@ def _as_2d(x, name: str, device=None) -> torch.Tensor:
 
 
 def power_spectrum(x, sigma: float = 20) -> torch.Tensor:
-    """Smoothed, normalized power spectrum of each dimension (SPEC section 4, D_H).
+    """Smoothed, normalized power spectrum of each dimension (docs/method.md section 4, D_H).
 
     Per dimension: z-score the whole series (population sd), ``|rfft|^2``, Gaussian smoothing
     with standard deviation ``sigma`` frequency bins (kernel radius 4 sigma, reflect padding as in

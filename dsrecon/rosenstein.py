@@ -1,7 +1,7 @@
 """lambda_max of a measured series by Rosenstein's method, batched in torch.
 
 Same algorithm, defaults and edge-case behaviour as ``nolds.lyap_r`` (nolds 0.6.2) with
-``fit="poly"``, the SPEC's reference, with the same result. What differs is the nearest-neighbour
+``fit="poly"``, the reference (least-squares line), with the same result. What differs is the nearest-neighbour
 search: nolds builds the full ``T x T`` distance matrix row by row in Python; here the vectors are
 sorted along their first principal axis, which bounds which columns can hold a row's nearest
 neighbour, and only those windows are computed, in chunks. A 10,000-point series takes about 0.1 s
@@ -233,7 +233,7 @@ def rosenstein_lambda_max(
     emb_dim, lag, min_tsep, trajectory_len : int
         Embedding dimension, delay (steps), temporal exclusion window (steps), steps followed.
     fit : {"poly"}
-        Least-squares line (``np.polyfit``); nolds' "RANSAC" is not offered (SPEC: always poly).
+        Least-squares line (``np.polyfit``); nolds' "RANSAC" is not offered (the reference uses poly).
     tau : float
         Sampling interval; the slope per step is divided by it.
     min_neighbors : int
@@ -251,7 +251,7 @@ def rosenstein_lambda_max(
         lambda_max per ``tau`` (``-inf`` if every divergence is zero).
     """
     if fit != "poly":
-        raise ValueError(f"fit must be 'poly' (least squares, the SPEC's reference), got {fit!r}")
+        raise ValueError(f"fit must be 'poly' (least squares, the reference), got {fit!r}")
     xt = as_series64(x, device)  # (T, N)
     if emb_dim < 1 or trajectory_len < 1 or (lag is not None and lag < 1) or (min_tsep is not None and min_tsep < 0):
         raise ValueError("need emb_dim >= 1, trajectory_len >= 1, lag >= 1 and min_tsep >= 0")

@@ -2,7 +2,7 @@
 
 The equations live in code (torch modules ``f(t, y)`` on batched states ``(B, D)``), their
 metadata (parameters, sampling interval, initial-condition box) in the registry ``SYSTEMS``.
-``simulate`` follows the protocol of SPEC section 1: a random initial condition from a seeded local
+``simulate`` follows the protocol of docs/method.md section 1: a random initial condition from a seeded local
 generator, a discarded transient of at least 50 time units, a tight-tolerance adaptive solver
 (torchdiffeq ``dopri5``, rtol = atol = 1e-9, float64), sampling every ``dt``, z-scoring and
 optional observation noise. Results are cached as HDF5 (``dsrecon._cache``).
@@ -366,7 +366,7 @@ def simulate(
     cache: bool = True,
     progress: bool | None = None,
 ) -> Trajectory:
-    """Simulate one trajectory of a benchmark system (SPEC section 1 protocol).
+    """Simulate one trajectory of a benchmark system (docs/method.md section 1 protocol).
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "simulate",
         help="simulate a benchmark system and write it to HDF5",
-        description="Simulate a benchmark system (SPEC protocol: random initial condition, "
+        description="Simulate a benchmark system (protocol of docs/method.md section 1: random initial condition, "
         "50-unit transient, dopri5 at rtol=atol=1e-9, z-scored) and write dataset 'x' (T, N) "
         "with every setting as an attribute. Results are cached (DSRECON_CACHE_DIR).",
     )

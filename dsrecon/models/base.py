@@ -5,7 +5,7 @@ from ``z`` to the ``N`` observed coordinates. Unrolling, forcing, Lyapunov expon
 are functions over this contract (``dsrecon.rollout``, ``dsrecon.forcing``, ``dsrecon.lyapunov``,
 ``dsrecon.train``), so every model gets them for free and a comparison changes one thing at a time.
 
-Symbols (SPEC section 2): ``B`` batch, ``N`` observed dimension, ``M`` latent (state) dimension.
+Symbols (docs/method.md section 2): ``B`` batch, ``N`` observed dimension, ``M`` latent (state) dimension.
 
 Forcing convention
 ------------------
@@ -70,7 +70,7 @@ class Model(nn.Module, abc.ABC):
 
         Coordinates the observation determines come from ``x``; all others are copied from ``z``.
         Parameters of the observation inverse (e.g. a pseudo-inverse) are used detached: the
-        forcing signal is outside the gradient (SPEC section 3, step 1).
+        forcing signal is outside the gradient (docs/method.md section 3, step 1).
         """
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Recurrent baselines for DSR: vanilla RNN (tanh), LSTM and GRU as autonomous one-step maps.
 
 Each baseline is a classical recurrent cell without external input, run as a discrete-time map on
-its hidden state, with an affine readout ``x_hat = B h + c`` of the hidden vector ``h`` (SPEC
+its hidden state, with an affine readout ``x_hat = B h + c`` of the hidden vector ``h`` (docs/method.md
 section 2, "Baselines"). They follow the same contract as the shPLRNN, so the trainer, the forcing
 and the evaluation are shared and a comparison changes one thing at a time.
 
@@ -16,7 +16,7 @@ State layout (``M = state_dim``)::
 
 ``a`` is empty for the RNN and GRU, the memory cell ``c`` for the LSTM and ``z`` for LEM.
 
-Forcing (SPEC section 2): autonomous models are forced on ``h`` only, through the pseudo-inverse
+Forcing (docs/method.md section 2): autonomous models are forced on ``h`` only, through the pseudo-inverse
 of the readout, ``h_hat = h + B^+ (x - c - B h)`` (``B^+`` detached): the part of ``h`` the
 observation determines is replaced by ``B^+ (x - c)``, the part in the null space of ``B`` is
 kept. Input-fed models are forced on ``u`` (``u_hat = x``), so GTF with alpha = 1 is classical
@@ -89,7 +89,7 @@ class RecurrentModel(Model):
     input_fed : bool
         If True, the state carries the last observation estimate ``u`` (first N coordinates),
         the cell reads it as its input through matrices ``V`` (H x N per gate), and after each
-        step ``u <- B h + c``; ``observe`` returns ``u`` (SPEC 2.1, "Input-fed variant").
+        step ``u <- B h + c``; ``observe`` returns ``u`` (docs/method.md section 2, "Input-fed variant").
     learned_init : bool
         If True, the blocks after ``h`` start at a learned linear map of ``x0`` (zero-initialized
         ``(n_blocks - 1) H x N`` matrix) instead of 0.
@@ -163,7 +163,7 @@ class RecurrentModel(Model):
         return h @ self.B.T + self.c  # (B, N)
 
     def _pinv(self) -> torch.Tensor:
-        """``B^+`` (H, N), detached: forcing signals are outside the gradient (SPEC section 3)."""
+        """``B^+`` (H, N), detached: forcing signals are outside the gradient (docs/method.md section 3)."""
         return torch.linalg.pinv(self.B.detach())
 
     # ----------------------------------------------------------------- the contract

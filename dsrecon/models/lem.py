@@ -1,7 +1,7 @@
 """Long Expressive Memory (LEM; Rusch, Mishra, Erichson, Mahoney, ICLR 2022) as a DSR model.
 
 LEM discretizes a multiscale ODE system with an implicit-explicit step. Run without input it is an
-autonomous map on the packed state ``s = (y, z)`` of size 2H (SPEC section 2.1)::
+autonomous map on the packed state ``s = (y, z)`` of size 2H (docs/method.md section 2.1)::
 
     dt_n  = dt * sigmoid(W1 y_{n-1} + b1)                      gate of z
     dtb_n = dt * sigmoid(W2 y_{n-1} + b2)                      gate of y
@@ -49,7 +49,7 @@ class LEM(RecurrentModel):
         Fixed time-step scale of the gates, ``0 < dt <= 1`` (default 1.0, as the paper's code).
     input_fed : bool
         Carry the last observation estimate ``u`` in the state and feed it to the cell through
-        ``V`` (4H, N) plus bias (SPEC 2.1, "Input-fed variant"); ``observe`` returns ``u`` and
+        ``V`` (4H, N) plus bias (docs/method.md section 2, "Input-fed variant"); ``observe`` returns ``u`` and
         forcing sets ``u``.
     learned_z0 : bool
         Initial ``z0`` from a learned linear map of ``x0`` (zero-initialized) instead of 0.

@@ -2,7 +2,7 @@
 
 Reference: Hess, Monfared, Brenner, Durstewitz. Generalized Teacher Forcing for Learning Chaotic
 Dynamics. ICML 2023 (equations, initialization and parameter counts below follow its section 3 and
-its public code's conventions as summarised in SPEC section 2).
+its public code's conventions as summarised in docs/method.md section 2).
 """
 
 from __future__ import annotations
