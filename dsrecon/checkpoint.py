@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from dsrecon._process import pid_alive
 from dsrecon.loaders import file_mode
 from dsrecon.models import make_model
 from dsrecon.models.base import Model
@@ -73,20 +74,6 @@ class RunLockedError(RuntimeError):
     """Another live process is writing into the run folder."""
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    try:  # Linux: field 3 of /proc/PID/stat is the state; the name before it is parenthesized
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _lock_owner(lock: Path) -> dict | None:
     try:
         return json.loads(lock.read_text())
@@ -119,7 +106,7 @@ def run_lock(folder, what: str = "run folder"):
             if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
                 yield lock  # held by this process already: nested use
                 return
-            if owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
+            if owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) and not pid_alive(owner["pid"]):
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             raise RunLockedError(

@@ -41,6 +41,8 @@ import time
 import warnings
 from pathlib import Path
 
+from dsrecon._process import pid_alive
+
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("common.h", "pool.c", "rollout.c", "jacobian_norms.c", "radam.c", "stacked_sumsq.c")
 CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-pthread", "-std=c99",
@@ -175,16 +177,6 @@ def _build_dir_owner(name: str) -> tuple[str, int] | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def prune_stale_build_dirs(folder: Path, min_age_s: float = STALE_BUILD_S) -> list[Path]:
     """Delete build folders of ``folder`` left by killed builds; returns the deleted paths.
 
@@ -206,7 +198,7 @@ def prune_stale_build_dirs(folder: Path, min_age_s: float = STALE_BUILD_S) -> li
         except OSError:
             continue
         owner = _build_dir_owner(entry.name) if entry.name.startswith("build-") else None
-        if owner is not None and owner[0] == host and _pid_alive(owner[1]):
+        if owner is not None and owner[0] == host and pid_alive(owner[1]):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         if not entry.exists():
