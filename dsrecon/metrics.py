@@ -35,13 +35,18 @@ __all__ = [
 _METHODS = ("auto", "bins", "gmm")
 
 
-def _as_series(x, name: str, device=None) -> torch.Tensor:
-    """``x`` as a float64 tensor ``(T, N)`` on its own device (NumPy: default device)."""
+def _as_series(x, name: str, device=None, keep_dtype: bool = False) -> torch.Tensor:
+    """``x`` as a tensor ``(T, N)`` on its own device (NumPy: default device).
+
+    float64 by default; with ``keep_dtype`` a float input keeps its dtype (no float64 copy of a
+    long series where the computation works column by column) and an integer one becomes float64."""
     if isinstance(x, torch.Tensor):
-        t = x.detach().to(device=device or x.device, dtype=torch.float64)
+        t = x.detach().to(device=device or x.device)
     else:
-        arr = np.asarray(x, dtype=np.float64)
+        arr = np.asarray(x) if keep_dtype else np.asarray(x, dtype=np.float64)
         t = torch.as_tensor(arr, device=device or torch.get_default_device())
+    if not (keep_dtype and t.is_floating_point()):
+        t = t.to(torch.float64)
     if t.ndim == 1:
         t = t.unsqueeze(1)  # (T,) -> (T, 1)
     if t.ndim != 2:
@@ -245,23 +250,6 @@ def _column_spectrum(x: torch.Tensor, sigma: float) -> torch.Tensor | None:
     return p / p.sum()
 
 
-def _as_2d(x, name: str, device=None) -> torch.Tensor:
-    """``x`` as a tensor ``(T, N)`` in its own float dtype (no float64 copy of the whole series)."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach().to(device=device or x.device)
-    else:
-        t = torch.as_tensor(np.asarray(x), device=device or torch.get_default_device())
-    if not t.is_floating_point():
-        t = t.to(torch.float64)
-    if t.ndim == 1:
-        t = t.unsqueeze(1)  # (T,) -> (T, 1)
-    if t.ndim != 2:
-        raise ValueError(f"{name} must have shape (T, N) or (T,), got {tuple(t.shape)}")
-    if t.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 time steps, got T = {t.shape[0]}")
-    return t
-
-
 def power_spectrum(x, sigma: float = 20) -> torch.Tensor:
     """Smoothed, normalized power spectrum of each dimension (docs/method.md section 4, D_H).
 
@@ -279,7 +267,7 @@ def power_spectrum(x, sigma: float = 20) -> torch.Tensor:
     -------
     torch.Tensor, shape ``(T // 2 + 1, N)``, float64, on the input's device; each column sums to 1.
     """
-    x = _as_2d(x, "x")
+    x = _as_series(x, "x", keep_dtype=True)
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     columns = []
@@ -312,8 +300,8 @@ def hellinger_distance(x_true, x_gen, sigma: float = 20) -> float:
     float in [0, 1]; NaN if either series is constant in some dimension (its normalized
     spectrum is 0/0), e.g. a model that collapsed to a fixed point.
     """
-    xt = _as_2d(x_true, "x_true")
-    xg = _as_2d(x_gen, "x_gen", device=xt.device)
+    xt = _as_series(x_true, "x_true", keep_dtype=True)
+    xg = _as_series(x_gen, "x_gen", device=xt.device, keep_dtype=True)
     if xt.shape[1] != xg.shape[1]:
         raise ValueError(
             f"x_true and x_gen must have the same dimension N, got {xt.shape[1]} and {xg.shape[1]}"
