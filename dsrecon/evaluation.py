@@ -28,7 +28,7 @@ from dsrecon.models.base import Model
 from dsrecon.rollout import generate
 from dsrecon.rosenstein import rosenstein_lambda_max
 
-__all__ = ["EvalConfig", "Report", "evaluate"]
+__all__ = ["EvalConfig", "NOT_CHAOTIC_FRACTION", "Report", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,11 @@ class EvalConfig:
             check_device(self.device, "EvalConfig.device (CLI: --device)")
 
 
+# a model whose lambda_max is below this fraction of chaotic data's is flagged "not_chaotic": the
+# QR estimate of a periodic orbit is about 0 and of a fixed point negative, while a chaotic
+# reconstruction's estimate lies within tens of per cent of the data's Rosenstein estimate
+NOT_CHAOTIC_FRACTION = 0.25
+
 # fields that are always computed (JSON null means NaN) vs. optional ones (null means not computed)
 _ALWAYS = ("d_stsp", "d_h", "pe")
 
@@ -159,6 +164,37 @@ class Report:
         """True when the generated orbit has collapsed (:func:`is_collapsed` of :attr:`std_ratio`)."""
         return is_collapsed(self.std_ratio)
 
+    @property
+    def diverged(self) -> bool:
+        """True when the generated series left the finite range (its std ratios are not finite)."""
+        return self.std_ratio is not None and not all(math.isfinite(v) for v in self.std_ratio)
+
+    def flags(self, lambda_max_data: float | None = None) -> dict[str, str]:
+        """The ways the reconstruction is unlike the data, ``{flag: explanation}`` (empty if none).
+
+        ``"diverged"``: the free run left the finite range. ``"collapsed"``: it fell onto a fixed
+        point or a small orbit (:attr:`collapsed`). ``"not_chaotic"``: the data are chaotic
+        (``lambda_max_data > 0``; default: this report's Rosenstein estimate on the test data, if
+        computed) and the model's largest exponent is below :data:`NOT_CHAOTIC_FRACTION` of it, so
+        its attractor is a fixed point, a periodic or quasi-periodic orbit, or far less chaotic.
+        ``lambda_max_data`` must be in this report's :attr:`lyapunov_units`.
+        """
+        out = {}
+        if self.diverged:
+            out["diverged"] = "the model's free run diverged (non-finite values): no attractor to compare"
+        elif self.collapsed:
+            low = sum(v < self.COLLAPSE_RATIO for v in self.std_ratio)
+            out["collapsed"] = (f"the free run collapsed onto a fixed point or a small orbit (std below "
+                                f"{self.COLLAPSE_RATIO:g} of the data's in {low} of {len(self.std_ratio)} dimensions)")
+        ref = self.lambda_max_data if lambda_max_data is None else lambda_max_data
+        lam = self.lambda_max_model
+        if (ref is not None and lam is not None and math.isfinite(ref) and ref > 0 and math.isfinite(lam)
+                and lam < NOT_CHAOTIC_FRACTION * ref):
+            out["not_chaotic"] = (f"the model's lambda_max {lam:.3g} is below {NOT_CHAOTIC_FRACTION:g} of the data's "
+                                  f"{ref:.3g} {self.lyapunov_units}: a fixed point or a periodic orbit where the "
+                                  "data are chaotic")
+        return out
+
     def to_dict(self) -> dict:
         """JSON-ready dict of every saved field (NaN stays NaN here; :meth:`save` writes null)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NOT_SAVED}
@@ -208,10 +244,7 @@ class Report:
                 f"  Rosenstein    data {num(self.lambda_max_data)}, generated "
                 f"{num(self.lambda_max_generated)} {self.lyapunov_units}"
             )
-        if self.collapsed:
-            lines.append(f"  note: the generated orbit collapsed onto a fixed point or a small orbit (std of the "
-                         f"generated series below {self.COLLAPSE_RATIO:g} of the data's in "
-                         f"{sum(v < self.COLLAPSE_RATIO for v in self.std_ratio)} of {len(self.std_ratio)} dimensions)")
+        lines += [f"  flag {name}: {text}" for name, text in self.flags().items()]
         lines.append(f"  ({self.eval_time_s:.1f} s, dsrecon {self.dsrecon_version}, data sha256 {self.data_sha256[:12]})")
         return "\n".join(lines)
 

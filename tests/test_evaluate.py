@@ -177,3 +177,36 @@ def test_collapsed_means_a_quarter_of_the_data_in_most_dimensions(ratios, collap
                     n_steps=100, obs_dim=len(ratios), dt=None, data_name="x", data_sha256="0" * 64,
                     model_name="m", n_params=1, dsrecon_version="0", config={}, eval_time_s=0.0, std_ratio=ratios)
     assert report.collapsed is collapsed
+
+
+def _report(std_ratio, lambda_max_model=None, lambda_max_data=None):
+    return Report(d_stsp=1.0, d_h=0.1, pe=0.1, pe_steps=20, lyapunov_spectrum=None, lyapunov_units="per time unit",
+                  lambda_max_model=lambda_max_model, kaplan_yorke=None, lambda_max_data=lambda_max_data,
+                  lambda_max_generated=None, n_steps=100, obs_dim=len(std_ratio), dt=0.01, data_name="x",
+                  data_sha256="0" * 64, model_name="m", n_params=1, dsrecon_version="0", config={},
+                  eval_time_s=0.0, std_ratio=std_ratio)
+
+
+@pytest.mark.parametrize("kwargs,reference,expected", [
+    (dict(std_ratio=[1.0, 0.9, 1.1], lambda_max_model=0.85), 0.9, set()),               # a chaotic match
+    (dict(std_ratio=[1.0, 0.9, 1.1], lambda_max_model=0.01), 0.9, {"not_chaotic"}),    # issue 16: Rossler cycle
+    (dict(std_ratio=[1.0, 0.9, 1.1], lambda_max_model=-0.008), 0.07, {"not_chaotic"}),
+    (dict(std_ratio=[1.0, 0.9, 1.1], lambda_max_model=0.01), None, set()),             # no reference: no claim
+    (dict(std_ratio=[1.0, 0.9, 1.1], lambda_max_model=-0.5), -0.2, set()),             # data not chaotic
+    (dict(std_ratio=[0.0, 0.0, 0.0], lambda_max_model=-0.3), 0.9, {"collapsed", "not_chaotic"}),
+    (dict(std_ratio=[0.02, 0.05, 0.03], lambda_max_model=-0.3, lambda_max_data=0.9), None,
+     {"collapsed", "not_chaotic"}),                                                      # the report's own estimate
+    (dict(std_ratio=[float("nan")] * 3, lambda_max_model=float("nan")), 0.9, {"diverged"}),
+])
+def test_flags_name_each_way_a_reconstruction_is_unlike_chaotic_data(kwargs, reference, expected):
+    report = _report(**kwargs)
+    flags = report.flags(lambda_max_data=reference)
+    assert set(flags) == expected
+    assert all(isinstance(text, str) and text for text in flags.values())
+    assert report.diverged is ("diverged" in expected)
+
+
+def test_printed_report_states_its_flags():
+    text = str(_report([0.0, 0.0, 0.0], lambda_max_model=-0.3, lambda_max_data=0.9))
+    assert "flag collapsed" in text and "flag not_chaotic" in text
+    assert "flag" not in str(_report([1.0, 1.0, 1.0], lambda_max_model=0.9, lambda_max_data=0.9))
