@@ -117,18 +117,19 @@ def _method_spec(method: str, args) -> dict:
         forcing_kw["alpha"] = args.baseline_alpha
     if forcing == "stf":
         forcing_kw["tau"] = args.stf_tau
-    batch_size, lr_end = 16, 1e-6
-    if model == "shplrnn":  # the training options under test (issue 21): longer windows, another schedule
+    batch_size, lr_end, noise_std = 16, 1e-6, 0.0
+    if model == "shplrnn":  # the training options under test (issue 21): longer windows, another schedule, noise
         seq_len = args.seq_len or seq_len
         batch_size = args.batch_size or batch_size
         lr_end = args.lr_end or lr_end
+        noise_std = args.noise_std or noise_std
         changed = [f"{k} {v:g}" for k, v, d in (("windows", seq_len, METHODS[method][4]), ("batch", batch_size, 16),
-                                                 ("lr_end", lr_end, 1e-6)) if v != d]
+                                                 ("lr_end", lr_end, 1e-6), ("input noise", noise_std, 0.0)) if v != d]
         if changed:
             label += ", " + ", ".join(changed)
     return {"method": method, "model": model, "model_kw": model_kw, "forcing": forcing,
             "forcing_kw": forcing_kw, "seq_len": seq_len, "batch_size": batch_size, "lr_end": lr_end,
-            "reg_weight": reg, "label": label}
+            "noise_std": noise_std, "reg_weight": reg, "label": label}
 
 
 def _load(path: Path, n: int | None) -> np.ndarray:
@@ -156,8 +157,9 @@ def run_job(job: dict) -> list[dict]:
     test_x = _load(Path(job["test"]), job["n_test"])
     seeds = job["seeds"]
     cfg = TrainConfig(epochs=job["epochs"], batches_per_epoch=job["batches_per_epoch"], seq_len=job["seq_len"],
-                      batch_size=job.get("batch_size", 16), lr_end=job.get("lr_end", 1e-6),
-                      reg_weight=job["reg_weight"], seed=seeds[0], backend="fused")
+                      batch_size=job.get("batch_size", 16), lr_start=1e-3, lr_end=job.get("lr_end", 1e-6),
+                      noise_std=job.get("noise_std", 0.0), reg_weight=job["reg_weight"], seed=seeds[0],
+                      backend="fused")
     forcing = make_forcing(job["forcing"], **job["forcing_kw"])
     models = [make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"]) for s in seeds]
     if job["val_every"]:
@@ -218,7 +220,8 @@ def run_job(job: dict) -> list[dict]:
             "method": job["method"], "label": job["label"], "model": job["model"], "seed": s,
             "n_params": int(m.n_params), "state_dim": int(m.state_dim), "epochs": job["epochs"],
             "batches_per_epoch": job["batches_per_epoch"], "seq_len": job["seq_len"],
-            "batch_size": job.get("batch_size", 16), "lr_end": job.get("lr_end", 1e-6), "reg_weight": job["reg_weight"], "forcing": {"name": job["forcing"], **job["forcing_kw"]},
+            "batch_size": job.get("batch_size", 16), "lr_end": job.get("lr_end", 1e-6),
+            "noise_std": job.get("noise_std", 0.0), "reg_weight": job["reg_weight"], "forcing": {"name": job["forcing"], **job["forcing_kw"]},
             "n_updates": res.n_updates, "train_s_per_run": t_run, "job_wall_s": wall, "how": how,
             "s_per_update_per_run": t_run / max(res.n_updates, 1), "final_loss": last.get("loss"),
             "final_alpha": last.get("alpha"), "final_G": last.get("G"), "recoveries": res.recoveries,
@@ -395,6 +398,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, help="shPLRNN windows per batch (default 16)")
     p.add_argument("--lr-end", type=float, help="shPLRNN final learning rate of the exponential decay from 1e-3 "
                                                  "(default 1e-6)")
+    p.add_argument("--noise-std", type=float, help="shPLRNN: std of Gaussian noise added to the windows that feed "
+                                                    "the initial state and the forcing (TrainConfig.noise_std; "
+                                                    "data in z-score units; default 0)")
     p.add_argument("--n-test", type=int, help="use the first n test points (default all 100,000)")
     p.add_argument("--lyapunov", action="store_true", help="also the model's lambda_max (QR, 2000 steps)")
     p.add_argument("--val-every", type=int,
@@ -437,7 +443,7 @@ def main(argv=None) -> int:
     base_seeds = args.baseline_seeds or args.seeds
     commit = provenance.commit()
     variant = "".join(f"_{name}{v:g}" for name, v in (("w", args.seq_len), ("b", args.batch_size),
-                                                        ("lrend", args.lr_end)) if v)
+                                                        ("lrend", args.lr_end), ("noise", args.noise_std)) if v)
     variant += f"_vs{args.val_starts}" if args.val_starts > 1 else ""
     tag = args.tag or (f"{_dt.date.today().isoformat()}_e{args.epochs}{variant}{'_quick' if args.quick else ''}"
                        + (f"_check_{commit}" if args.check else ""))
