@@ -2,7 +2,8 @@
 at the same number of parameter updates, several seeds, GTF.
 
 Both models train on the paper's noisy training file (5 % observation noise, 100,000 x 3, z-scored)
-with the same settings: GTF with constant alpha, RAdam with exponential learning-rate decay,
+with the same settings: GTF with constant alpha (or, with ``--forcing stf``, sparse teacher forcing
+as the authors trained the ALRNN), RAdam with exponential learning-rate decay,
 B = 16 windows of 200 steps, 50 updates per epoch, the same epochs, the default ``"auto"``
 training backend of each model (the fused C kernel for the shPLRNN, the affine-forcing autograd
 path for the ALRNN). Each is evaluated on the clean test file by the paper's protocol
@@ -20,6 +21,7 @@ Usage (from the project root)::
     python benchmarks/alrnn_lorenz63.py --measure            # ms per update of each model, then exit
     python benchmarks/alrnn_lorenz63.py --epochs 80 --seeds 5
     python benchmarks/alrnn_lorenz63.py --quick              # 2 epochs, 1 seed: a smoke run
+    python benchmarks/alrnn_lorenz63.py --authors-model lorenz_m20_p2   # the authors' trained model
 
 Every finished run is appended to ``benchmarks/results/alrnn_lorenz63_<date><tag>_runs.jsonl`` as
 it ends; the table goes to ``..._<date><tag>.md`` with the command, date and commit.
@@ -56,6 +58,15 @@ def model_specs(args) -> dict:
             "shplrnn": dict(latent_dim=args.plrnn_latent, hidden_dim=args.plrnn_hidden)}
 
 
+def forcing(args):
+    """GTF with ``--alpha`` (default), or sparse teacher forcing every ``--tau`` steps (the authors')."""
+    import dsrecon
+
+    if args.forcing == "stf":
+        return dsrecon.make_forcing("stf", tau=args.tau)
+    return dsrecon.make_forcing("gtf", alpha=args.alpha)
+
+
 def train_config(args, epochs: int):
     from dsrecon.training import TrainConfig
 
@@ -72,7 +83,7 @@ def ms_per_update(name: str, kwargs: dict, train_x: np.ndarray, args, n: int = 5
         model = dsrecon.make_model(name, obs_dim=3, seed=0, **kwargs)
         cfg = TrainConfig(**{**train_config(args, 1).__dict__, "batches_per_epoch": batches})
         t = time.perf_counter()
-        dsrecon.train(model, train_x, cfg, dsrecon.make_forcing("gtf", alpha=args.alpha), progress=False)
+        dsrecon.train(model, train_x, cfg, forcing(args), progress=False)
         return time.perf_counter() - t
 
     run(10)  # warm-up: kernel load, allocator
@@ -89,7 +100,7 @@ def one_run(name: str, kwargs: dict, seed: int, epochs: int, train_x, test_x, ar
     cfg = train_config(args, epochs)
     cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})  # window sampling seed = model seed
     t0 = time.perf_counter()
-    result = dsrecon.train(model, train_x, cfg, dsrecon.make_forcing("gtf", alpha=args.alpha), progress=False)
+    result = dsrecon.train(model, train_x, cfg, forcing(args), progress=False)
     train_s = time.perf_counter() - t0
     report = evaluate(model, Trajectory(test_x, dt=DT, name="lorenz63_test"))
     wall_s = time.perf_counter() - t0
@@ -98,6 +109,33 @@ def one_run(name: str, kwargs: dict, seed: int, epochs: int, train_x, test_x, ar
             "d_stsp": report.d_stsp, "d_h": report.d_h, "pe": report.pe, "lambda_max": report.lambda_max_model,
             "collapsed": bool(report.collapsed), "train_s": round(train_s, 1), "eval_s": round(report.eval_time_s, 1),
             "wall_s": round(wall_s, 1), "ms_per_update": round(1e3 * train_s / max(result.n_updates, 1), 2)}
+
+
+def authors_model_check(path: Path, test_x) -> dict:
+    """Evaluate the authors' trained Lorenz-63 ALRNN (M = 20, P = 2) with dsrecon's ALRNN.
+
+    ``path`` is the state dict of their tutorial model (DurstewitzLab/ALRNN-DSR,
+    ``alrnn_python/models/lorenz_m20_p2``: tensors ``A (M,)``, ``W (M, M)``, ``h (M,)``,
+    ``B (N, M)``), read with ``weights_only=True``. Their initial state is ``x0 B`` with the first N
+    coordinates replaced by ``x0``, i.e. dsrecon's identity observation with ``C = B[:, N:]^T``.
+    If dsrecon's step is their step, the model reproduces their scores (their notebook prints
+    D_stsp 3.52, D_H 0.14 on 10,000 generated steps of their test file).
+    """
+    import dsrecon
+    from dsrecon.data import Trajectory
+    from dsrecon.evaluation import evaluate
+
+    state = torch.load(path, weights_only=True)
+    N, M = state["B"].shape
+    P = 2
+    model = dsrecon.make_model("alrnn", obs_dim=N, latent_dim=M, n_relu=P, seed=0)
+    with torch.no_grad():
+        for name in ("A", "W", "h"):
+            getattr(model, name).copy_(state[name])
+        model.C.copy_(state["B"][:, N:].T)
+    report = evaluate(model, Trajectory(test_x, dt=DT, name="lorenz63_test"))
+    return {"d_stsp": report.d_stsp, "d_h": report.d_h, "pe": report.pe, "lambda_max": report.lambda_max_model,
+            "collapsed": bool(report.collapsed)}
 
 
 def _median(rows, key) -> float:
@@ -116,7 +154,7 @@ def table(rows, meta) -> str:
              f"**REDUCED budget**: {meta['epochs']} epochs x 50 = {meta['epochs'] * 50} updates per run for both "
              f"models, against the authors' {PAPER_EPOCHS['alrnn']} epochs (ALRNN, 100,000 updates) and up to "
              f"{PAPER_EPOCHS['shplrnn']} (shPLRNN, GTF paper); learning rate {meta['lr']:g} -> {meta['lr_end']:g} "
-             f"over the run (authors: 1e-3 -> 1e-5 resp. 1e-6); GTF alpha = {meta['alpha']:g} for both (the "
+             f"over the run (authors: 1e-3 -> 1e-5 resp. 1e-6); forcing {meta['forcing']} for both (the "
              "authors train the ALRNN with sparse teacher forcing every 16 steps). These figures compare the "
              "two models at one small, equal budget; they are not the papers' results.", "",
              "Train: `lorenz63_on0.05_train.npy`; test: `lorenz63_test.npy` (`dsrecon.evaluate`, paper protocol). "
@@ -153,10 +191,14 @@ def main(argv=None) -> int:
     p.add_argument("--alrnn-relu", type=int, default=2, help="ALRNN P (authors' Lorenz-63 preset: 2)")
     p.add_argument("--plrnn-latent", type=int, default=10, help="shPLRNN M (dsrecon fit lorenz63: 10)")
     p.add_argument("--plrnn-hidden", type=int, default=50, help="shPLRNN L (dsrecon fit lorenz63: 50)")
+    p.add_argument("--forcing", choices=("gtf", "stf"), default="gtf", help="for both models (default gtf)")
     p.add_argument("--alpha", type=float, default=0.1, help="GTF alpha for both models (default 0.1)")
+    p.add_argument("--tau", type=int, default=16, help="STF interval in steps (authors' ALRNN setting: 16)")
     p.add_argument("--lr", type=float, default=3e-3, help="initial learning rate (default 3e-3, reduced budget)")
     p.add_argument("--lr-end", type=float, default=1e-5)
     p.add_argument("--measure", action="store_true", help="print the ms per update of each model and exit")
+    p.add_argument("--authors-model", type=Path, metavar="STATE_DICT",
+                   help="evaluate the authors' trained M=20, P=2 model (see authors_model_check) and exit")
     p.add_argument("--quick", action="store_true", help="2 epochs, 1 seed: a smoke run")
     p.add_argument("--tag", default="", help="suffix of the result files")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -174,6 +216,10 @@ def main(argv=None) -> int:
         args.epochs, args.seeds, args.tag = 2, 1, args.tag or "_quick"
     train_x, test_x = np.load(args.train), np.load(args.test)
 
+    if args.authors_model is not None:
+        scores = authors_model_check(args.authors_model, test_x)
+        print("authors' model under dsrecon's ALRNN: " + ", ".join(f"{k} {_fmt(v)}" for k, v in scores.items()))
+        return 0
     if args.measure:
         for name in names:
             print(f"{name} {specs[name]}: {ms_per_update(name, specs[name], train_x, args):.1f} ms per update",
@@ -189,7 +235,8 @@ def main(argv=None) -> int:
     meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["python benchmarks/alrnn_lorenz63.py", *(sys.argv[1:] if argv is None else argv)]),
             "commit": provenance.commit(), "epochs": args.epochs, "lr": args.lr, "lr_end": args.lr_end,
-            "alpha": args.alpha,
+            "forcing": "{name}({args})".format(name=args.forcing, args=", ".join(
+                f"{k}={v}" for k, v in forcing(args).config().items() if k != "name")),
             "machine": f"{platform.machine()}, torch {torch.__version__}, 1 torch thread"}
     rows = []
     for seed in range(args.seeds):
