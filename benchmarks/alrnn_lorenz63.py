@@ -144,6 +144,8 @@ def _median(rows, key) -> float:
 
 
 def _fmt(v, digits=3) -> str:
+    if isinstance(v, bool):
+        return str(v)
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "nan"
 
 
@@ -167,7 +169,7 @@ def table(rows, meta) -> str:
         lines.append(f"| {r['model']} | {r['seed']} | {r['n_params']} | {r['n_updates']} | {_fmt(r['d_stsp'])} | "
                      f"{_fmt(r['d_h'])} | {_fmt(r['pe'], 4)} | {_fmt(r['lambda_max'])} | {r['collapsed']} | "
                      f"{_fmt(r['ms_per_update'], 1)} | {r['train_s']} | {r['eval_s']} | {r['wall_s']} |")
-    lines += ["", "Median over seeds (collapsed runs included):", "",
+    lines += ["", "Median over seeds (collapsed runs included; a NaN, e.g. the D_H of a constant orbit, left out):", "",
               "| model | config | D_stsp | D_H | PE(20) | lambda_max | collapsed | wall s per run |",
               "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["model"] for r in rows):
