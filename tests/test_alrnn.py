@@ -245,3 +245,21 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     for (k, a), b in zip(straight.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), k
     assert [r["loss"] for r in res.history] == [r["loss"] for r in ref.history]
+
+
+def test_a_comparison_grid_runs_the_alrnn(tmp_path):
+    # dsrecon.compare builds models from the registry with the grid's arguments: nothing ALRNN-specific
+    rng = np.random.default_rng(0)
+    t = np.arange(700) * 0.2
+    x = np.stack([np.sin(t), np.cos(t)], axis=1) + 0.05 * rng.standard_normal((700, 2))  # (700, 2) noisy cycle
+    np.save(tmp_path / "train.npy", x[:400])
+    np.save(tmp_path / "test.npy", x[400:])
+    grid = {"seeds": [0], "budget": {"epochs": 1, "batches_per_epoch": 2, "batch_size": 4, "seq_len": 20},
+            "eval": {"lyapunov_steps": 200, "lyapunov_transient": 50, "lyapunov_initial": 2},
+            "models": [{"name": "alrnn", "latent_dim": 4, "n_relu": 2}],
+            "forcings": [{"name": "gtf", "alpha": 0.2}],
+            "datasets": [{"label": "cycle", "train": str(tmp_path / "train.npy"), "test": str(tmp_path / "test.npy"),
+                          "lambda_max": 0.0, "dt": 0.1}]}
+    result = dsrecon.compare(grid, out_dir=tmp_path / "out", executor="serial", progress=False)
+    assert (result.n_executed, result.n_failed) == (1, 0)
+    assert result.rows[0]["model"].startswith("alrnn")
