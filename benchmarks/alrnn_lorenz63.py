@@ -49,7 +49,7 @@ import provenance  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "gtf_icml2023"
 DT = 0.01  # sampling interval of the paper's Lorenz-63 files (their README)
 PAPER_EPOCHS = {"alrnn": 2000, "shplrnn": 5000}  # authors' Lorenz-63 budgets, 50 updates per epoch
-FLOOR_D_STSP, FLOOR_D_H = 0.15, 0.06  # two independent true trajectories (SPEC section 4)
+FLOOR_D_STSP, FLOOR_D_H = 0.15, 0.06  # two independent true trajectories (docs/method.md section 4)
 
 
 def model_specs(args) -> dict:

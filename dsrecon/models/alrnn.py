@@ -139,7 +139,7 @@ class ALRNN(Model):
         return z[..., : self.obs_dim]  # (B, N)
 
     def _pinv(self) -> torch.Tensor:
-        """``B^+`` (M, N), detached: forcing signals are outside the gradient (SPEC section 3)."""
+        """``B^+`` (M, N), detached: forcing signals are outside the gradient (docs/method.md section 3)."""
         return torch.linalg.pinv(self.B.detach())
 
     def state_from_obs(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
