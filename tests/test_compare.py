@@ -109,7 +109,7 @@ def test_failing_run_is_recorded_and_the_others_finish(data_files, tmp_path):
 
 
 @pytest.mark.parametrize("change,match", [
-    (lambda g: g["models"].append({"name": "lsmt", "hidden_dim": 3}), "unknown model 'lsmt'; valid names: gru, lem"),
+    (lambda g: g["models"].append({"name": "lsmt", "hidden_dim": 3}), "unknown model 'lsmt'; valid names: alrnn, gru, lem"),
     (lambda g: g["forcings"].append({"name": "gtff"}), "unknown forcing 'gtff'; valid names:"),
     (lambda g: g["budget"].update(epoch=3), r"\[budget\] unknown field\(s\) \['epoch'\]"),
     (lambda g: g["budget"].pop("epochs"), "need a \\[budget\\] table with at least epochs"),

@@ -31,10 +31,10 @@ def _build(name: str, seed: int = 0) -> Model:
         raise
     cls = model_class(name)
     params = inspect.signature(cls).parameters
-    kw = {"obs_dim": N, "hidden_dim": 8}
-    if "latent_dim" in params:
-        kw["latent_dim"] = 5
-    for key, value in (("seed", seed), ("dtype", torch.float64)):
+    kw = {"obs_dim": N}
+    # size arguments of the families, given where a constructor takes them (the ALRNN has no hidden layer)
+    for key, value in (("hidden_dim", 8), ("latent_dim", 5), ("n_relu", 2), ("seed", seed),
+                       ("dtype", torch.float64)):
         if key in params:
             kw[key] = value
     model = cls(**kw)

@@ -13,6 +13,7 @@ from dsrecon.models.base import Model
 # name -> "module:Class"; each class documents its constructor arguments.
 MODELS: dict[str, str] = {
     "shplrnn": "dsrecon.models.plrnn:ShPLRNN",
+    "alrnn": "dsrecon.models.alrnn:ALRNN",
     "lem": "dsrecon.models.lem:LEM",
     "rnn": "dsrecon.models.baselines:RNN",
     "lstm": "dsrecon.models.baselines:LSTM",
