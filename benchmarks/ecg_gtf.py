@@ -156,7 +156,7 @@ def run_job(job: dict) -> list[dict]:
     test_x = _load(Path(job["test"]), job["n_test"])
     seeds = job["seeds"]
     cfg = TrainConfig(epochs=job["epochs"], batches_per_epoch=job["batches_per_epoch"], seq_len=job["seq_len"],
-                      batch_size=job.get("batch_size", 16), lr_end=job.get("lr_end", 1e-6),
+                      batch_size=job.get("batch_size", 16), lr_start=1e-3, lr_end=job.get("lr_end", 1e-6),
                       reg_weight=job["reg_weight"], seed=seeds[0], backend="fused")
     forcing = make_forcing(job["forcing"], **job["forcing_kw"])
     models = [make_model(job["model"], obs_dim=5, seed=s, **job["model_kw"]) for s in seeds]
