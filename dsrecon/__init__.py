@@ -60,6 +60,12 @@ _PUBLIC = {
     "Report": "dsrecon.evaluation",
     "evaluate": "dsrecon.evaluation",
     "compare": "dsrecon.comparison",
+    # the fitted object
+    "fit": "dsrecon.fitting",
+    "Reconstruction": "dsrecon.reconstruction",
+    "load_reconstruction": "dsrecon.reconstruction",
+    "DataTransform": "dsrecon.transform",
+    "forecast_from_context": "dsrecon.forecasting",
 }
 
 __all__ = ["__version__", *_PUBLIC]
