@@ -1,6 +1,12 @@
 """dsrecon: dynamical-systems reconstruction.
 
-Six verbs run the whole pipeline::
+``dsrecon.fit`` runs the whole pipeline of ``dsrecon fit`` and returns a ``Reconstruction``::
+
+    rec = dsrecon.fit("recording.npy", dt=0.01)     # look, split, standardize, embed, train, evaluate
+    x = rec.generate(10_000)                        # data units
+    rec.save("rec.pt"); rec = dsrecon.load_reconstruction("rec.pt")
+
+Six verbs run it step by step::
 
     import dsrecon
     train_data = dsrecon.simulate("lorenz63", n_steps=100_000, seed=0)   # or dsrecon.load(path)

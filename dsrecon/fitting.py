@@ -49,7 +49,7 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         lr: float = defaults.LR_START, lr_end: float = defaults.LR_END, seed: int = defaults.SEED,
         device: str = "cpu", val_every: int = 25, backend: str = "auto", threads: int | None = 1,
         n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, dt: float | None = None,
-        embed: str = "auto", run_dir=None, resume=None, progress: bool = True,
+        embed: str = "auto", eval_config=None, run_dir=None, resume=None, progress: bool = True,
         verbose: bool = True) -> Reconstruction:
     """Fit a model to a time series and return the :class:`Reconstruction` (the pipeline above).
 
@@ -80,6 +80,9 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
     test_fraction, dt, embed : data files and arrays only
         Held-out final share (0.2); sampling interval (default: the file's, else unknown and
         exponents per step); ``"auto"``, ``"none"`` or ``"D:TAU"`` (``dsrecon.preparation.parse_embed``).
+    eval_config : EvalConfig, optional
+        Settings of the final evaluation on the held-out data (default: ``EvalConfig()``, the
+        GTF paper's protocol with the model's Lyapunov spectrum).
     run_dir : str or Path, optional
         Folder for the run's files (none written without it); must be new, empty, or a run that
         stopped before its first checkpoint.
@@ -143,7 +146,7 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         else:
             run = None
     return _train_and_finish(net, policy, cfg, train_data, test_data, transform, summary, settings_extra,
-                             run_meta, run, resume is not None, progress, say)
+                             run_meta, run, resume is not None, progress, say, eval_config)
 
 
 def new_run_dir(name: str, root="runs") -> Path:
@@ -388,7 +391,7 @@ def _stored_config(run_dir: Path) -> dict:
 
 # --------------------------------------------------------------------------- train, evaluate, keep
 def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summary, settings_extra, run_meta,
-                      run: Path | None, resume: bool, progress: bool, say) -> Reconstruction:
+                      run: Path | None, resume: bool, progress: bool, say, eval_config=None) -> Reconstruction:
     from dsrecon.checkpoint import model_spec
     from dsrecon.training import train
 
@@ -402,7 +405,7 @@ def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summar
         say(f"trained {result.epochs} epochs ({result.n_updates} updates) in {result.train_time_s:.0f} s; "
             f"final loss {result.final_loss:.4g}")
         t0 = time.perf_counter()
-        metrics, lyapunov = _evaluate(net, test_data, run)
+        metrics, lyapunov = _evaluate(net, test_data, run, eval_config)
         plots = _plots(net, test_data, result.history, run, lyapunov) if run is not None else []
         reason = _diverged(metrics, result)
         settings = {"model": model_spec(net), "forcing": policy.config(), "train": asdict(cfg),
@@ -435,13 +438,13 @@ class _no_lock:
         return False
 
 
-def _evaluate(model, test, run_dir: Path | None):
+def _evaluate(model, test, run_dir: Path | None, config=None):
     """Final metrics on the test trajectory: dsrecon.evaluate, or D_stsp / D_H where it cannot run;
     returns them with the Lyapunov result (None when not computed) for the plot."""
     try:
         from dsrecon.evaluation import evaluate
 
-        report = evaluate(model, test)
+        report = evaluate(model, test, config)
     except (ImportError, ValueError) as err:  # missing module, or a model whose output it rejects
         out = {"note": f"dsrecon.evaluate failed ({type(err).__name__}: {err}); D_stsp and D_H only"}
         out.update(_basic_metrics(model, test))
