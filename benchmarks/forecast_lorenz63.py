@@ -200,7 +200,7 @@ def main(argv=None) -> int:
             f"{r['censored']} / {args.windows} |")
     say()
     say(f"AR order chosen on {args.windows} windows from the last 20 % of the training file (median VPT in steps: "
-        + ", ".join(f"p={o}: {val[o]:.0f}" for o in AR_ORDERS) + f"); refitted on the whole training file.")
+        + ", ".join(f"p={o}: {val[o]:.0f}" for o in AR_ORDERS) + "); refitted on the whole training file.")
     say(f"Times: shPLRNN forecasts of all windows {t_model:.1f} s; whole benchmark "
         f"{time.perf_counter() - t_start:.0f} s wall, {time.process_time() - cpu_start:.0f} s CPU"
         + (f" (fit {fit_s:.0f} s)" if fit_s == fit_s else "") + ".")
