@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="3-minute budget, smoke run")
     p.add_argument("--latent-dim", type=int, default=10,
                    help="M (default 10: identity observation of the first 3 coordinates plus 7 latent ones; "
-                        "in 100-epoch runs M = 3 stayed on limit cycles, see dsrecon/cli/cmd_fit.py)")
+                        "in 100-epoch runs M = 3 stayed on limit cycles, see dsrecon/defaults.py)")
     p.add_argument("--hidden-dim", type=int, default=50)
     p.add_argument("--forcing", default="gtf", choices=("gtf", "agtf"))
     p.add_argument("--alpha", type=float, default=0.1, help="GTF alpha (gtf; ~1 - 1/G on Lorenz-63)")

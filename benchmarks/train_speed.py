@@ -301,7 +301,7 @@ def to_target(args) -> None:
     updates_needed = {}
     for backend in backends:
         model = ShPLRNN(N, M, L, seed=args.seed)
-        cfg = TrainConfig(epochs=args.target_epochs, seed=args.seed, backend=backend)
+        cfg = TrainConfig(epochs=args.target_epochs, lr_start=1e-3, lr_end=1e-6, seed=args.seed, backend=backend)
         t0 = time.perf_counter()
         hit, trace = {}, []
 
@@ -332,7 +332,7 @@ def to_target(args) -> None:
     if args.ensemble_target:
         K = args.ensemble_target
         models = [ShPLRNN(N, M, L, seed=args.seed + k) for k in range(K)]
-        cfg = TrainConfig(epochs=args.target_epochs)
+        cfg = TrainConfig(epochs=args.target_epochs, lr_start=1e-3, lr_end=1e-6)
         t0 = time.perf_counter()
         hits = {}
 

@@ -1,6 +1,12 @@
 """dsrecon: dynamical-systems reconstruction.
 
-Six verbs run the whole pipeline::
+``dsrecon.fit`` runs the whole pipeline of ``dsrecon fit`` and returns a ``Reconstruction``::
+
+    rec = dsrecon.fit("recording.npy", dt=0.01)     # look, split, standardize, embed, train, evaluate
+    x = rec.generate(10_000)                        # data units
+    rec.save("rec.pt"); rec = dsrecon.load_reconstruction("rec.pt")
+
+Six verbs run it step by step::
 
     import dsrecon
     train_data = dsrecon.simulate("lorenz63", n_steps=100_000, seed=0)   # or dsrecon.load(path)
@@ -35,6 +41,11 @@ _PUBLIC = {
     "Model": "dsrecon.models.base",
     "make_model": "dsrecon.models",
     "MODELS": "dsrecon.models",
+    "ShPLRNN": "dsrecon.models.plrnn",
+    "LEM": "dsrecon.models.lem",
+    "RNN": "dsrecon.models.baselines",
+    "LSTM": "dsrecon.models.baselines",
+    "GRU": "dsrecon.models.baselines",
     # training
     "generate": "dsrecon.rollout",
     "GTF": "dsrecon.forcing",
@@ -43,6 +54,7 @@ _PUBLIC = {
     "NoForcing": "dsrecon.forcing",
     "TeacherForcing": "dsrecon.forcing",
     "make_forcing": "dsrecon.forcing",
+    "default_forcing": "dsrecon.forcing",
     "train_ensemble": "dsrecon.fast",
     "TrainConfig": "dsrecon.training",
     "TrainResult": "dsrecon.training",
@@ -54,6 +66,12 @@ _PUBLIC = {
     "Report": "dsrecon.evaluation",
     "evaluate": "dsrecon.evaluation",
     "compare": "dsrecon.comparison",
+    # the fitted object
+    "fit": "dsrecon.fitting",
+    "Reconstruction": "dsrecon.reconstruction",
+    "load_reconstruction": "dsrecon.reconstruction",
+    "DataTransform": "dsrecon.transform",
+    "forecast_from_context": "dsrecon.forecasting",
 }
 
 __all__ = ["__version__", *_PUBLIC]

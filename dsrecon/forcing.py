@@ -25,6 +25,7 @@ import math
 import numpy as np
 import torch
 
+from dsrecon import defaults
 from dsrecon.models.base import Model
 
 GROWTH_ESTIMATORS = ("geometric_mean", "mean_jacobian", "batch_max", "parameter_bound")
@@ -169,7 +170,7 @@ class GTF(Forcing):
 
     name = "gtf"
 
-    def __init__(self, alpha: float = 0.1):
+    def __init__(self, alpha: float = defaults.ALPHA):
         self._alpha = _check_alpha(alpha)
 
     @property
@@ -317,6 +318,12 @@ FORCINGS: dict[str, type[Forcing]] = {
 }
 
 
+def default_forcing() -> Forcing:
+    """The forcing every entry point uses when none is given: GTF with ``alpha = dsrecon.defaults.ALPHA``
+    (0.1; see :mod:`dsrecon.defaults` for why not adaptive GTF from alpha = 1, the paper's choice)."""
+    return make_forcing(defaults.FORCING, alpha=defaults.ALPHA)
+
+
 def make_forcing(name: str, **kwargs) -> Forcing:
     """Build the forcing policy registered under ``name`` (gtf, agtf, stf, tf, none) with ``kwargs``."""
     key = str(name).lower()
@@ -328,5 +335,5 @@ def make_forcing(name: str, **kwargs) -> Forcing:
         raise ValueError(f"bad arguments for forcing {key!r}: {err}") from None
 
 
-__all__ = ["GTF", "AdaptiveGTF", "SparseTF", "NoForcing", "TeacherForcing", "Forcing", "make_forcing",
+__all__ = ["GTF", "AdaptiveGTF", "SparseTF", "NoForcing", "TeacherForcing", "Forcing", "make_forcing", "default_forcing",
            "growth_bound", "choose_tau", "FORCINGS", "GROWTH_ESTIMATORS"]

@@ -31,7 +31,7 @@ import numpy as np
 from dsrecon.data import Trajectory
 
 __all__ = [
-    "EmbeddingChoice", "LatentChoice", "split_standardize", "choose_embedding", "parse_embed",
+    "EmbeddingChoice", "LatentChoice", "split_standardize", "standardize_with_training", "choose_embedding", "parse_embed",
     "choose_latent", "apply_embedding", "to_model_coordinates", "file_split",
 ]
 
@@ -100,9 +100,23 @@ def split_standardize(traj: Trajectory, test_fraction: float) -> tuple[Trajector
     (train, test) : both with ``meta["mean"]``, ``meta["std"]`` = the training part's statistics
     in the original units, so ``unstandardize`` maps either back.
     """
-    from dsrecon.data import standardize, train_test_split
+    from dsrecon.data import train_test_split
 
-    raw_train, raw_test = train_test_split(traj, test_fraction)
+    return standardize_with_training(*train_test_split(traj, test_fraction))
+
+
+def standardize_with_training(raw_train: Trajectory, raw_test: Trajectory) -> tuple[Trajectory, Trajectory]:
+    """Z-score a training and a test series with the training series' mean and std (per channel).
+
+    The second half of :func:`split_standardize`, also for a test series from another file
+    (``dsrecon.fit(train, test=...)``). Returns ``(train, test)`` with ``meta["mean"]``,
+    ``meta["std"]`` = the training statistics in the original units.
+    """
+    from dsrecon.data import standardize
+
+    if raw_test.n_dims != raw_train.n_dims:
+        raise ValueError(f"the test data has N = {raw_test.n_dims} channel(s), the training data {raw_train.n_dims}; "
+                         "give test data with the training data's channels")
     train = standardize(raw_train)
     mean = raw_train.x.mean(axis=0, dtype=np.float64)  # (N,)
     std = raw_train.x.std(axis=0, dtype=np.float64)  # (N,)
@@ -223,7 +237,7 @@ def choose_latent(x, requested: int | None = None, observation: str | None = Non
     * ``requested`` given: that ``M``; the observation is ``observation`` or, if ``M < N``
       (where the identity observation cannot read ``N`` channels), affine.
     * ``N <= MANY_CHANNELS`` (16): ``M = max(N, default)`` with an identity observation (extra
-      unobserved coordinates; see ``dsrecon.cli.cmd_fit.DEFAULT_LATENT``).
+      unobserved coordinates; see ``dsrecon.defaults``).
     * ``N > 16``: ``M`` = the number of principal components explaining ``PCA_VARIANCE`` (90 %)
       of the variance, clipped to ``[LATENT_MIN, LATENT_MAX]`` = ``[10, 32]``, with an affine
       observation ``x = B z``. Channels of a multichannel recording (EEG, an extended system)
@@ -265,7 +279,8 @@ def to_model_coordinates(traj: Trajectory, data_meta: dict) -> Trajectory:
 
 def file_split(spec: dict) -> tuple[Trajectory, Trajectory]:
     """(train, test) of a file run from the data spec ``dsrecon fit`` stores: load (with the
-    spec's ``dt``), split, standardize and embed (the spec's ``delays``) as described above.
+    spec's ``dt``), split (or read the separate ``test_source`` file), standardize and embed (the
+    spec's ``delays``) as described above.
 
     A spec without ``"standardize": "train"`` comes from a run made before standardization used
     the training part only; it is rebuilt as it was trained: the whole file z-scored, then split.
@@ -273,7 +288,9 @@ def file_split(spec: dict) -> tuple[Trajectory, Trajectory]:
     from dsrecon.data import load, train_test_split
 
     traj = load(spec["source"], dt=spec.get("dt"))
-    if spec.get("standardize") == "train":
+    if spec.get("test_source") is not None:  # a separate test file: no split
+        train, test = standardize_with_training(traj, load(spec["test_source"], dt=spec.get("dt")))
+    elif spec.get("standardize") == "train":
         train, test = split_standardize(traj, spec["test_fraction"])
     else:
         from dsrecon.data import standardize

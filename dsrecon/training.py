@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsrecon import defaults
 from dsrecon._device import check_device
 from dsrecon.checkpoint import check_resumable, model_spec, read_checkpoint, run_lock, save_checkpoint, write_json
 from dsrecon.data import as_series as _as_series
 from dsrecon.fast import _kernels
 from dsrecon.fast.radam import FusedRAdam
-from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
+from dsrecon.forcing import Forcing, default_forcing, growth_bound
 from dsrecon.history import diag_due as _diag_due
 from dsrecon.history import validate as _validate
 from dsrecon.history import write_history_csv as _write_history_csv
@@ -48,16 +49,18 @@ BACKENDS = {"auto": "dsrecon.training:_auto_loss_and_grads", "plain": "dsrecon.t
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one training run (defaults: GTF paper, SPEC section 3).
+    """Settings of one training run (defaults: :mod:`dsrecon.defaults`, the same for ``dsrecon.fit``
+    and ``dsrecon fit``; batches, windows and regularizer as in the GTF paper, SPEC section 3).
 
     Attributes
     ----------
     epochs : int
-        Number of epochs (paper: up to 5000; ``dsrecon fit`` uses fewer by default).
+        Number of epochs (600; the paper trains up to 5000: ``dsrecon.defaults.PAPER_TRAINING``).
     batches_per_epoch, batch_size, seq_len : int
         50 updates per epoch, B = 16 windows of ``seq_len + 1 = 201`` steps.
     lr_start, lr_end : float
-        RAdam learning rate, decaying exponentially from 1e-3 to 1e-6 over the epochs.
+        RAdam learning rate, decaying exponentially from 3e-3 to 1e-5 over the epochs (paper: 1e-3
+        to 1e-6 over 5000 epochs).
     reg_weight : float
         lambda of the model's regularizer (1e-5).
     grad_clip : float or None
@@ -66,7 +69,7 @@ class TrainConfig:
         Std of Gaussian noise added to the windows that feed the initial state and the forcing
         signals (targets stay clean); 0 disables it.
     seed : int
-        Seed of the local generator for windows and noise.
+        Seed of the local generator for windows and noise (0, the seed rule of :mod:`dsrecon.defaults`).
     device : str
         Torch device of the model and data.
     val_every : int
@@ -111,16 +114,16 @@ class TrainConfig:
         our measurements (2 cores, load ~8: 2 s vs 0.05 s per update). None keeps torch's setting.
     """
 
-    epochs: int = 5000
+    epochs: int = defaults.EPOCHS
     batches_per_epoch: int = 50
     batch_size: int = 16
     seq_len: int = 200
-    lr_start: float = 1e-3
-    lr_end: float = 1e-6
+    lr_start: float = defaults.LR_START
+    lr_end: float = defaults.LR_END
     reg_weight: float = 1e-5
     grad_clip: float | None = None
     noise_std: float = 0.0
-    seed: int = 0
+    seed: int = defaults.SEED
     device: str = "cpu"
     val_every: int = 25
     diag_every: int = 1
@@ -307,7 +310,8 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
     config : TrainConfig
         Settings (defaults from the GTF paper).
     forcing : Forcing, optional
-        Policy from ``dsrecon.forcing`` (default: ``AdaptiveGTF()``, starting at alpha = 1).
+        Policy from ``dsrecon.forcing`` (default: ``dsrecon.forcing.default_forcing()``, GTF with
+        alpha = 0.1, as ``dsrecon fit``).
     val_data : Trajectory or array, optional
         Held-out series for D_stsp / D_H every ``config.val_every`` epochs.
     run_dir : str or Path, optional
@@ -343,7 +347,7 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
         raise ValueError(f"model must be a dsrecon Model (see dsrecon.make_model), got {type(model).__name__}")
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    forcing = AdaptiveGTF() if forcing is None else forcing
+    forcing = default_forcing() if forcing is None else forcing
     if not isinstance(forcing, Forcing):
         raise ValueError(f"forcing must be a dsrecon.forcing policy (see make_forcing), got {type(forcing).__name__}")
     step_fn = resolve_backend(config.backend)

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
     # M = 10 > N = 3: the identity observation reads the first 3 coordinates, the other 7 are free
     # latent coordinates (their initial values a learned map of x0); with GTF(0.1) and a faster
-    # learning-rate decay than the paper's 5000-epoch schedule, as in `dsrecon fit` (see cmd_fit.py)
+    # learning-rate decay than the paper's 5000-epoch schedule, as in `dsrecon fit` (see dsrecon/defaults.py)
     model = dsrecon.make_model("shplrnn", obs_dim=3, latent_dim=10, hidden_dim=args.hidden_dim, seed=0)
     config = dsrecon.TrainConfig(epochs=3 if args.quick else args.epochs, lr_start=3e-3, lr_end=1e-5,
                                  batches_per_epoch=10 if args.quick else 50, val_every=25)

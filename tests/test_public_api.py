@@ -31,3 +31,12 @@ def test_import_and_version_are_cheap_and_side_effect_free():
     assert out == [dsrecon.__version__, "False"]  # `dsrecon --version` does not pay for importing torch
     cli = subprocess.run([sys.executable, "-m", "dsrecon", "--version"], capture_output=True, text=True, check=True)
     assert cli.stdout.strip() == f"dsrecon {dsrecon.__version__}"
+
+
+def test_every_registered_model_class_is_public():
+    """Issue 17: the model classes are exported (``dsrecon.ShPLRNN``, ...), one per registry name."""
+    from dsrecon.models import model_class
+
+    for name in dsrecon.MODELS:
+        cls = model_class(name)
+        assert getattr(dsrecon, cls.__name__) is cls and cls.__name__ in dsrecon.__all__, name

@@ -68,3 +68,51 @@ def check_output_folder(path, option: str = "--out") -> Path:
         raise ValueError(f"{option} {path} is an existing file, not a folder; give a folder path "
                          "(it is created if missing)")
     return path
+
+
+def check_array_output(path, force: bool, option: str = "--out") -> Path:
+    """``path`` as a new ``.npy`` file to write: refuse another suffix, a folder, and an existing
+    file unless ``force`` (a user's results are never overwritten by accident)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise ValueError(f"{option} must name a .npy file (read it with numpy.load), got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name ending in .npy")
+    if path.exists() and not force:
+        raise ValueError(f"{option} {path} already exists; choose another file name, or pass --force to "
+                         "overwrite it")
+    return path
+
+
+def write_array(path: Path, array) -> Path:
+    """Write ``array`` as ``.npy`` atomically (the previous file, if any, stays whole until the swap)."""
+    import numpy as np
+
+    from dsrecon.checkpoint import atomic_write
+
+    data = np.ascontiguousarray(array)
+    return atomic_write(path, lambda f: np.save(f, data))
+
+
+def read_samples(source: str, dataset: str | None, option: str):
+    """The samples of a file as a float64 array ``(T, N)``, for a short window of data (a forecast's
+    context, a start): read as ``dsrecon.load`` reads the format, without its checks for a series to
+    fit (a window may be one row, or hold a channel that happens to be flat); the caller checks
+    width, length and finiteness against the model."""
+    import numpy as np
+
+    from dsrecon.loaders import read_file, split_key
+
+    path_text, key = split_key(source)
+    if dataset is not None and key is not None and dataset != key:
+        raise ValueError(f"{option} {source!r}: key {key!r} in the path conflicts with --dataset {dataset!r}")
+    raw = read_file(Path(path_text), dataset if dataset is not None else key)
+    try:
+        x = np.asarray(raw.x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option} {source!r} holds non-numeric values; give numeric columns") from None
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{option} {source!r} must hold samples (T, N) with time along axis 0, got shape {x.shape}")
+    return x

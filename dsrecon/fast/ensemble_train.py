@@ -23,7 +23,7 @@ from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, save_c
 from dsrecon.fast import _kernels
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.fast.radam import FusedRAdam
-from dsrecon.forcing import AdaptiveGTF, Forcing
+from dsrecon.forcing import AdaptiveGTF, Forcing, default_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.selection import BestByValidation
 
@@ -63,7 +63,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
         ``config.backend`` is ignored (the ensemble always runs the fused kernel); ``config.threads``
         torch threads during the run, as in ``train``.
     forcing : Forcing, optional
-        Policy (default adaptive GTF); each model gets its own deep copy.
+        Policy (default ``dsrecon.forcing.default_forcing()``, as ``train``); each model gets its own deep copy.
     seeds : sequence of int, optional
         Window-sampling seed of each model (default ``config.seed + k``).
     val_data : Trajectory or array, optional
@@ -114,7 +114,7 @@ def train_ensemble(models: Sequence[ShPLRNN], data, config=None, forcing: Forcin
     seeds = [config.seed + k for k in range(K)] if seeds is None else [int(s) for s in seeds]
     if len(seeds) != K:
         raise ValueError(f"need one seed per model, {K}, got {len(seeds)}")
-    forcing = AdaptiveGTF() if forcing is None else forcing
+    forcing = default_forcing() if forcing is None else forcing
     if not isinstance(forcing, Forcing):
         raise ValueError(f"forcing must be a dsrecon.forcing policy, got {type(forcing).__name__}")
     forcings = [copy.deepcopy(forcing) for _ in range(K)]

@@ -23,13 +23,37 @@ import abc
 import torch
 from torch import nn
 
+from dsrecon import defaults
+
+
+def resolve_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
+    """The generator a model draws its initial parameters from (the seed rule of :mod:`dsrecon.defaults`).
+
+    ``generator`` if given; else a new CPU generator seeded with ``seed``, or with
+    ``dsrecon.defaults.SEED`` (0) when neither is given. Torch's global generator is never read
+    or reseeded, so the same call builds the same model for every model family.
+    """
+    if generator is not None and seed is not None:
+        raise ValueError("give either generator= or seed=, not both")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}; "
+                             "or pass seed=<int>")
+        return generator
+    if seed is None:
+        seed = defaults.SEED
+    if isinstance(seed, bool) or not hasattr(type(seed), "__index__"):  # int or a NumPy integer
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return torch.Generator().manual_seed(int(seed))
+
 
 class Model(nn.Module, abc.ABC):
     """Abstract one-step map ``z_t = step(z_{t-1})`` with an observation model.
 
     Subclasses set ``obs_dim`` (N) and ``state_dim`` (M) and implement the abstract methods.
     Constructors store and initialize; all randomness goes through a ``torch.Generator`` passed
-    as ``generator=`` so that the same seed gives the same model.
+    as ``generator=`` (or made from ``seed=``; neither means seed 0: :func:`resolve_generator`),
+    so that the same seed gives the same model.
 
     Attributes
     ----------

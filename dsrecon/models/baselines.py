@@ -36,7 +36,7 @@ import math
 import torch
 from torch import nn
 
-from dsrecon.models.base import Model
+from dsrecon.models.base import Model, resolve_generator
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -50,22 +50,6 @@ def resolve_dtype(dtype) -> torch.dtype:
     if key not in _DTYPES:
         raise ValueError(f"dtype must be a torch floating dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
     return _DTYPES[key]
-
-
-def resolve_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
-    """The generator used for initialization.
-
-    ``generator`` wins; else a new CPU generator seeded with ``seed``; with neither, the seed is
-    drawn from torch's global generator (read, never reseeded), so ``torch.manual_seed`` in a
-    user's script still makes the model reproducible.
-    """
-    if generator is not None and seed is not None:
-        raise ValueError("give either generator= or seed=, not both")
-    if generator is not None:
-        return generator
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    return torch.Generator().manual_seed(int(seed))
 
 
 def _check_size(name: str, value) -> int:
@@ -94,7 +78,8 @@ class RecurrentModel(Model):
         If True, the blocks after ``h`` start at a learned linear map of ``x0`` (zero-initialized
         ``(n_blocks - 1) H x N`` matrix) instead of 0.
     generator, seed
-        Source of the initialization randomness (see :func:`resolve_generator`).
+        Source of the initialization randomness (:func:`dsrecon.models.base.resolve_generator`:
+        neither given means seed 0).
     dtype : torch.dtype or str
         Parameter dtype (float64 for Jacobian checks).
     """

@@ -54,7 +54,8 @@ class LEM(RecurrentModel):
     learned_z0 : bool
         Initial ``z0`` from a learned linear map of ``x0`` (zero-initialized) instead of 0.
     generator, seed
-        Initialization randomness (a ``torch.Generator``, or a seed for a new one).
+        Initialization randomness (a ``torch.Generator``, or a seed for a new one; neither means
+        seed 0: :func:`dsrecon.models.base.resolve_generator`).
     dtype : torch.dtype or str
         Parameter dtype.
 

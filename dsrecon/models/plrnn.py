@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from dsrecon.models.base import Model
+from dsrecon.models.base import Model, resolve_generator
 
 _OBSERVATIONS = ("identity", "affine")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -64,7 +64,8 @@ class ShPLRNN(Model):
     generator : torch.Generator, optional
         Source of all initial values. ``seed`` is a shortcut that makes one.
     seed : int, optional
-        Seed for a fresh local generator (default 0 when neither is given).
+        Seed for a fresh local generator (0 when neither is given, the seed rule of every model:
+        :func:`dsrecon.models.base.resolve_generator`).
     dtype : torch.dtype or str
         Parameter dtype (float32 default; float64 for exact Jacobian checks).
 
@@ -93,10 +94,7 @@ class ShPLRNN(Model):
             raise ValueError(
                 f"the identity observation reads x_hat = z[:, :N], so it needs latent_dim M >= obs_dim "
                 f"N = {obs_dim}, got M = {latent_dim}; raise latent_dim or use observation='affine'")
-        if generator is not None and seed is not None:
-            raise ValueError("pass either generator= or seed=, not both")
-        if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        generator = resolve_generator(generator, seed)
         dtype = _resolve_dtype(dtype)
         self.obs_dim, self.state_dim, self.hidden_dim = obs_dim, latent_dim, hidden_dim
         self.clipped, self.observation = bool(clipped), observation
