@@ -18,6 +18,7 @@ regions) and heuristic in coverage: it can miss cycles.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dsrecon.analysis.cycle import (Cycle, DataUnits, make_cycle, minimal_period, same_cycle,
@@ -45,9 +46,9 @@ def find_cycles(model, period: int = 1, *, n_outer: int = 200, n_inner: int = 50
     n_inner : int
         Region moves per trial before it gives up.
     starts : array or tensor, shape ``(S, M)``, optional
-        Latent states whose region sequences ``s(z), s(F(z)), .., s(F^{k-1}(z))`` start the first
-        ``min(S, n_outer)`` trials (e.g. points of the model's orbit); the rest start from random
-        patterns.
+        Latent states whose region sequences ``s(z), s(F(z)), .., s(F^{k-1}(z))`` start trials
+        (e.g. points of the model's orbit): each distinct sequence once, at most ``n_outer // 2`` of
+        them; the other trials start from random patterns.
     seed : int
         Seed of the local generator drawing random patterns.
     data_mean, data_std : array, shape ``(N,)``, optional
@@ -135,8 +136,9 @@ def _start_patterns(regions, starts, period: int, n_outer: int) -> torch.Tensor 
                          f"{tuple(z.shape)}; map observations to states with model.initial_state first")
     if not bool(torch.isfinite(z).all()):
         raise ValueError("starts holds NaN or infinite values")
-    z = z[:n_outer]
     sequence = [z]
     for _ in range(period - 1):
         sequence.append(regions.step(sequence[-1]))
-    return regions.pattern(torch.stack(sequence, dim=1))  # (S, k, P)
+    patterns = regions.pattern(torch.stack(sequence, dim=1))  # (S, k, P)
+    _, first = np.unique(patterns.flatten(1).cpu().numpy(), axis=0, return_index=True)
+    return patterns[np.sort(first)[: n_outer // 2]]  # distinct sequences, in the order given
