@@ -54,6 +54,12 @@ _PUBLIC = {
     "Report": "dsrecon.evaluation",
     "evaluate": "dsrecon.evaluation",
     "compare": "dsrecon.comparison",
+    # analysis of piecewise-linear models
+    "find_cycles": "dsrecon.analysis.search",
+    "find_fixed_points": "dsrecon.analysis.search",
+    "find_attractors": "dsrecon.analysis.basins",
+    "basin_map": "dsrecon.analysis.basins",
+    "bifurcation_sweep": "dsrecon.analysis.bifurcation",
 }
 
 __all__ = ["__version__", *_PUBLIC]

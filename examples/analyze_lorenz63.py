@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
         true = np.vstack([TRUE_POINTS, np.zeros((1, 3))])  # the flow's three fixed points, as "reference"
         plot_cycles(test.x[:20_000] * std + mean, points, figure, x_model=x_model, reference=true,
-                    names=["x", "y", "z"])
+                    reference_label="Lorenz-63 fixed points", names=["x", "y", "z"])
         print(f"figure: {figure}")
     except ImportError as err:
         print(f"figure skipped: {err}")

@@ -287,3 +287,20 @@ def test_cli_analyze_writes_results_and_never_overwrites(tmp_path):
     assert main(args) == 0 and (tmp_path / "run" / "analysis-2" / "analysis.json").exists()  # a new folder
     assert main(args + ["--out", str(tmp_path / "run" / "analysis")]) == 1  # refused: it holds analysis.json
     assert ckpt.exists()
+
+
+@pytest.mark.slow
+def test_lorenz63_reconstruction_meets_the_fixed_point_targets(tmp_path):
+    """The issue's target, end to end (fits the README's main job, ~1-3 min on 2 cores): fixed
+    points within 0.15 (z-scored) of (+-sqrt(72), +-sqrt(72), 27), complex pairs of modulus within
+    0.02 of exp(0.0940 dt) and angle within 10 % of 10.19 dt, a saddle near the origin with a real
+    eigenvalue above 1. The example script checks each and exits 1 when one is missed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "analyze_lorenz63.py"
+    proc = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "all targets met" in proc.stdout

@@ -13,6 +13,7 @@ attractors and basins, bifurcation sweeps.
 """
 
 from dsrecon.analysis.basins import Attractor, AttractorReport, BasinMap, basin_map, find_attractors
+from dsrecon.analysis.bifurcation import BifurcationSweep, bifurcation_sweep
 from dsrecon.analysis.cycle import Cycle, DataUnits
 from dsrecon.analysis.exhaustive import all_patterns, exhaustive_cycles, occupied_patterns
 from dsrecon.analysis.regions import PiecewiseLinearMap, ShPLRNNRegions, piecewise_linear_map, register_regions
@@ -20,6 +21,7 @@ from dsrecon.analysis.search import find_cycles, find_fixed_points
 
 __all__ = [
     "Attractor", "AttractorReport", "BasinMap", "basin_map", "find_attractors",
+    "BifurcationSweep", "bifurcation_sweep",
     "Cycle", "DataUnits",
     "all_patterns", "exhaustive_cycles", "occupied_patterns",
     "PiecewiseLinearMap", "ShPLRNNRegions", "piecewise_linear_map", "register_regions",

@@ -55,8 +55,8 @@ def _mark(ax, cycle, i: int, j: int, label: bool):
                    if label else None))
 
 
-def plot_cycles(x_data, cycles, path, *, x_model=None, reference=None, max_points: int = 20_000,
-                names=None) -> Path:
+def plot_cycles(x_data, cycles, path, *, x_model=None, reference=None, reference_label: str = "reference",
+                max_points: int = 20_000, names=None) -> Path:
     """Fixed points and cycles drawn on the attractor, in data units: the 2-d projections of
     ``x_data`` (and ``x_model``, the model's generated series) with each cycle's points marked.
 
@@ -69,7 +69,8 @@ def plot_cycles(x_data, cycles, path, *, x_model=None, reference=None, max_point
     x_model : array, shape ``(T', N)``, optional
         The model's orbit in the same units.
     reference : array, shape ``(R, N)``, optional
-        Known points to compare with (e.g. the true system's fixed points), drawn as black crosses.
+        Known points to compare with (e.g. the true system's fixed points), drawn as black crosses
+        and named ``reference_label`` in the legend.
     names : list of str, optional
         Axis names (default ``x_1 .. x_N``).
     """
@@ -103,7 +104,7 @@ def plot_cycles(x_data, cycles, path, *, x_model=None, reference=None, max_point
         if reference is not None and N > 1:
             ref = np.asarray(reference, dtype=np.float64).reshape(-1, N)
             ax.plot(ref[:, i], ref[:, j], ls="none", marker="+", ms=11, mew=1.6, color="k",
-                    label="reference" if k == 0 else None)
+                    label=reference_label if k == 0 else None)
         ax.set_xlabel(names[i] if N > 1 else "step")
         ax.set_ylabel(names[j])
     if N > 1:
