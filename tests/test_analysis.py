@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsrecon.analysis import (Cycle, all_patterns, basin_map, exhaustive_cycles, find_attractors, find_cycles,
-                              occupied_patterns, piecewise_linear_map)
+from dsrecon.analysis import (Cycle, PiecewiseLinearMap, all_patterns, basin_map, exhaustive_cycles, find_attractors,
+                              find_cycles, occupied_patterns, piecewise_linear_map)
 from dsrecon.analysis.bifurcation import bifurcation_sweep
 from dsrecon.models import make_model
 from dsrecon.models.plrnn import ShPLRNN
@@ -77,6 +77,43 @@ def test_region_maps_equal_the_model_step_and_jacobian(clipped):
         assert torch.allclose(regions.step(z), model.step(z), atol=1e-12)
         assert torch.allclose(J, model.jacobian(z), atol=1e-12)
     assert regions.n_switches == (24 if clipped else 12)
+
+
+class ToyALRNN(PiecewiseLinearMap):
+    """An ALRNN-like map ``z' = A z + W phi(z) + h``, ``phi`` = identity on the first M - P
+    coordinates and ReLU on the last P: the adapter a new model needs (switches ``z_i > 0`` on the
+    last P coordinates, ``J = diag(A) + W diag(1, .., 1, s)``, ``c = h``)."""
+
+    def __init__(self, A, W, h, n_relu):
+        self.A, self.W, self.h = (torch.as_tensor(v, dtype=torch.float64) for v in (A, W, h))
+        M = self.A.numel()
+        self.switch_normals = torch.eye(M, dtype=torch.float64)[M - n_relu:]  # (P, M)
+        self.switch_offsets = torch.zeros(n_relu, dtype=torch.float64)
+
+    def affine(self, patterns):
+        M, P = self.A.numel(), self.n_switches
+        slope = torch.cat([torch.ones(len(patterns), M - P, dtype=torch.float64), patterns.double()], dim=1)
+        J = torch.diag(self.A) + self.W * slope.unsqueeze(1)  # (S, M, M): W diag(slope)
+        return J, self.h.expand(len(patterns), M)
+
+    def phi_step(self, z):
+        M, P = self.A.numel(), self.n_switches
+        phi = torch.cat([z[:, :M - P], torch.relu(z[:, M - P:])], dim=1)
+        return self.A * z + phi @ self.W.T + self.h
+
+
+def test_a_new_model_needs_only_a_region_adapter():
+    g = torch.Generator().manual_seed(5)
+    toy = ToyALRNN(torch.rand(4, generator=g) * 0.8, torch.randn(4, 4, generator=g) * 0.8,
+                   torch.randn(4, generator=g), n_relu=3)
+    z = torch.randn(100, 4, dtype=torch.float64, generator=g) * 3
+    assert torch.allclose(toy.step(z), toy.phi_step(z), atol=1e-12)
+    for k in (1, 2):
+        exhaustive = exhaustive_cycles(toy, k)
+        assert points_set(find_cycles(toy, k)) == pytest.approx(points_set(exhaustive))
+        for c in exhaustive:
+            pts = torch.as_tensor(c.latent)
+            assert torch.allclose(toy.phi_step(pts), torch.roll(pts, -1, 0), atol=1e-10)
 
 
 def test_non_piecewise_linear_model_is_refused_with_the_valid_names():
