@@ -72,6 +72,12 @@ _PUBLIC = {
     "load_reconstruction": "dsrecon.reconstruction",
     "DataTransform": "dsrecon.transform",
     "forecast_from_context": "dsrecon.forecasting",
+    # analysis of piecewise-linear models
+    "find_cycles": "dsrecon.analysis.search",
+    "find_fixed_points": "dsrecon.analysis.search",
+    "find_attractors": "dsrecon.analysis.basins",
+    "basin_map": "dsrecon.analysis.basins",
+    "bifurcation_sweep": "dsrecon.analysis.bifurcation",
 }
 
 __all__ = ["__version__", *_PUBLIC]
