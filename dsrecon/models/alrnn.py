@@ -22,8 +22,8 @@ import math
 import torch
 from torch import nn
 
-from dsrecon.models.base import Model
-from dsrecon.models.baselines import resolve_dtype, resolve_generator
+from dsrecon.models.base import Model, resolve_generator
+from dsrecon.models.baselines import resolve_dtype
 
 OBSERVATIONS = ("identity", "affine")
 
@@ -58,8 +58,8 @@ class ALRNN(Model):
         initial state is ``B^+ x0`` and forcing uses ``state_from_obs(x, z) = z + B^+ (x - B z)``
         with ``B`` detached (the shPLRNN's affine observation, :mod:`dsrecon.models.plrnn`).
     generator : torch.Generator, optional
-        Source of all initial values. ``seed`` is a shortcut that makes one; with neither, a seed
-        is drawn from torch's global generator (:func:`dsrecon.models.baselines.resolve_generator`).
+        Source of all initial values. ``seed`` is a shortcut that makes one; neither means seed 0
+        (:func:`dsrecon.models.base.resolve_generator`; torch's global generator is never read).
     seed : int, optional
         Seed for a fresh local generator.
     dtype : torch.dtype or str
