@@ -42,6 +42,7 @@ _PUBLIC = {
     "make_model": "dsrecon.models",
     "MODELS": "dsrecon.models",
     "ShPLRNN": "dsrecon.models.plrnn",
+    "ALRNN": "dsrecon.models.alrnn",
     "LEM": "dsrecon.models.lem",
     "RNN": "dsrecon.models.baselines",
     "LSTM": "dsrecon.models.baselines",
