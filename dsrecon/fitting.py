@@ -240,7 +240,7 @@ def _prepare(data_spec: dict, source, model: str, embed: str, latent_dim, observ
         say(f"embedding: {emb.reason}; model sees N = {train.n_dims}")
         out["embedding"] = emb.to_dict()
     latent = None
-    if model == "shplrnn":
+    if model in ("shplrnn", "alrnn"):  # the models with a latent size M of their own
         latent = choose_latent(train, latent_dim, observation, defaults.LATENT_DIM)
         say(f"latent: M = {latent.latent_dim}, {latent.observation} observation ({latent.reason})")
         out["latent"] = latent.to_dict()
@@ -296,7 +296,16 @@ def _read_summary(run: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- model and forcing
+# ReLU units P of an ALRNN fitted by ``fit``: the authors' Lorenz-63 preset (Brenner et al., NeurIPS 2024)
+ALRNN_RELU_UNITS = 2
+
+
 def _model_kwargs(model: str, n: int, latent, hidden_dim, seed, latent_dim, clipped, observation) -> dict:
+    if model == "alrnn":  # no hidden layer: M from the latent rule, ReLU on the last ALRNN_RELU_UNITS units
+        if not clipped:
+            raise ValueError("--unclipped applies to the shplrnn only, not 'alrnn'")
+        return {"obs_dim": n, "latent_dim": latent.latent_dim, "n_relu": min(ALRNN_RELU_UNITS, latent.latent_dim),
+                "observation": latent.observation, "seed": seed}
     kw = {"obs_dim": n, "hidden_dim": hidden_dim, "seed": seed}
     if model == "shplrnn":
         kw.update(latent_dim=latent.latent_dim, clipped=clipped, observation=latent.observation)

@@ -263,3 +263,24 @@ def test_a_comparison_grid_runs_the_alrnn(tmp_path):
     result = dsrecon.compare(grid, out_dir=tmp_path / "out", executor="serial", progress=False)
     assert (result.n_executed, result.n_failed) == (1, 0)
     assert result.rows[0]["model"].startswith("alrnn")
+
+
+@pytest.mark.slow
+def test_fit_trains_an_alrnn_with_the_latent_rule(tmp_path):
+    """``dsrecon.fit(model="alrnn")`` (and so ``dsrecon fit --model alrnn``) builds the ALRNN from the
+    latent-size rule, P = the authors' preset, instead of passing the shPLRNN's hidden width."""
+    import numpy as np
+
+    import dsrecon
+    from dsrecon.evaluation import EvalConfig
+    from dsrecon.fitting import ALRNN_RELU_UNITS
+
+    t = np.arange(1500) * 0.05
+    x = np.stack([np.sin(t), np.cos(1.3 * t), np.sin(0.7 * t + 1)], axis=1)
+    rec = dsrecon.fit(x, model="alrnn", epochs=1, batches_per_epoch=2, seq_len=20, val_every=5,
+                      eval_config=EvalConfig(lyapunov=False), run_dir=tmp_path / "run", progress=False,
+                      verbose=False)
+    assert isinstance(rec.model, dsrecon.ALRNN)
+    assert rec.model.config()["n_relu"] == ALRNN_RELU_UNITS and rec.model.state_dim >= 3
+    with pytest.raises(ValueError, match="unclipped"):
+        dsrecon.fit(x, model="alrnn", clipped=False, epochs=1, run_dir=tmp_path / "run2", verbose=False)
