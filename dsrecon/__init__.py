@@ -43,7 +43,7 @@ _PUBLIC = {
     "NoForcing": "dsrecon.forcing",
     "TeacherForcing": "dsrecon.forcing",
     "make_forcing": "dsrecon.forcing",
-    "train_ensemble": "dsrecon.fast",
+    "Ensemble": "dsrecon.ensemble",
     "TrainConfig": "dsrecon.training",
     "TrainResult": "dsrecon.training",
     "train": "dsrecon.training",
