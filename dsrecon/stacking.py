@@ -1,7 +1,10 @@
 """The seam between the ensemble trainer and the fast paths: one member stack per model family.
 
-The trainer (:mod:`dsrecon.member_training`) gets the object that computes an ensemble's losses
-and gradients from :func:`stack_members` alone; it imports no kernel, and no kernel imports it.
+The ensemble trainer (:mod:`dsrecon.member_training`) gets the object that computes an ensemble's
+losses and gradients from :func:`stack_members` alone, and both trainers get their optimizer and
+their gradient-norm and finiteness checks from here (the one-model trainer's loss-and-gradient
+function comes from the backend registry, :data:`dsrecon.train_config.BACKENDS`); no trainer
+imports a kernel, and no kernel imports a trainer.
 A family with a hand-written kernel registers its stack class in ``KERNEL_STACKS`` (registry name
 -> ``"module:Class"``); every other registered model, present or future, trains through the
 generic stack (:class:`dsrecon.vmap_stack.VmapStack`: autograd batched over the member axis with
@@ -27,6 +30,7 @@ plus ``nn.Module``'s ``parameters``, ``named_parameters``, ``state_dict`` and ``
 
 from __future__ import annotations
 
+import functools
 from importlib import import_module
 from typing import Sequence
 
@@ -39,6 +43,7 @@ GENERIC_STACK = "dsrecon.vmap_stack:VmapStack"
 KERNEL_BACKENDS = ("auto", "fused")
 
 
+@functools.cache
 def _load(spec: str):
     module, name = spec.split(":")
     return getattr(import_module(module), name)
@@ -67,4 +72,16 @@ def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
     return _load("dsrecon.fast.radam:FusedRAdam")(params, lr=lr, foreach=True)
 
 
-__all__ = ["GENERIC_STACK", "KERNEL_STACKS", "make_optimizer", "stack_class", "stack_members"]
+def model_grad_norm(model) -> float:
+    """Euclidean norm of all of one model's gradients, NaN without any
+    (:func:`dsrecon.fast.members.model_grad_norm`)."""
+    return _load("dsrecon.fast.members:model_grad_norm")(model)
+
+
+def model_params_finite(model) -> bool:
+    """Whether every parameter of one model is finite (:func:`dsrecon.fast.members.model_params_finite`)."""
+    return _load("dsrecon.fast.members:model_params_finite")(model)
+
+
+__all__ = ["GENERIC_STACK", "KERNEL_STACKS", "make_optimizer", "model_grad_norm", "model_params_finite",
+           "stack_class", "stack_members"]

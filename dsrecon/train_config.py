@@ -13,7 +13,7 @@ from dsrecon._device import check_device
 from dsrecon.selection import SELECTIONS
 
 # backend name -> "module:function" with the signature of dsrecon.loss.loss_and_grads (one-model runs)
-BACKENDS = {"auto": "dsrecon.training:_auto_loss_and_grads", "plain": "dsrecon.training:loss_and_grads",
+BACKENDS = {"auto": "dsrecon.fast.auto_backend:loss_and_grads", "plain": "dsrecon.training:loss_and_grads",
             "fused": "dsrecon.fast:loss_and_grads", "affine": "dsrecon.fast.affine_forcing:loss_and_grads"}
 
 

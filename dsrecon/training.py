@@ -7,8 +7,12 @@ plus ``reg_weight * model.regularization()``, backpropagate, RAdam step, let the
 (``TrainConfig.backend``): ``"plain"`` is the autograd reference below; ``"fused"`` (the shPLRNN's
 compiled kernel) and ``"affine"`` (any model with ``affine_forcing``: the forcing folded into one
 product per step) are fast paths in ``dsrecon.fast`` with the same signature and gradients (see
-:func:`loss_and_grads`); ``"auto"`` (the default) takes the fused path for a shPLRNN, the affine
-one for the other dsrecon models and the plain one for a model without ``affine_forcing``.
+:func:`loss_and_grads`); ``"auto"`` (the default, :mod:`dsrecon.fast.auto_backend`) takes the fused
+path for a shPLRNN, the affine one for the other dsrecon models and the plain one for a model
+without ``affine_forcing``. The trainer imports no kernel: backends resolve through the registry
+:data:`dsrecon.train_config.BACKENDS`, the optimizer and the gradient checks through
+:mod:`dsrecon.stacking`. An :class:`dsrecon.ensemble.Ensemble` trains in the member-axis loop of
+:mod:`dsrecon.member_training`.
 
 Defaults follow the GTF paper (Hess et al., ICML 2023; SPEC section 3).
 """
@@ -20,7 +24,6 @@ import copy
 import math
 import time
 import warnings
-import weakref
 from dataclasses import asdict
 from importlib import import_module
 from pathlib import Path
@@ -31,8 +34,6 @@ import torch
 from dsrecon.checkpoint import check_resumable, model_spec, read_checkpoint, run_lock, save_checkpoint, write_json
 from dsrecon.data import as_series as _as_series
 from dsrecon.ensemble import Ensemble
-from dsrecon.fast import _kernels
-from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import AdaptiveGTF, Forcing, growth_bound
 from dsrecon.history import diag_due as _diag_due
 from dsrecon.history import validate as _validate
@@ -41,30 +42,8 @@ from dsrecon.member_training import train_members
 from dsrecon.loss import StepResult, loss_and_grads, loss_from_rollout  # noqa: F401 (public here too)
 from dsrecon.models.base import Model
 from dsrecon.selection import BestByValidation
+from dsrecon.stacking import make_optimizer, model_grad_norm, model_params_finite
 from dsrecon.train_config import BACKENDS, RESUME_IGNORED, TrainConfig, TrainResult
-
-def _auto_loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
-                         target: torch.Tensor | None = None) -> StepResult:
-    """The ``"auto"`` backend: the fused path for a shPLRNN, the affine-forcing path for other models
-    that declare ``affine_forcing``, the plain reference for the rest."""
-    from dsrecon.fast import affine_forcing
-    from dsrecon.fast.fused_plrnn import is_fusable
-    from dsrecon.fast.fused_plrnn import loss_and_grads as fused
-
-    if is_fusable(model) and model not in _NOT_FUSABLE:
-        try:
-            return fused(model, x, alphas, reg_weight, target=target)
-        except ValueError as err:  # a shape the fused kernel does not support, e.g. a large latent_dim
-            _NOT_FUSABLE.add(model)
-            warnings.warn(f"the fused shPLRNN kernel cannot train this model ({_without_advice(err)}); "
-                          "backend 'auto' uses the affine-forcing path instead (same gradients, slower)",
-                          RuntimeWarning, stacklevel=3)
-    return affine_forcing.loss_and_grads(model, x, alphas, reg_weight, target=target)
-
-
-# models the fused kernel rejected once: "auto" does not try it again for them
-_NOT_FUSABLE: "weakref.WeakSet[Model]" = weakref.WeakSet()
-
 
 def _without_advice(err: Exception) -> str:
     """An error's first clause: the fast kernels' own advice names their internal backends
@@ -81,25 +60,6 @@ def resolve_backend(name: str):
         return getattr(import_module(module), func)
     except (ImportError, AttributeError) as err:
         raise ImportError(f"training backend {name!r} is not available ({err}); use backend='plain'") from err
-
-
-def _params_finite(model: Model) -> bool:
-    params = [p.detach().reshape(1, -1) for p in model.parameters()]
-    fast = _kernels.stacked_sumsq(params, 1)  # one C pass once the kernel is loaded (~4 vs ~15 us)
-    if fast is not None:
-        return bool(fast[1][0])
-    return all(bool(torch.all(torch.isfinite(p))) for p in params)
-
-
-def _grad_norm(model: Model) -> float:
-    """Euclidean norm of all of the model's gradients (NaN when none has one: the loss was not finite)."""
-    grads = [p.grad.reshape(1, -1) for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return float("nan")
-    fast = _kernels.stacked_sumsq(grads, 1)  # one C pass in double once the kernel is loaded
-    if fast is not None:
-        return math.sqrt(fast[0][0])
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
 
 class _Run:
@@ -205,7 +165,7 @@ def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), fo
 
     generator = torch.Generator().manual_seed(config.seed)  # windows and noise, CPU
     # torch.optim.RAdam with the update in one C loop (foreach=True where torch's own step runs)
-    optimizer = FusedRAdam(model.parameters(), lr=config.lr_start, foreach=True)
+    optimizer = make_optimizer(model.parameters(), config.lr_start)
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     history, start_epoch, n_updates, time_before = [], 0, 0, 0.0
@@ -279,13 +239,13 @@ def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), fo
                 a = forcing.alphas(config.seq_len + 1) if alphas is None else alphas
                 optimizer.zero_grad(set_to_none=True)
                 res = step_fn(model, inputs, a, config.reg_weight, target=target)
-                gn = _grad_norm(model)
+                gn = model_grad_norm(model)
                 ok = math.isfinite(res.loss) and math.isfinite(gn)
                 if ok:
                     if config.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     optimizer.step()
-                    ok = _params_finite(model)
+                    ok = model_params_finite(model)
                 if not ok:
                     recoveries, in_a_row = recoveries + 1, in_a_row + 1
                     warning = _recover(model, optimizer, forcing, good, config, epoch, res.loss, in_a_row)

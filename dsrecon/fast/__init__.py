@@ -9,8 +9,8 @@ which :func:`dsrecon.train` trains an ensemble of K shPLRNNs in one batched comp
 Layers: the kernel modules (``_build``, ``_kernels``, ``free_run``, ``jacobian_norms``,
 ``radam``) import nothing above the models, so :mod:`dsrecon.rollout` and the models may use
 them; the fast training paths (``fused_plrnn``, ``affine_forcing``, ``ensemble``) sit above
-:mod:`dsrecon.rollout` and :mod:`dsrecon.loss`, below :mod:`dsrecon.training`, which reaches them through :mod:`dsrecon.stacking` and its
-backend registry. The names below are therefore loaded on first use (as in
+:mod:`dsrecon.rollout` and :mod:`dsrecon.loss`, below :mod:`dsrecon.training`, which reaches them
+through :mod:`dsrecon.stacking` and its backend registry. The names below are therefore loaded on first use (as in
 ``dsrecon/__init__.py``): importing one kernel module must not import the trainers. Code inside
 dsrecon imports from the defining modules (``tests/test_layering.py``).
 """

@@ -3,6 +3,8 @@ computes what a one-model run computes), and per-member gradient norms and finit
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -51,3 +53,24 @@ def per_member_params_finite(params: list, K: int) -> np.ndarray:
     if fast is not None:
         return fast[1]
     return torch.isfinite(torch.cat([p.detach().reshape(K, -1) for p in params], dim=1)).all(1).cpu().numpy()
+
+
+def model_grad_norm(model) -> float:
+    """Euclidean norm of all of a model's gradients (NaN when none has one: the loss was not finite);
+    one C pass in double once the kernel is loaded."""
+    grads = [p.grad.reshape(1, -1) for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return float("nan")
+    fast = _kernels.stacked_sumsq(grads, 1)
+    if fast is not None:
+        return math.sqrt(fast[0][0])
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+def model_params_finite(model) -> bool:
+    """Whether every parameter of a model is finite (one C pass once the kernel is loaded)."""
+    params = [p.detach().reshape(1, -1) for p in model.parameters()]
+    fast = _kernels.stacked_sumsq(params, 1)
+    if fast is not None:
+        return bool(fast[1][0])
+    return all(bool(torch.all(torch.isfinite(p))) for p in params)
