@@ -19,7 +19,7 @@ BACKENDS = {"auto": "dsrecon.fast.auto_backend:loss_and_grads", "plain": "dsreco
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one training run (defaults: GTF paper, SPEC section 3).
+    """Settings of one training run (defaults: GTF paper, Hess et al., ICML 2023; docs/method.md section 3).
 
     Attributes
     ----------
