@@ -24,7 +24,7 @@ lstm_gtf   LSTM, hidden 35, input-fed (5920 parameters, the paper's count), GTF 
 
 All: RAdam, learning rate 1e-3 -> 1e-6 exponentially over the epochs, batch 16, 50 batches per
 epoch, 5000 epochs by default. The shPLRNN seeds of one method are trained together as one
-ensemble (``dsrecon.fast.train_ensemble``, the fused C kernel; equal to separate runs); LEM and
+ensemble (``dsrecon.train`` of a ``dsrecon.Ensemble``, the fused C kernel; equal to separate runs); LEM and
 LSTM run per seed through ``dsrecon.train`` (the affine-forcing autograd path,
 ``dsrecon.fast.affine_forcing``, same gradients as the plain loop: the fused kernel exists for the
 shPLRNN only), with the growth diagnostic G every ``--baseline-diag-every`` epochs.
@@ -148,7 +148,7 @@ def run_job(job: dict) -> list[dict]:
 
     torch.set_num_threads(1)
     from dsrecon.evaluation import EvalConfig, evaluate
-    from dsrecon.fast import train_ensemble
+    from dsrecon.ensemble import Ensemble
     from dsrecon.forcing import make_forcing
     from dsrecon.models import make_model
     from dsrecon.training import TrainConfig, train
@@ -171,8 +171,8 @@ def run_job(job: dict) -> list[dict]:
         # checkpointed every 50 epochs: a stopped benchmark continues where it was (same command)
         ens_dir = Path(job["ckpt_dir"]) / f"{job['method']}_seeds{seeds[0]}-{seeds[-1]}_e{job['epochs']}"
         cfg = TrainConfig(**{**cfg.__dict__, "checkpoint_every": 50})
-        results = train_ensemble(models, train_x, cfg, forcing, seeds=seeds, val_data=val_x, run_dir=ens_dir,
-                                 resume=(ens_dir / "ensemble.pt").is_file())
+        results = train(Ensemble(models, seeds=seeds), train_x, cfg, forcing, val_data=val_x, run_dir=ens_dir,
+                        resume=(ens_dir / "ensemble.pt").is_file(), progress=False).members
         wall = time.perf_counter() - t0
         per_run = [wall / len(seeds)] * len(seeds)
         how = f"ensemble of {len(seeds)} (fused C kernel)"

@@ -34,7 +34,8 @@ import provenance  # noqa: E402
 import numpy as np
 import torch
 
-from dsrecon.fast import EnsembleShPLRNN, ensemble_loss_and_grads, loss_and_grads as fused_step, train_ensemble
+from dsrecon.ensemble import Ensemble
+from dsrecon.fast import EnsembleShPLRNN, ensemble_loss_and_grads, loss_and_grads as fused_step
 from dsrecon.fast._kernels import c_library
 from dsrecon.fast.radam import FusedRAdam
 from dsrecon.forcing import make_forcing
@@ -134,7 +135,7 @@ def bench_ensembles(args, single: dict) -> None:
     fns = {}
     for K in args.K:
         ens = EnsembleShPLRNN([ShPLRNN(N, M, L, seed=k) for k in range(K)])
-        opt = FusedRAdam(ens.parameters(), lr=1e-3)  # as train_ensemble()
+        opt = FusedRAdam(ens.parameters(), lr=1e-3)  # as train() of an Ensemble
         x = torch.randn(K, B, T + 1, N, generator=gen)
         alphas = torch.full((K, T + 1), 0.1)
 
@@ -229,7 +230,7 @@ def bench_denormals(args) -> None:
     say()
     say(f"Eager: {n_steps} steps of model.step (B = {B}) with A = 0.999, W1 = 0 from z = 1e-39 or 1; fused: the C kernel's forward over T = {T} "
         "(alpha = 0), which sets FTZ/DAZ itself for the duration of the call. train() and "
-        "train_ensemble() turn torch.set_flush_denormal on for the run and off after it.")
+        "an ensemble's train() turn torch.set_flush_denormal on for the run and off after it.")
     say()
 
 
@@ -344,8 +345,8 @@ def to_target(args) -> None:
                         if d <= 0.30:
                             hits[k] = (epoch, d, time.perf_counter() - t0)
             return len(hits) == K or time.perf_counter() - t0 > args.max_minutes * 60
-        results = train_ensemble(models, train_x, cfg, make_forcing("agtf"),
-                                 seeds=[args.seed + k for k in range(K)], callback=stop_all)
+        results = train(Ensemble(models, seeds=[args.seed + k for k in range(K)]), train_x, cfg, make_forcing("agtf"),
+                        callback=stop_all, progress=False).members
         wall = time.perf_counter() - t0
         say(f"- ensemble of K = {K} seeds ({args.seed}..{args.seed + K - 1}) in one batched run: "
             f"{len(hits)}/{K} reached D_stsp <= 0.30 within {wall:.0f} s ({results[0].epochs} epochs); "
@@ -372,11 +373,11 @@ def bench_training_loops(args) -> None:
     from dsrecon.fast import kernel_threads, set_kernel_spin, set_kernel_threads
     from dsrecon.fast._kernels import _SPIN_DEFAULT_S, ENSEMBLE_SPIN_S  # the short spin: the default outside ensembles
 
-    say("## 6. Whole training loops: train() per model vs train_ensemble() for K seeds")
+    say("## 6. Whole training loops: train() per model vs train(Ensemble) for K seeds")
     say()
     x = _series()
     # the trainers set their own torch threads (TrainConfig.threads, 1); start from torch's default,
-    # as a user's script does (train_ensemble ignoring it once cost ~1.5x at K = 10)
+    # as a user's script does (an ensemble ignoring it once cost ~1.5x at K = 10)
     torch.set_num_threads(TORCH_DEFAULT_THREADS)
     epochs = args.loop_epochs
     cfg = TrainConfig(epochs=epochs, batches_per_epoch=50, batch_size=B, seq_len=T, val_every=10**6)
@@ -401,7 +402,7 @@ def bench_training_loops(args) -> None:
             return make_forcing("gtf", alpha=0.1) if kind == "gtf" else make_forcing("agtf")
         warm = TrainConfig(epochs=1, batches_per_epoch=5, batch_size=B, seq_len=T, val_every=10**6)
         train(ShPLRNN(N, M, L, seed=99), x, warm, forcing(), progress=False)
-        train_ensemble([ShPLRNN(N, M, L, seed=99)], x, warm, forcing())
+        train(Ensemble([ShPLRNN(N, M, L, seed=99)]), x, warm, forcing(), progress=False)
         runs = []  # (key, kernel threads, pool spin in seconds, function, updates it runs)
         for backend in ("fused", "plain"):
             c = dataclasses.replace(cfg, backend=backend, epochs=epochs if backend == "fused" else max(1, epochs // 3))
@@ -410,12 +411,14 @@ def bench_training_loops(args) -> None:
         for K in args.K:
             for threads in sorted({1, cores}):
                 runs.append(((K, threads, None), threads, None,
-                             lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)], x, cfg, forcing()),
+                             lambda K=K: train(Ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)]), x, cfg, forcing(),
+                                                     progress=False),
                              n_upd))
         if cores > 1:  # the largest ensemble with the pool threads' short spin (set_kernel_spin)
             K = max(args.K)
             runs.append(((K, cores, _SPIN_DEFAULT_S), cores, _SPIN_DEFAULT_S,
-                         lambda K=K: train_ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)], x, cfg, forcing()),
+                         lambda K=K: train(Ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)]), x, cfg, forcing(),
+                                                     progress=False),
                          n_upd))
         runs.append(runs.pop(1))  # the plain loop last: the K-model runs follow the fused train() run they are compared with
         samples = {key: ([], []) for key, *_ in runs}
@@ -453,7 +456,7 @@ def bench_training_loops(args) -> None:
     say("The issue's ensemble target is K/2 = 5x the single-model throughput at K = 10; against train() on "
         "the fused path see the 'vs train() fused' columns, against the plain loop (one model per process, "
         "the reference implementation's way) the last column. Rows without a spin: the automatic setting, in which "
-        f"train_ensemble keeps its pool threads awake {ENSEMBLE_SPIN_S * 1e3:g} ms after each call when it runs on more "
+        f"an ensemble run keeps its pool threads awake {ENSEMBLE_SPIN_S * 1e3:g} ms after each call when it runs on more "
         "than one kernel thread (they then stay awake through the update's Python part; more CPU time, see the CPU "
         f"columns). 'spin {_SPIN_DEFAULT_S * 1e3:g} ms': `dsrecon.fast.set_kernel_spin({_SPIN_DEFAULT_S:g})`, the "
         f"threads sleep {_SPIN_DEFAULT_S * 1e6:g} us after each call (the default outside ensembles; for a machine "

@@ -56,7 +56,7 @@ _PUBLIC = {
     "TeacherForcing": "dsrecon.forcing",
     "make_forcing": "dsrecon.forcing",
     "default_forcing": "dsrecon.forcing",
-    "train_ensemble": "dsrecon.fast",
+    "Ensemble": "dsrecon.ensemble",
     "TrainConfig": "dsrecon.training",
     "TrainResult": "dsrecon.training",
     "train": "dsrecon.training",

@@ -1,5 +1,5 @@
 """What a training run records per epoch, shared by :func:`dsrecon.training.train` and
-:func:`dsrecon.fast.ensemble_train.train_ensemble`: the validation metrics (``validate``), the epochs
+:func:`dsrecon.member_training.train_members`: the validation metrics (``validate``), the epochs
 that record the growth-bound diagnostic (``diag_due``) and the history as CSV (``write_history_csv``).
 ``config`` is a :class:`~dsrecon.training.TrainConfig`.
 """

@@ -5,7 +5,7 @@ epoch to the next while the one-step loss hardly moves (the GTF paper's ECG: bet
 cycle, D_stsp ~3, and a fixed point, ~15, at learning rates below 1e-5). Which side the last epoch
 lands on is then chance. Keeping the parameters whose free run matched a validation series best,
 instead of the last ones, removes that chance as far as the validation series can tell the two
-apart. Both :func:`dsrecon.train` and :func:`dsrecon.fast.train_ensemble` use
+apart. Both loops of :func:`dsrecon.train` (one model, and each member of an ensemble) use
 :class:`BestByValidation` on their validation records (``TrainConfig.select``).
 
 The score is the validation D_stsp (lower is better), with D_H as the tie-breaker of equal D_stsp;

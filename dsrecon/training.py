@@ -7,8 +7,12 @@ plus ``reg_weight * model.regularization()``, backpropagate, RAdam step, let the
 (``TrainConfig.backend``): ``"plain"`` is the autograd reference below; ``"fused"`` (the shPLRNN's
 compiled kernel) and ``"affine"`` (any model with ``affine_forcing``: the forcing folded into one
 product per step) are fast paths in ``dsrecon.fast`` with the same signature and gradients (see
-:func:`loss_and_grads`); ``"auto"`` (the default) takes the fused path for a shPLRNN, the affine
-one for the other dsrecon models and the plain one for a model without ``affine_forcing``.
+:func:`loss_and_grads`); ``"auto"`` (the default, :mod:`dsrecon.fast.auto_backend`) takes the fused
+path for a shPLRNN, the affine one for the other dsrecon models and the plain one for a model
+without ``affine_forcing``. The trainer imports no kernel: backends resolve through the registry
+:data:`dsrecon.train_config.BACKENDS`, the optimizer and the gradient checks through
+:mod:`dsrecon.stacking`. An :class:`dsrecon.ensemble.Ensemble` trains in the member-axis loop of
+:mod:`dsrecon.member_training`.
 
 Defaults follow the GTF paper (Hess et al., ICML 2023; SPEC section 3).
 """
@@ -20,219 +24,26 @@ import copy
 import math
 import time
 import warnings
-import weakref
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dsrecon import defaults
-from dsrecon._device import check_device
 from dsrecon.checkpoint import check_resumable, model_spec, read_checkpoint, run_lock, save_checkpoint, write_json
 from dsrecon.data import as_series as _as_series
-from dsrecon.fast import _kernels
-from dsrecon.fast.radam import FusedRAdam
+from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import Forcing, default_forcing, growth_bound
 from dsrecon.history import diag_due as _diag_due
 from dsrecon.history import validate as _validate
 from dsrecon.history import write_history_csv as _write_history_csv
+from dsrecon.member_training import train_members
 from dsrecon.loss import StepResult, loss_and_grads, loss_from_rollout  # noqa: F401 (public here too)
 from dsrecon.models.base import Model
-from dsrecon.selection import SELECTIONS, BestByValidation
-
-# backend name -> "module:function" with the signature of loss_and_grads below
-BACKENDS = {"auto": "dsrecon.training:_auto_loss_and_grads", "plain": "dsrecon.training:loss_and_grads",
-            "fused": "dsrecon.fast:loss_and_grads", "affine": "dsrecon.fast.affine_forcing:loss_and_grads"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run (defaults: :mod:`dsrecon.defaults`, the same for ``dsrecon.fit``
-    and ``dsrecon fit``; batches, windows and regularizer as in the GTF paper, SPEC section 3).
-
-    Attributes
-    ----------
-    epochs : int
-        Number of epochs (600; the paper trains up to 5000: ``dsrecon.defaults.PAPER_TRAINING``).
-    batches_per_epoch, batch_size, seq_len : int
-        50 updates per epoch, B = 16 windows of ``seq_len + 1 = 201`` steps.
-    lr_start, lr_end : float
-        RAdam learning rate, decaying exponentially from 3e-3 to 1e-5 over the epochs (paper: 1e-3
-        to 1e-6 over 5000 epochs).
-    reg_weight : float
-        lambda of the model's regularizer (1e-5).
-    grad_clip : float or None
-        Clip the total gradient norm (None: no clipping, as in the paper).
-    noise_std : float
-        Std of Gaussian noise added to the windows that feed the initial state and the forcing
-        signals (targets stay clean); 0 disables it.
-    seed : int
-        Seed of the local generator for windows and noise (0, the seed rule of :mod:`dsrecon.defaults`).
-    device : str
-        Torch device of the model and data.
-    val_every : int
-        Epochs between validations (D_stsp, D_H on ``val_data``); the last epoch is always validated.
-    diag_every : int
-        Epochs between evaluations of the growth-bound diagnostic ``G`` recorded in the history
-        (NaN in the other epochs; the last epoch always has it). It takes one Jacobian and one
-        spectral norm per state of the epoch's last batch: ~3 ms for the shPLRNN (analytic), 1-3 s
-        for the 60-70-dimensional states of the ECG-sized LEM/LSTM, as long as 50 of their updates.
-    val_steps : int
-        Length of the validation comparison: the model generates ``1.25 val_steps`` steps from the
-        first validation point, drops the first quarter and is compared with the first
-        ``val_steps`` points (the paper's protocol on a shorter series, for speed).
-    val_starts : int
-        Free runs per validation, from this many states spread evenly over the validation series
-        (the first is its first point); D_stsp and D_H are their means (a run whose output is
-        constant counts D_H = 1, its largest value), and ``val_collapsed`` counts the runs that
-        collapsed (:func:`dsrecon.metrics.is_collapsed`). A reconstruction can hold the data's
-        attractor and a spurious fixed point side by side: one free run then tells which basin its
-        start lay in, not whether the model is sound, and model selection on it is a lottery. 1 (the
-        default) is the paper's single run.
-    checkpoint_every : int
-        Epochs between checkpoints (when ``run_dir`` is given); the last epoch is always saved.
-    backend : str
-        ``"auto"`` (default: fused for a shPLRNN, affine for the other models, plain for a model
-        without ``affine_forcing``), ``"plain"`` (autograd reference), ``"fused"`` (``dsrecon.fast``;
-        about 17x faster per update for the shPLRNN) or ``"affine"`` (1.3-3.6x for LEM, RNN, LSTM,
-        GRU); same gradients to 1e-5, see ``benchmarks/results/train_speed_*.md``.
-    lr_recovery_factor : float
-        Learning-rate factor applied after a non-finite loss or parameter (0.5).
-    max_recoveries : int
-        Recoveries in a row (without a clean epoch in between) before the run stops with an error.
-    select : {"last", "best_val"}
-        Which parameters the model holds at the end: those of the last epoch (the GTF paper's
-        protocol), or those of the validation epoch whose free run scored best
-        (:mod:`dsrecon.selection`; needs ``val_data``, validated every ``val_every`` epochs). Either
-        way the result records the best-validated epoch and its parameters.
-    threads : int or None
-        Torch intra-op threads while training on a CPU (the previous setting is restored after).
-        1 by default: the per-step tensors of these models are tiny, so extra threads only add
-        synchronization, and on a shared CPU their spin-waiting made an update 20-40x slower in
-        our measurements (2 cores, load ~8: 2 s vs 0.05 s per update). None keeps torch's setting.
-    """
-
-    epochs: int = defaults.EPOCHS
-    batches_per_epoch: int = 50
-    batch_size: int = 16
-    seq_len: int = 200
-    lr_start: float = defaults.LR_START
-    lr_end: float = defaults.LR_END
-    reg_weight: float = 1e-5
-    grad_clip: float | None = None
-    noise_std: float = 0.0
-    seed: int = defaults.SEED
-    device: str = "cpu"
-    val_every: int = 25
-    diag_every: int = 1
-    val_steps: int = 10_000
-    val_starts: int = 1
-    checkpoint_every: int = 10
-    backend: str = "auto"
-    lr_recovery_factor: float = 0.5
-    max_recoveries: int = 8
-    select: str = "last"
-    threads: int | None = 1
-
-    def __post_init__(self):
-        for name in ("epochs", "batches_per_epoch", "batch_size", "seq_len", "val_every", "diag_every", "val_steps",
-                     "val_starts", "checkpoint_every", "max_recoveries"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
-        if not (0 < self.lr_end <= self.lr_start):
-            raise ValueError(f"need 0 < lr_end <= lr_start, got lr_start={self.lr_start}, lr_end={self.lr_end}")
-        if self.reg_weight < 0 or self.noise_std < 0:
-            raise ValueError(f"reg_weight and noise_std must be >= 0, got {self.reg_weight}, {self.noise_std}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
-        if not 0 < self.lr_recovery_factor < 1:
-            raise ValueError(f"lr_recovery_factor must lie in (0, 1), got {self.lr_recovery_factor}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"TrainConfig.threads must be None or a positive integer, got {self.threads!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
-        if self.select not in SELECTIONS:
-            raise ValueError(f"unknown TrainConfig.select {self.select!r}; valid: {', '.join(SELECTIONS)}")
-        check_device(self.device, "TrainConfig.device (CLI: --device)")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass
-class TrainResult:
-    """What ``train`` returns (the model itself is trained in place).
-
-    Attributes
-    ----------
-    history : list of dict
-        One record per epoch: epoch, loss, mse, alpha, grad_norm, G, lr, time_s (cumulative
-        training seconds), and d_stsp, d_h on validation epochs; ``warning`` on recoveries.
-    train_time_s : float
-        Training wall time in seconds (including earlier segments of a resumed run).
-    n_updates : int
-        Parameter updates performed.
-    epochs : int
-        Completed epochs.
-    finished : bool
-        Whether all ``config.epochs`` were completed (False when a callback stopped the run).
-    recoveries : int
-        Non-finite events recovered from in this call.
-    metrics : dict
-        Latest validation metrics (``d_stsp``, ``d_h``), empty without ``val_data``.
-    run_dir : str or None
-        Folder with config.json, history.csv and checkpoints/.
-    best_epoch : int or None
-        The validation epoch whose free run scored best (:mod:`dsrecon.selection`); None without
-        validation data or when no validation produced a finite score.
-    best_state : dict or None
-        The model's ``state_dict`` at ``best_epoch``; the model holds it when
-        ``TrainConfig.select == "best_val"``.
-    """
-
-    history: list
-    train_time_s: float
-    n_updates: int
-    epochs: int
-    finished: bool
-    recoveries: int = 0
-    metrics: dict = field(default_factory=dict)
-    run_dir: str | None = None
-    best_epoch: int | None = None
-    best_state: dict | None = None
-
-    @property
-    def final_loss(self) -> float:
-        return self.history[-1]["loss"] if self.history else float("nan")
-
-
-def _auto_loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
-                         target: torch.Tensor | None = None) -> StepResult:
-    """The ``"auto"`` backend: the fused path for a shPLRNN, the affine-forcing path for other models
-    that declare ``affine_forcing``, the plain reference for the rest."""
-    from dsrecon.fast import affine_forcing
-    from dsrecon.fast.fused_plrnn import is_fusable
-    from dsrecon.fast.fused_plrnn import loss_and_grads as fused
-
-    if is_fusable(model) and model not in _NOT_FUSABLE:
-        try:
-            return fused(model, x, alphas, reg_weight, target=target)
-        except ValueError as err:  # a shape the fused kernel does not support, e.g. a large latent_dim
-            _NOT_FUSABLE.add(model)
-            warnings.warn(f"the fused shPLRNN kernel cannot train this model ({_without_advice(err)}); "
-                          "backend 'auto' uses the affine-forcing path instead (same gradients, slower)",
-                          RuntimeWarning, stacklevel=3)
-    return affine_forcing.loss_and_grads(model, x, alphas, reg_weight, target=target)
-
-
-# models the fused kernel rejected once: "auto" does not try it again for them
-_NOT_FUSABLE: "weakref.WeakSet[Model]" = weakref.WeakSet()
-
+from dsrecon.selection import BestByValidation
+from dsrecon.stacking import make_optimizer, model_grad_norm, model_params_finite
+from dsrecon.train_config import BACKENDS, RESUME_IGNORED, TrainConfig, TrainResult
 
 def _without_advice(err: Exception) -> str:
     """An error's first clause: the fast kernels' own advice names their internal backends
@@ -249,25 +60,6 @@ def resolve_backend(name: str):
         return getattr(import_module(module), func)
     except (ImportError, AttributeError) as err:
         raise ImportError(f"training backend {name!r} is not available ({err}); use backend='plain'") from err
-
-
-def _params_finite(model: Model) -> bool:
-    params = [p.detach().reshape(1, -1) for p in model.parameters()]
-    fast = _kernels.stacked_sumsq(params, 1)  # one C pass once the kernel is loaded (~4 vs ~15 us)
-    if fast is not None:
-        return bool(fast[1][0])
-    return all(bool(torch.all(torch.isfinite(p))) for p in params)
-
-
-def _grad_norm(model: Model) -> float:
-    """Euclidean norm of all of the model's gradients (NaN when none has one: the loss was not finite)."""
-    grads = [p.grad.reshape(1, -1) for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return float("nan")
-    fast = _kernels.stacked_sumsq(grads, 1)  # one C pass in double once the kernel is loaded
-    if fast is not None:
-        return math.sqrt(fast[0][0])
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
 
 class _Run:
@@ -296,22 +88,27 @@ class _Run:
                                "training would overwrite it: choose a new or empty folder (CLI: --out)")
 
 
-def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forcing | None = None, *,
+def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), forcing: Forcing | None = None, *,
           val_data=None, run_dir=None, resume: bool = False, progress: bool = True, callback=None,
           run_meta: dict | None = None) -> TrainResult:
-    """Train ``model`` in place on one trajectory with a forcing policy.
+    """Train ``model`` (or the K members of an ensemble) in place on one trajectory with a forcing policy.
 
     Parameters
     ----------
-    model : Model
-        Any registered model (trained in place, moved to ``config.device``).
+    model : Model or Ensemble
+        Any registered model (trained in place, moved to ``config.device``), or a
+        :class:`dsrecon.ensemble.Ensemble` of K models, trained together along a member axis
+        (:mod:`dsrecon.member_training`): member k computes what a separate run with its seed
+        computes, and ``TrainResult.members`` holds the K members' results.
     data : Trajectory or array, shape ``(T, N)``
         Training series, finite, ``T >= seq_len + 1``, ``N = model.obs_dim``.
     config : TrainConfig
-        Settings (defaults from the GTF paper).
+        Settings (defaults: :mod:`dsrecon.defaults`).
     forcing : Forcing, optional
         Policy from ``dsrecon.forcing`` (default: ``dsrecon.forcing.default_forcing()``, GTF with
-        alpha = 0.1, as ``dsrecon fit``).
+        alpha = 0.1, as ``dsrecon fit``). For
+        an ensemble: one policy (each member follows its own copy) or a sequence of K policies,
+        e.g. GTF with a different alpha per member.
     val_data : Trajectory or array, optional
         Held-out series for D_stsp / D_H every ``config.val_every`` epochs.
     run_dir : str or Path, optional
@@ -342,11 +139,17 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
     A non-finite loss, gradient or parameter restores the state at the start of the epoch (model,
     optimizer, forcing), multiplies the learning rate by ``config.lr_recovery_factor``, warns and
     records a ``warning`` in the history; after ``max_recoveries`` in a row it raises RuntimeError.
+    An ensemble member is restored alone, without lowering the shared learning rate, and after
+    ``max_recoveries`` events it is frozen while its neighbours train on.
     """
-    if not isinstance(model, Model):
-        raise ValueError(f"model must be a dsrecon Model (see dsrecon.make_model), got {type(model).__name__}")
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(model, Ensemble):
+        return train_members(model, data, config, forcing, val_data=val_data, run_dir=run_dir, resume=resume,
+                             progress=progress, callback=callback, run_meta=run_meta)
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a dsrecon Model (see dsrecon.make_model) or a dsrecon.Ensemble, got "
+                         f"{type(model).__name__}")
     forcing = default_forcing() if forcing is None else forcing
     if not isinstance(forcing, Forcing):
         raise ValueError(f"forcing must be a dsrecon.forcing policy (see make_forcing), got {type(forcing).__name__}")
@@ -363,7 +166,7 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
 
     generator = torch.Generator().manual_seed(config.seed)  # windows and noise, CPU
     # torch.optim.RAdam with the update in one C loop (foreach=True where torch's own step runs)
-    optimizer = FusedRAdam(model.parameters(), lr=config.lr_start, foreach=True)
+    optimizer = make_optimizer(model.parameters(), config.lr_start)
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     history, start_epoch, n_updates, time_before = [], 0, 0, 0.0
@@ -437,13 +240,13 @@ def train(model: Model, data, config: TrainConfig = TrainConfig(), forcing: Forc
                 a = forcing.alphas(config.seq_len + 1) if alphas is None else alphas
                 optimizer.zero_grad(set_to_none=True)
                 res = step_fn(model, inputs, a, config.reg_weight, target=target)
-                gn = _grad_norm(model)
+                gn = model_grad_norm(model)
                 ok = math.isfinite(res.loss) and math.isfinite(gn)
                 if ok:
                     if config.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     optimizer.step()
-                    ok = _params_finite(model)
+                    ok = model_params_finite(model)
                 if not ok:
                     recoveries, in_a_row = recoveries + 1, in_a_row + 1
                     warning = _recover(model, optimizer, forcing, good, config, epoch, res.loss, in_a_row)
@@ -564,11 +367,6 @@ def _recover(model, optimizer, forcing, good, config: TrainConfig, epoch: int, l
            f"start of the epoch and lowered the learning rate to {lr:.3g}")
     warnings.warn(msg, RuntimeWarning, stacklevel=2)
     return msg
-
-
-# TrainConfig fields a resumed run may change: where and how it runs, how often it reports, not what it learns
-RESUME_IGNORED = frozenset({"device", "checkpoint_every", "val_every", "diag_every", "val_steps", "backend", "threads",
-                            "select"})
 
 
 def _check_same_run(stored: dict, model: Model, forcing: Forcing, cfg: dict, path) -> None:

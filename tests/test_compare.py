@@ -249,7 +249,7 @@ def test_figure_draws_fixed_points_and_diverged_runs(tmp_path):
 
 def test_shplrnn_seeds_train_as_one_ensemble_with_the_same_results(data_files, tmp_path):
     """The default groups the shPLRNN seeds into one ensemble task: the same numbers as one task per
-    seed (train_ensemble equals separate runs), result.json says so, and a rerun re-trains nothing."""
+    seed (an Ensemble's members equal separate runs), result.json says so, and a rerun re-trains nothing."""
     grid = tiny_grid(data_files, models=[{"name": "shplrnn", "latent_dim": 3, "hidden_dim": 8}], seeds=[0, 1, 2])
     grouped = dsrecon.compare(grid, out_dir=tmp_path / "g", executor="serial", progress=False, figure=False)
     alone = dsrecon.compare(grid, out_dir=tmp_path / "a", executor="serial", progress=False, figure=False,

@@ -30,10 +30,10 @@ def test_small_ecg_ensemble_keeps_the_heartbeat_cycle(gtf_data_dir):
     import torch
 
     from dsrecon.evaluation import EvalConfig, evaluate
-    from dsrecon.fast import train_ensemble
+    from dsrecon.ensemble import Ensemble
     from dsrecon.forcing import make_forcing
     from dsrecon.models import make_model
-    from dsrecon.training import TrainConfig
+    from dsrecon.training import TrainConfig, train
 
     train_x = np.load(gtf_data_dir / "ECG_pecuzal_5d_train.npy")
     test_x = np.load(gtf_data_dir / "ECG_pecuzal_5d_test.npy")
@@ -43,8 +43,8 @@ def test_small_ecg_ensemble_keeps_the_heartbeat_cycle(gtf_data_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_ensemble(models, train_x, cfg, make_forcing("gtf", alpha=0.3), seeds=SEEDS,
-                       val_data=train_x[-12_500:])
+        train(Ensemble(models, seeds=SEEDS), train_x, cfg, make_forcing("gtf", alpha=0.3),
+              val_data=train_x[-12_500:], progress=False)
     finally:
         torch.set_num_threads(threads)
     reports = [evaluate(m, test_x, EvalConfig(lyapunov=False)) for m in models]

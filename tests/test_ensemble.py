@@ -2,7 +2,7 @@
 
 Facts checked: the ensemble's per-model gradients equal each model's own plain-path gradient
 (``dsrecon.training.loss_and_grads``, 1e-5 relative as the issue asks; float64 agrees to rounding);
-``train_ensemble`` reproduces K separate ``train`` runs with the same seeds bit for bit (RAdam is
+``train`` of an ``Ensemble`` reproduces K separate ``train`` runs with the same seeds bit for bit (RAdam is
 elementwise, the models share only the step count and the learning-rate schedule, and every batched
 product is computed per member); splitting an ensemble
 gives back ordinary models.
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
-from dsrecon.fast.ensemble_train import train_ensemble
+from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.training import TrainConfig, loss_and_grads, train
@@ -95,7 +95,7 @@ def test_train_ensemble_runs_a_user_policy_per_model():
     series = np.cumsum(np.random.default_rng(4).standard_normal((300, 3)), 0) * 0.05
     cfg = TrainConfig(epochs=2, batches_per_epoch=3, batch_size=4, seq_len=20)
     together = _models(2, M=4)
-    train_ensemble(together, series, cfg, Halving(0.8), seeds=[0, 1])
+    train(Ensemble(together, seeds=[0, 1]), series, cfg, Halving(0.8), progress=False)
     for k in range(2):
         alone = _models(2, M=4)[k]
         train(alone, series, TrainConfig(**{**cfg.__dict__, "seed": k}), Halving(0.8), progress=False)
@@ -135,7 +135,7 @@ def test_train_ensemble_equals_separate_runs(forcing):
     kw = {"gtf": {"alpha": 0.2}, "stf": {"tau": 5}}.get(forcing, {})
     seeds = [3, 4, 5]
     together = _models(3, M=4)
-    results = train_ensemble(together, series, cfg, make_forcing(forcing, **kw), seeds=seeds)
+    results = train(Ensemble(together, seeds=seeds), series, cfg, make_forcing(forcing, **kw), progress=False).members
     for k, seed in enumerate(seeds):
         alone = _models(3, M=4)[k]
         ref = train(alone, series, TrainConfig(**{**cfg.__dict__, "seed": seed}), make_forcing(forcing, **kw),
@@ -152,7 +152,7 @@ def test_train_ensemble_float32_equals_separate_runs():
     series = np.cumsum(np.random.default_rng(1).standard_normal((400, 3)), 0).astype(np.float32) * 0.05
     cfg = TrainConfig(epochs=1, batches_per_epoch=5, batch_size=8, seq_len=40)
     together = [ShPLRNN(3, 3, 20, seed=k) for k in range(2)]
-    train_ensemble(together, series, cfg, make_forcing("gtf", alpha=0.1))
+    train(Ensemble(together), series, cfg, make_forcing("gtf", alpha=0.1), progress=False)
     for k in range(2):
         alone = ShPLRNN(3, 3, 20, seed=k)
         train(alone, series, TrainConfig(**{**cfg.__dict__, "seed": k}), make_forcing("gtf", alpha=0.1),
@@ -173,7 +173,8 @@ def test_train_ensemble_restores_and_freezes_a_diverging_model_only():
         together[1].A.fill_(1e30)  # its float32 loss overflows
     start = [p.detach().clone() for p in together[1].parameters()]
     with pytest.warns(RuntimeWarning, match="ensemble model 1: non-finite"):
-        results = train_ensemble(together, series, cfg, make_forcing("agtf", every=2), seeds=[0, 1])
+        results = train(Ensemble(together, seeds=[0, 1]), series, cfg, make_forcing("agtf", every=2),
+                        progress=False).members
     assert results[1].recoveries == 4 and not results[1].finished
     assert any("frozen after 4 recoveries" in h.get("warning", "") for h in results[1].history)
     for p, q in zip(start, together[1].parameters()):
@@ -193,8 +194,8 @@ def test_train_ensemble_callback_stops_early():
     def cb(epoch, records, models):
         seen.append((epoch, len(records), len(models)))
         return epoch == 2
-    results = train_ensemble(_models(2), series, TrainConfig(epochs=5, batches_per_epoch=2, batch_size=2, seq_len=20),
-                             make_forcing("gtf", alpha=0.2), callback=cb)
+    results = train(Ensemble(_models(2)), series, TrainConfig(epochs=5, batches_per_epoch=2, batch_size=2, seq_len=20),
+                    make_forcing("gtf", alpha=0.2), callback=cb, progress=False).members
     assert seen == [(1, 2, 2), (2, 2, 2)]
     assert all(r.epochs == 2 and not r.finished and len(r.history) == 2 for r in results)
 
@@ -206,9 +207,9 @@ def test_train_ensemble_sets_and_restores_torch_threads(threads):
     series = np.cumsum(np.random.default_rng(2).standard_normal((300, 3)), 0) * 0.05
     torch.set_num_threads(3)
     seen = []
-    train_ensemble(_models(2), series, TrainConfig(epochs=2, batches_per_epoch=2, batch_size=2, seq_len=20,
-                                                   threads=threads),
-                   make_forcing("gtf", alpha=0.2), callback=lambda *_: seen.append(torch.get_num_threads()))
+    train(Ensemble(_models(2)), series, TrainConfig(epochs=2, batches_per_epoch=2, batch_size=2, seq_len=20,
+                                                    threads=threads),
+          make_forcing("gtf", alpha=0.2), callback=lambda *_: seen.append(torch.get_num_threads()), progress=False)
     assert seen == [3 if threads is None else threads] * 2
     assert torch.get_num_threads() == 3
 
@@ -282,9 +283,9 @@ def test_train_ensemble_spins_the_pool_only_where_it_owns_the_cores(kernel_threa
         _kernels.set_kernel_threads(kernel_threads)
         _kernels.set_kernel_spin(user_spin)
         with pytest.raises(KeyboardInterrupt):
-            train_ensemble(_models(K), series, TrainConfig(epochs=3, batches_per_epoch=2, batch_size=2, seq_len=20,
-                                                           threads=torch_threads),
-                           make_forcing("gtf", alpha=0.2), callback=callback)
+            train(Ensemble(_models(K)), series, TrainConfig(epochs=3, batches_per_epoch=2, batch_size=2, seq_len=20,
+                                                            threads=torch_threads),
+                  make_forcing("gtf", alpha=0.2), callback=callback, progress=False)
         assert seen == [(expected, round(expected * 1e9))] * 2
         assert (_kernels.kernel_spin(), lib.get_pool_spin_ns()) == (before, round(before * 1e9))
     finally:
@@ -418,20 +419,21 @@ def test_train_ensemble_resumes_exactly(tmp_path, forcing):
     cfg = TrainConfig(epochs=4, batches_per_epoch=3, batch_size=4, seq_len=20, noise_std=0.01, checkpoint_every=3)
     kw = {"gtf": {"alpha": 0.2}}.get(forcing, {})
     straight = _models(2)
-    ref = train_ensemble(straight, series, cfg, make_forcing(forcing, **kw), seeds=[7, 8])
+    ref = train(Ensemble(straight, seeds=[7, 8]), series, cfg, make_forcing(forcing, **kw), progress=False).members
 
     first = _models(2)
-    part = train_ensemble(first, series, cfg, make_forcing(forcing, **kw), seeds=[7, 8], run_dir=tmp_path,
-                          callback=lambda epoch, records, models: epoch == 2)  # "interrupted" after epoch 2
+    part = train(Ensemble(first, seeds=[7, 8]), series, cfg, make_forcing(forcing, **kw), run_dir=tmp_path,
+                 callback=lambda epoch, records, models: epoch == 2, progress=False).members  # "interrupted" after epoch 2
     assert all(r.epochs == 2 and not r.finished for r in part)
     with pytest.raises(RuntimeError, match="already holds"):  # never overwritten by a fresh start
-        train_ensemble(_models(2), series, cfg, make_forcing(forcing, **kw), seeds=[7, 8], run_dir=tmp_path)
+        train(Ensemble(_models(2), seeds=[7, 8]), series, cfg, make_forcing(forcing, **kw), run_dir=tmp_path,
+              progress=False)
     with pytest.raises(ValueError, match="seeds"):  # other seeds: not the stored run
-        train_ensemble(_models(2), series, cfg, make_forcing(forcing, **kw), seeds=[7, 9], run_dir=tmp_path,
-                       resume=True)
+        train(Ensemble(_models(2), seeds=[7, 9]), series, cfg, make_forcing(forcing, **kw), run_dir=tmp_path,
+              resume=True, progress=False)
     resumed = _models(2)  # fresh objects: everything comes from the checkpoint
-    out = train_ensemble(resumed, series, cfg, make_forcing(forcing, **kw), seeds=[7, 8], run_dir=tmp_path,
-                         resume=True)
+    out = train(Ensemble(resumed, seeds=[7, 8]), series, cfg, make_forcing(forcing, **kw), run_dir=tmp_path,
+                resume=True, progress=False).members
     for k in range(2):
         for p, q in zip(straight[k].parameters(), resumed[k].parameters()):
             assert torch.equal(p, q)
@@ -446,7 +448,8 @@ def test_train_ensemble_resumes_exactly(tmp_path, forcing):
 def test_per_model_checks_equal_with_and_without_the_c_pass(monkeypatch):
     """The trainer's torch fallback (no compiler, other devices) gives what the C pass gives."""
     from dsrecon.fast import _kernels
-    from dsrecon.fast.ensemble_train import _per_model_grad_norms, _per_model_params_finite
+    from dsrecon.fast.members import per_member_grad_norms as _per_model_grad_norms
+    from dsrecon.fast.members import per_member_params_finite as _per_model_params_finite
 
     ens = EnsembleShPLRNN(_models(3))
     params = list(ens.parameters())

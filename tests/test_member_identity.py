@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dsrecon.fast import kernel_threads, set_kernel_threads
-from dsrecon.fast.ensemble_train import train_ensemble
+from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.training import TrainConfig, train
@@ -66,7 +66,7 @@ def test_member_equals_separate_run_bit_for_bit(dtype, observation, M, forcing):
             seeds = [100 + k for k in range(K)]
             seeds[position] = SEED
             models = [_model(s, dtype, observation, M) for s in seeds]
-            results = train_ensemble(models, series, CONFIG, policy(), seeds=seeds)
+            results = train(Ensemble(models, seeds=seeds), series, CONFIG, policy(), progress=False).members
             assert ref.n_updates == results[position].n_updates == 200
             _assert_same_run(models[position], results[position], alone, ref)
     finally:

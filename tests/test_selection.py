@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsrecon.fast.ensemble_train import train_ensemble
+from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.selection import BestByValidation, validation_score
@@ -72,8 +72,8 @@ def test_ensemble_selects_each_members_best_as_its_separate_run(tmp_path):
     cfg = TrainConfig(**{**CONFIG.__dict__, "select": "best_val"})
     seeds = [4, 5, 6]
     together = [ShPLRNN(3, 3, 16, seed=s) for s in seeds]
-    results = train_ensemble(together, x[:1000], cfg, make_forcing("gtf", alpha=0.2), seeds=seeds,
-                             val_data=x[1000:], run_dir=tmp_path / "ens")
+    results = train(Ensemble(together, seeds=seeds), x[:1000], cfg, make_forcing("gtf", alpha=0.2),
+                    val_data=x[1000:], run_dir=tmp_path / "ens", progress=False).members
     assert any(r.best_epoch is not None for r in results)  # else the test compares nothing
     for k, s in enumerate(seeds):
         alone = ShPLRNN(3, 3, 16, seed=s)

@@ -188,7 +188,8 @@ def test_gradient_norm_and_finiteness_checks_with_and_without_the_c_pass(monkeyp
     per-parameter ops otherwise (no compiler, or a model trained before any kernel was built:
     the check never builds the library); both give the same answers."""
     from dsrecon.fast import _kernels
-    from dsrecon.training import _grad_norm, _params_finite
+    from dsrecon.fast.members import model_grad_norm as _grad_norm
+    from dsrecon.fast.members import model_params_finite as _params_finite
 
     model = ShPLRNN(3, 4, 10, seed=0, dtype=dtype)
     for p in model.parameters():

@@ -46,7 +46,7 @@ def compare(grid, *, out_dir=None, executor: str = "process", workers: int | Non
         (a run stopped mid-training resumes from its last checkpoint).
     ensembles : bool
         Train the unfinished shPLRNN runs that differ only in their seed together, as one
-        ensemble (:func:`dsrecon.fast.train_ensemble`, equal to separate runs; checkpointed under
+        ensemble (:func:`dsrecon.train` of a :class:`dsrecon.ensemble.Ensemble`, equal to separate runs; checkpointed under
         ``out_dir/ensembles/``), one task for one worker. Default True; False runs every seed as
         its own task (more parallelism when workers outnumber the groups).
 

@@ -145,7 +145,7 @@ def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1
 def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | None = 1) -> list[dict]:
     """Train K shPLRNN runs that differ only in their seed as one ensemble, then evaluate each.
 
-    :func:`dsrecon.fast.train_ensemble` reproduces K separate runs (same windows, same updates;
+    :func:`dsrecon.train` of a :class:`dsrecon.ensemble.Ensemble` reproduces K separate runs (same windows, same updates;
     tests), in one batched computation. Its checkpoint lives in ``<out_dir>/ensembles/<hash of the
     runs>/``, so a group stopped mid-training continues from there. Each run's folder gets what
     :func:`execute_run` writes (``train/history.csv`` and ``train/model.pt`` instead of the
@@ -153,7 +153,7 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
     ``ensemble_size`` says K. A model that diverged fails alone; an error in training fails all K.
     """
     from dsrecon.fast._kernels import set_kernel_threads
-    from dsrecon.fast.ensemble_train import train_ensemble
+    from dsrecon.ensemble import Ensemble
 
     run_dirs = [Path(d) for d in run_dirs]
     _set_threads(threads)
@@ -173,12 +173,12 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
         try:
             from dsrecon.data import Trajectory
             from dsrecon.history import write_history_csv
-            from dsrecon.training import TrainConfig
+            from dsrecon.training import TrainConfig, train
 
             config = TrainConfig(**specs[idx[0]]["budget"], seed=specs[idx[0]]["seed"])
-            results = train_ensemble(models, Trajectory(x_train, dt=meta["dt"]), config, forcing,
-                                     seeds=[specs[i]["seed"] for i in idx], run_dir=group_dir,
-                                     resume=(group_dir / "ensemble.pt").is_file())
+            results = train(Ensemble(models, seeds=[specs[i]["seed"] for i in idx]),
+                            Trajectory(x_train, dt=meta["dt"]), config, forcing, run_dir=group_dir,
+                            resume=(group_dir / "ensemble.pt").is_file(), progress=False).members
             per_run = results[0].train_time_s / len(idx)  # the ensemble's wall time, shared
         except Exception as err:
             for i in idx:

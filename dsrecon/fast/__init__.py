@@ -1,15 +1,16 @@
 """Fast training paths: the fused shPLRNN rollout and batched ensembles of K models.
 
 ``loss_and_grads`` is the ``"fused"`` backend of :func:`dsrecon.training.train`
-(``TrainConfig(backend="fused")``); :func:`train_ensemble` trains K shPLRNNs of one shape in one
-batched computation; :class:`~dsrecon.fast.radam.FusedRAdam` is the optimizer both use (RAdam's
-update in one C loop). Not part of the promised public API (``dsrecon/__init__.py``).
+(``TrainConfig(backend="fused")``); :class:`EnsembleShPLRNN` is the shPLRNN's member stack, through
+which :func:`dsrecon.train` trains an ensemble of K shPLRNNs in one batched computation
+(:mod:`dsrecon.stacking`); :class:`~dsrecon.fast.radam.FusedRAdam` is the optimizer both use
+(RAdam's update in one C loop). Not part of the promised public API (``dsrecon/__init__.py``).
 
 Layers: the kernel modules (``_build``, ``_kernels``, ``free_run``, ``jacobian_norms``,
 ``radam``) import nothing above the models, so :mod:`dsrecon.rollout` and the models may use
 them; the fast training paths (``fused_plrnn``, ``affine_forcing``, ``ensemble``) sit above
-:mod:`dsrecon.rollout` and :mod:`dsrecon.loss`, below :mod:`dsrecon.training`; ``ensemble_train``
-is a trainer beside it. The names below are therefore loaded on first use (as in
+:mod:`dsrecon.rollout` and :mod:`dsrecon.loss`, below :mod:`dsrecon.training`, which reaches them
+through :mod:`dsrecon.stacking` and its backend registry. The names below are therefore loaded on first use (as in
 ``dsrecon/__init__.py``): importing one kernel module must not import the trainers. Code inside
 dsrecon imports from the defining modules (``tests/test_layering.py``).
 """
@@ -23,7 +24,6 @@ _NAMES = {
     "set_kernel_threads": "dsrecon.fast._kernels",
     "EnsembleShPLRNN": "dsrecon.fast.ensemble",
     "ensemble_loss_and_grads": "dsrecon.fast.ensemble",
-    "train_ensemble": "dsrecon.fast.ensemble_train",
     "fused_forced_loss": "dsrecon.fast.fused_plrnn",
     "fused_forced_rollout": "dsrecon.fast.fused_plrnn",
     "loss_and_grads": "dsrecon.fast.fused_plrnn",

@@ -91,7 +91,7 @@ def set_kernel_spin(seconds: float | None) -> None:
     on this project's 2-core virtual machine the update's Python part itself ran ~10 % slower
     while the other core slept. ``None`` (the default) is automatic: 50 microseconds, which
     suits a shared machine (a spinning thread takes a core another process could use), and
-    ``ENSEMBLE_SPIN_S`` (1 ms) while :func:`~dsrecon.fast.train_ensemble` trains its models on
+    ``ENSEMBLE_SPIN_S`` (1 ms) while an ensemble of shPLRNNs trains its models on
     more than one kernel thread with one torch thread (it then owns those cores; see
     :func:`ensemble_spin`): a K = 10 update there took 3-6 % less wall time for ~20 % more CPU
     time (``benchmarks/train_speed.py``, section 6, 2026-11-23). A number of seconds in [0, 1] is used

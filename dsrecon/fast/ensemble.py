@@ -6,7 +6,7 @@ per-update fixed costs (Python, autograd, optimizer bookkeeping) are paid once i
 Nothing couples the models: the ensemble loss is the sum of the K per-model losses, so each
 stacked slice receives exactly its own model's gradient, and RAdam (elementwise, no weight decay,
 one shared step count and learning-rate schedule) updates each slice as it would update the model
-alone. :func:`train_ensemble` therefore reproduces K calls of :func:`dsrecon.training.train` with the
+alone. :func:`dsrecon.train` of an ensemble therefore reproduces K separate calls with the
 same seeds bit for bit, at any position and ensemble size, as long as every run stays finite (see its
 Notes): every batched product over the member axis is computed per member (:func:`per_member`).
 
@@ -30,7 +30,7 @@ persistent thread pool, :func:`dsrecon.fast.set_kernel_threads`). The ratio is b
 ``K (F + k) / (F + K k / c)`` for fixed cost F, kernel cost k per model and c cores, so it falls as
 the fixed cost falls: making ``train()`` faster lowered it, although both got faster. Adaptive GTF
 adds the K growth bounds every 5 updates (~0.5 ms for K = 10 on one core,
-:mod:`dsrecon.fast.jacobian_norms`). :func:`train_ensemble` runs with ``TrainConfig.threads`` torch
+:mod:`dsrecon.fast.jacobian_norms`). an ensemble run holds ``TrainConfig.threads`` torch
 threads (1), as ``train()`` does: with torch's default (every core) its OpenMP workers spun on the
 core the kernel's pool needs and a K = 10 update took ~1.5x longer. On a GPU (the "torch" kernel)
 the per-step launch costs dominate and batching should pay far more (not measured here: no GPU was
@@ -46,7 +46,7 @@ from torch import nn
 
 from dsrecon.fast import _kernels
 from dsrecon.fast.jacobian_norms import stacked_jacobian_norms, stacked_jacobians
-from dsrecon.fast.members import per_member
+from dsrecon.fast.members import per_member, per_member_grad_norms, per_member_params_finite
 from dsrecon.models.plrnn import ShPLRNN
 
 _STACKED = ("A", "W1", "W2", "h1", "h2")
@@ -164,6 +164,27 @@ class EnsembleShPLRNN(nn.Module):
             return per_member(lambda J: torch.linalg.matrix_norm(J.mean(1), ord=2), self.jacobian(z)).double()
         norms = stacked_jacobian_norms(self.A, self.W1, self.W2, self.h2, self.clipped, z)  # (K, B * n)
         return reduce_norms(norms.reshape(K, Bsz, n), estimator)
+
+    # ----------------------------------------------------------------- the member-stack seam (dsrecon.stacking)
+    def loss_and_grads(self, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
+                       target: torch.Tensor | None = None, *, need_z_hat: bool = True):
+        """:func:`ensemble_loss_and_grads` with the kernel chosen for ``x``'s device: ``(K,) loss, (K,) mse, z_hat``."""
+        return ensemble_loss_and_grads(self, x, alphas, reg_weight, target, need_z_hat=need_z_hat)
+
+    def grad_norms(self) -> torch.Tensor:
+        """``(K,)`` float64 norm of each member's gradient."""
+        return per_member_grad_norms(list(self.parameters()), self.K)
+
+    def params_finite(self):
+        """``(K,)`` bool NumPy array: every parameter of member k is finite."""
+        return per_member_params_finite(list(self.parameters()), self.K)
+
+    def running(self, device: torch.device):
+        """Context of a training run: the kernel's pool threads stay awake between the update's calls
+        while the K members run on more than one kernel thread and torch on one
+        (:func:`dsrecon.fast.set_kernel_spin`), on the CPU."""
+        return _kernels.ensemble_spin(device.type == "cpu" and min(self.K, _kernels.kernel_threads()) > 1
+                                      and torch.get_num_threads() == 1)
 
     def forcing_terms(self, x: torch.Tensor, alphas: torch.Tensor):
         """Detached ``state_from_obs(x, z) = c(x) + z Q`` per model (see ``fused_plrnn.forcing_terms``).
