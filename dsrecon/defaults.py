@@ -1,5 +1,5 @@
-"""The one set of defaults of every entry point: ``dsrecon.fit``, ``dsrecon fit``, ``dsrecon.train``,
-``dsrecon.train`` of an ``Ensemble``, ``TrainConfig()`` and the model constructors.
+"""The one set of defaults of every entry point: ``dsrecon.fit``, ``dsrecon fit``, ``dsrecon.train``
+(one model or an ``Ensemble``), ``TrainConfig()`` and the model constructors.
 
 Training defaults (used when an argument is left out, in Python and on the command line alike):
 
