@@ -129,9 +129,13 @@ class VmapStack(nn.Module):
         if not models:
             raise ValueError("VmapStack needs at least one model")
         self._names = [name for name, _ in models[0].named_parameters()]
-        if any(True for _ in models[0].buffers()):
-            raise ValueError(f"{type(models[0]).__name__} has buffers; the generic member stack stacks parameters "
-                             "only: register a member-stacked kernel for it in dsrecon.stacking")
+        # buffers (constants of a model's configuration, e.g. the ALRNN's ReLU floor) are shared: the
+        # template's are used for every member, so they must be equal across the members
+        buffers = [dict(m.named_buffers()) for m in models]
+        if any(b.keys() != buffers[0].keys() or any(not torch.equal(b[k], buffers[0][k]) for k in b) for b in buffers):
+            raise ValueError(f"the members' buffers differ; the generic member stack stacks parameters and shares "
+                             f"buffers: register a member-stacked kernel for {type(models[0]).__name__} in "
+                             "dsrecon.stacking")
         self._template = [copy.deepcopy(models[0])]  # a list: not a submodule, its own tensors are never used
         for name in self._names:
             stacked = torch.stack([m.get_parameter(name).detach() for m in models]).clone()

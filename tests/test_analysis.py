@@ -341,3 +341,27 @@ def test_lorenz63_reconstruction_meets_the_fixed_point_targets(tmp_path):
                           timeout=3600)  # a hang guard: on a loaded shared machine the fit alone took > 20 min
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "all targets met" in proc.stdout
+
+
+def test_alrnn_regions_give_its_step_and_the_same_cycles_as_the_enumeration():
+    """The ALRNN adapter: F(z) = J(s) z + c(s) equals the model's step; search and exhaustive
+    enumeration over its 2^P regions agree on the fixed points and 2-cycles."""
+    from dsrecon.analysis.regions import piecewise_linear_map
+
+    found = {1: 0, 2: 0}
+    for seed in range(6):
+        model = make_model("alrnn", obs_dim=2, latent_dim=4, n_relu=3, seed=seed, dtype=torch.float64)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            model.W.copy_(torch.randn(4, 4, generator=gen, dtype=torch.float64))
+            model.h.copy_(torch.randn(4, generator=gen, dtype=torch.float64))
+            model.A.fill_(0.3)
+        z = torch.randn(64, 4, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            assert torch.allclose(piecewise_linear_map(model).step(z), model.step(z), atol=1e-12)
+        for k in (1, 2):
+            exhaustive = exhaustive_cycles(model, k)
+            searched = find_cycles(model, k, n_outer=200, n_inner=20)
+            assert points_set(searched) == pytest.approx(points_set(exhaustive)), (seed, k)
+            found[k] += len(exhaustive)
+    assert found[1] >= 3 and found[2] >= 1  # the comparison is not between empty sets

@@ -27,7 +27,7 @@ from dsrecon.training import TrainConfig, train
 
 CONFIG = TrainConfig(epochs=2, batches_per_epoch=4, batch_size=3, seq_len=15, noise_std=0.01, lr_start=3e-3)
 KWARGS = {"shplrnn": {"latent_dim": 4, "hidden_dim": 8}, "lem": {"hidden_dim": 4}, "rnn": {"hidden_dim": 5},
-          "lstm": {"hidden_dim": 4}, "gru": {"hidden_dim": 5}}
+          "lstm": {"hidden_dim": 4}, "gru": {"hidden_dim": 5}, "alrnn": {"latent_dim": 5, "n_relu": 2}}
 
 
 def _series(n=300, dtype=np.float64) -> np.ndarray:

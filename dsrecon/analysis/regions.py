@@ -25,7 +25,7 @@ import torch
 
 from dsrecon.models.base import Model
 
-__all__ = ["PiecewiseLinearMap", "ShPLRNNRegions", "piecewise_linear_map", "register_regions"]
+__all__ = ["ALRNNRegions", "PiecewiseLinearMap", "ShPLRNNRegions", "piecewise_linear_map", "register_regions"]
 
 
 class PiecewiseLinearMap(ABC):
@@ -113,8 +113,32 @@ class ShPLRNNRegions(PiecewiseLinearMap):
         return J, c
 
 
+class ALRNNRegions(PiecewiseLinearMap):
+    r"""Linear regions of the ALRNN (:class:`dsrecon.models.alrnn.ALRNN`).
+
+    ``z' = A z + W phi(z) + h`` with ``phi`` the identity on the first ``M - P`` units and a ReLU
+    on the last P: P switches ``z_i > 0`` (i = M-P+1..M, pattern ``s``), and with
+    ``D = diag(1, .., 1, s)``, ``J = diag(A) + W D``, ``c = h`` (Brenner et al., NeurIPS 2024: at
+    most ``2^P`` regions, the pattern is the model's symbolic code).
+    """
+
+    def __init__(self, model: Model):
+        self.A, self.W, self.h = (getattr(model, k).detach().to(torch.float64) for k in ("A", "W", "h"))
+        M, P = self.A.shape[0], int(model.n_relu)
+        eye = torch.eye(M, dtype=torch.float64, device=self.A.device)
+        self.switch_normals = eye[M - P:]  # (P, M)
+        self.switch_offsets = torch.zeros(P, dtype=torch.float64, device=self.A.device)  # (P,)
+
+    def affine(self, patterns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        M, P = self.A.shape[0], self.n_switches
+        slope = torch.ones(patterns.shape[0], M, dtype=torch.float64, device=self.A.device)  # (S, M)
+        slope[:, M - P:] = patterns.to(slope)
+        J = self.W * slope.unsqueeze(-2) + torch.diag(self.A)  # column j scaled by slope_j: (S, M, M)
+        return J, self.h.expand(patterns.shape[0], M)  # (S, M, M), (S, M)
+
+
 # model name -> adapter class; an adapter takes the model and is a PiecewiseLinearMap
-_REGIONS: dict[str, type] = {"shplrnn": ShPLRNNRegions}
+_REGIONS: dict[str, type] = {"shplrnn": ShPLRNNRegions, "alrnn": ALRNNRegions}
 
 
 def register_regions(model_name: str, adapter: type) -> None:
