@@ -212,6 +212,18 @@ class Reconstruction:
                                      n_steps, transient=transient, qr_every=qr_every,
                                      dt=t.dt if t.dt_known else None)
 
+    def cycles(self, period: int = 1, **kwargs) -> list:
+        """Fixed points (``period=1``) or cycles of minimal period ``period`` of the kept model, by the
+        exact search over its linear regions (:func:`dsrecon.analysis.find_cycles`, piecewise-linear
+        models: shPLRNN, ALRNN; ``kwargs`` go to it). Each :class:`~dsrecon.analysis.cycle.Cycle` has
+        its eigenvalues and type, and its points in latent, model and data units (``.data``: the
+        model's columns mapped back with the training mean and std, delay-major for an embedding)."""
+        from dsrecon.analysis import find_cycles
+
+        k = len(self.transform.delays)  # model columns: k delay blocks of the N channels
+        return find_cycles(self.model, period, data_mean=np.tile(self.transform.mean, k),
+                           data_std=np.tile(self.transform.std, k), **kwargs)
+
     # ----------------------------------------------------------------- storage
     def save(self, path) -> Path:
         """Write the reconstruction to ``path`` atomically (conventionally ``.pt``); see the module docstring."""

@@ -260,3 +260,17 @@ def test_bad_inputs_are_refused_with_a_clear_message(call, pattern):
 def test_an_embedded_context_must_cover_the_delays():
     with pytest.raises(ValueError, match=r"T = 2 time steps; the embedding's delays \[0, 2\] need T >= 3"):
         _by_hand(delays=(0, 2), n=1).forecast(np.ones((2, 1)), 3)
+
+
+def test_cycles_gives_the_fixed_point_in_data_units():
+    """z -> 0.5 z + c has the one fixed point z* = 2 c; in data units z* std + mean."""
+    rec = _by_hand()
+    c = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    with torch.no_grad():
+        rec.model.A.fill_(0.5)
+        rec.model.h1.copy_(c)
+    points = rec.cycles(1, n_outer=20, n_inner=10)
+    assert len(points) == 1
+    np.testing.assert_allclose(points[0].latent[0], 2 * c.numpy(), atol=1e-12)
+    np.testing.assert_allclose(points[0].data[0], 2 * c.numpy() * SCALE + OFFSET, atol=1e-12)
+    assert points[0].stability == "stable"
