@@ -414,7 +414,9 @@ def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summar
         say(f"trained {result.epochs} epochs ({result.n_updates} updates) in {result.train_time_s:.0f} s; "
             f"final loss {result.final_loss:.4g}")
         t0 = time.perf_counter()
-        metrics, lyapunov = _evaluate(net, test_data, run, eval_config)
+        data = summary.get("data") or {}
+        metrics, lyapunov = _evaluate(net, test_data, run, eval_config,
+                                      (data.get("lambda_max"), data.get("lambda_max_units")))
         plots = _plots(net, test_data, result.history, run, lyapunov) if run is not None else []
         reason = _diverged(metrics, result)
         settings = {"model": model_spec(net), "forcing": policy.config(), "train": asdict(cfg),
@@ -431,6 +433,8 @@ def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summar
         + (f", PE(20) {fmt(metrics.get('pe'))}" if "pe" in metrics else "")
         + (f", lambda_max {fmt(metrics.get('lambda_max_model'))} {metrics.get('lyapunov_units')} (model)"
            if metrics.get("lambda_max_model") is not None else ""))
+    for name, text in (metrics.get("flags") or {}).items():
+        say(f"  flag {name}: {text}")
     if run is not None:
         say(f"files in {run}: config.json, history.csv, checkpoints/last.pt, metrics.json, {FILE_NAME}"
             + (", " + ", ".join(plots) if plots else ""))
@@ -447,9 +451,11 @@ class _no_lock:
         return False
 
 
-def _evaluate(model, test, run_dir: Path | None, config=None):
+def _evaluate(model, test, run_dir: Path | None, config=None, data_lambda=(None, None)):
     """Final metrics on the test trajectory: dsrecon.evaluate, or D_stsp / D_H where it cannot run;
-    returns them with the Lyapunov result (None when not computed) for the plot."""
+    returns them with the Lyapunov result (None when not computed) for the plot. ``flags``
+    (:meth:`dsrecon.evaluation.Report.flags`) name the ways the reconstruction is unlike the data,
+    judged against ``data_lambda = (lambda_max, units)`` of the data when its units are the report's."""
     try:
         from dsrecon.evaluation import evaluate
 
@@ -460,9 +466,12 @@ def _evaluate(model, test, run_dir: Path | None, config=None):
         if run_dir is not None:
             write_json(run_dir / "metrics.json", out)
         return out, None
+    lam, units = data_lambda
+    flags = report.flags(lam if units == report.lyapunov_units else None)
     if run_dir is not None:
-        report.save(run_dir / "metrics.json")
-    return report.to_dict(), report.lyapunov
+        saved = json.loads(report.save(run_dir / "metrics.json").read_text())  # NaN written as null
+        write_json(run_dir / "metrics.json", {**saved, "flags": flags})
+    return {**report.to_dict(), "flags": flags}, report.lyapunov
 
 
 def _basic_metrics(model, test) -> dict:

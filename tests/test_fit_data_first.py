@@ -54,6 +54,10 @@ def test_fit_file_stores_training_statistics_and_summary(tmp_path, lorenz, capsy
     assert summary["standardization"]["mean"] == stored["mean"] and summary["latent"]["latent_dim"] == 10
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["lyapunov_units"] == "per time unit" and metrics["dt"] == 0.01
+    # the flags judge the model's exponent against the data's estimate, in the same units
+    lam_data, lam_model = summary["data"]["lambda_max"], metrics["lambda_max_model"]
+    chaotic_data = lam_data is not None and lam_data > 0 and lam_model is not None
+    assert ("not_chaotic" in metrics["flags"]) == (chaotic_data and lam_model < 0.25 * lam_data)
     assert (run / "lyapunov.png").is_file()
     # the raw file through the run's statistics: its test part equals the run's own test split
     mapped = to_model_coordinates(dsrecon.load(data), stored)

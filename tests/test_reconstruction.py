@@ -53,6 +53,15 @@ def fitted(lorenz_raw):
 
 
 # --------------------------------------------------------------------------- the fit
+def test_fit_reports_the_flags_of_its_evaluation(fitted):
+    """``reports["test"]["flags"]``: the ways the reconstruction is unlike the data (issue 16)."""
+    from dsrecon.metrics import is_collapsed
+
+    flags = fitted.reports["test"]["flags"]
+    assert isinstance(flags, dict) and set(flags) <= {"diverged", "collapsed", "not_chaotic"}
+    assert ("collapsed" in flags) == is_collapsed(fitted.reports["test"]["std_ratio"])
+
+
 def test_fit_keeps_the_training_statistics_defaults_and_reports(fitted, lorenz_raw):
     t = fitted.transform
     head = lorenz_raw[:2400]  # test_fraction 0.2: the first 80 % train
