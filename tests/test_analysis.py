@@ -214,22 +214,23 @@ CASES = [(M, L, clipped, seed) for (M, L, clipped) in [(2, 10, False), (2, 10, T
 
 
 def test_search_agrees_with_exhaustive_enumeration_on_small_models():
-    """20 small models (L <= 10): the search (default settings) finds exactly the fixed points of the
-    exhaustive enumeration, and every 2-cycle it returns is one of the exhaustive ones. The search
-    is heuristic in coverage: over these models it may miss at most 1 in 10 of the 2-cycles."""
-    n_exhaustive = n_found = n_fixed = 0
+    """20 small models (L <= 10): the search finds exactly the fixed points (default settings) and
+    exactly the 2-cycles (1000 outer trials) of the exhaustive enumeration. The search is heuristic
+    in coverage: with the default 200 outer trials it misses one repelling 2-cycle of these 20 models,
+    so the trial count is a setting."""
+    n_exhaustive = n_fixed = 0
     for M, L, clipped, seed in CASES:
         model = random_model(M, L, clipped, seed)
         fixed = exhaustive_cycles(model, 1)
         assert points_set(find_cycles(model, 1)) == pytest.approx(points_set(fixed)), (M, L, clipped, seed)
         n_fixed += len(fixed)
         two = exhaustive_cycles(model, 2)
-        found = find_cycles(model, 2)
+        found = find_cycles(model, 2, n_outer=1000)
         for c in found:
             assert any(np.allclose(np.sort(c.latent, 0), np.sort(e.latent, 0), atol=1e-8) for e in two)
-        n_exhaustive, n_found = n_exhaustive + len(two), n_found + len(found)
+        assert len(found) == len(two), (M, L, clipped, seed)
+        n_exhaustive += len(two)
     assert n_fixed >= 20 and n_exhaustive >= 10  # the cases are not trivial
-    assert n_found >= 0.9 * n_exhaustive
 
 
 def test_cycles_are_exact_and_their_eigenvalues_those_of_the_k_step_jacobian():
