@@ -34,9 +34,12 @@ ALPHA = 0.1
 EPOCHS = 600
 LR_START = 3e-3
 LR_END = 1e-5
+# training time a fit may take by default (seconds; dsrecon fit --budget): the README's main job
+# trains in well under a minute, a large recording is capped with a message instead of running hours
+BUDGET_S = 600.0
 
 # the GTF paper's schedule (Hess et al., ICML 2023), to use with AdaptiveGTF()
 PAPER_TRAINING = {"epochs": 5000, "lr_start": 1e-3, "lr_end": 1e-6}
 
 __all__ = ["SEED", "LATENT_DIM", "HIDDEN_DIM", "FORCING", "ALPHA", "EPOCHS", "LR_START", "LR_END",
-           "PAPER_TRAINING"]
+           "BUDGET_S", "PAPER_TRAINING"]

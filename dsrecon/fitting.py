@@ -50,7 +50,7 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         device: str = "cpu", val_every: int = 25, backend: str = "auto", threads: int | None = 1,
         n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, dt: float | None = None,
         embed: str = "auto", eval_config=None, run_dir=None, resume=None, progress: bool = True,
-        verbose: bool = True) -> Reconstruction:
+        verbose: bool = True, budget: float | str | None = defaults.BUDGET_S) -> Reconstruction:
     """Fit a model to a time series and return the :class:`Reconstruction` (the pipeline above).
 
     Parameters
@@ -91,6 +91,11 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         ``device``, ``threads``, ``progress``, ``verbose``).
     progress, verbose : bool
         Progress bar; printed summary of the data, the choices and the scores.
+    budget : float, str or None
+        Training-time budget (seconds, or ``"90s"``, ``"10m"``, ``"1.5h"``; default
+        ``dsrecon.defaults.BUDGET_S``, 10 minutes; None: no budget). The time per epoch is measured on
+        a few updates before training (:mod:`dsrecon.budget`) and printed; when ``epochs`` would take
+        longer, fewer epochs are trained, with a warning. Not applied to ``resume``.
 
     Returns
     -------
@@ -139,6 +144,8 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
                           val_every=val_every, backend=backend, threads=threads)
         run_meta = _run_meta(data_spec, raw_train)
         settings_extra = {k: summary[k] for k in ("embedding", "latent") if k in summary}
+        if budget is not None:
+            cfg, settings_extra["budget"] = _fit_budget(net, train_data, cfg, policy, budget, say)
         if run_dir is not None:
             run = Path(run_dir)
             if not ((run / "config.json").exists() or (run / "checkpoints" / "last.pt").exists()):
@@ -441,6 +448,21 @@ def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summar
     if reason is not None:
         warnings.warn(f"the trained model diverged: {reason}", RuntimeWarning, stacklevel=3)
     return rec
+
+
+def _fit_budget(net, train_data, cfg, policy, budget, say):
+    """The epochs of ``cfg`` capped to the training-time ``budget`` (measured per epoch first)."""
+    from dataclasses import replace
+
+    from dsrecon.budget import parse_duration, plan_epochs
+
+    plan = plan_epochs(net, train_data, cfg, policy, parse_duration(budget))
+    say(f"time: {plan.message}")
+    if plan.capped:
+        warnings.warn(plan.message, RuntimeWarning, stacklevel=4)
+        cfg = replace(cfg, epochs=plan.epochs)
+    return cfg, {"budget_s": plan.budget_s, "epoch_s": plan.epoch_s, "requested_epochs": plan.requested,
+                 "epochs": plan.epochs}
 
 
 class _no_lock:

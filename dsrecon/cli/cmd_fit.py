@@ -25,8 +25,8 @@ import argparse
 from pathlib import Path
 
 from dsrecon import defaults
-from dsrecon.cli.options import (check_output_folder, nonnegative_float, open_fraction, positive_float, positive_int,
-                                 unit_interval)
+from dsrecon.cli.options import (budget, check_output_folder, nonnegative_float, open_fraction, positive_float,
+                                 positive_int, unit_interval)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -67,6 +67,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--tau", type=positive_int, help="STF interval in steps (default: ln2 / lambda_max of the data)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int, default=defaults.EPOCHS, help=f"epochs (default {defaults.EPOCHS})")
+    g.add_argument("--budget", type=budget, default=defaults.BUDGET_S, metavar="DURATION|none",
+                   help=f"training-time budget, e.g. 90s, 10m, 1.5h (default {defaults.BUDGET_S / 60:g}m): the time "
+                        "per epoch is measured first and fewer epochs are trained, with a warning, when the "
+                        "requested ones would take longer; none: no budget")
     g.add_argument("--batches-per-epoch", type=positive_int, default=50)
     g.add_argument("--batch-size", type=positive_int, default=16)
     g.add_argument("--seq-len", type=positive_int, default=200)
@@ -117,7 +121,7 @@ def run(args) -> int:
                   tau=args.tau, epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                   batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, lr_end=args.lr_end, seed=args.seed,
                   val_every=args.val_every, backend=args.backend, n_steps=args.n_steps, noise=args.noise,
-                  test_fraction=args.test_fraction, dt=args.dt, embed=args.embed,
+                  test_fraction=args.test_fraction, dt=args.dt, embed=args.embed, budget=args.budget,
                   run_dir=Path(args.out) if args.out else new_run_dir(name), **common)
     if rec.diverged is not None:
         cfg = rec.settings["train"]

@@ -116,3 +116,15 @@ def read_samples(source: str, dataset: str | None, option: str):
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{option} {source!r} must hold samples (T, N) with time along axis 0, got shape {x.shape}")
     return x
+
+
+def budget(text: str) -> float | None:
+    """A training-time budget: ``none``, or a duration such as ``90s``, ``10m``, ``1.5h`` (seconds)."""
+    if text.strip().lower() == "none":
+        return None
+    from dsrecon.budget import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
