@@ -456,7 +456,12 @@ def _fit_budget(net, train_data, cfg, policy, budget, say):
 
     from dsrecon.budget import parse_duration, plan_epochs
 
-    plan = plan_epochs(net, train_data, cfg, policy, parse_duration(budget))
+    budget_s = parse_duration(budget)
+    try:
+        plan = plan_epochs(net, train_data, cfg, policy, budget_s)
+    except (ValueError, RuntimeError) as err:  # the run itself then fails with its own, fuller message
+        say(f"time: not measured ({type(err).__name__}: {err})")
+        return cfg, {"budget_s": budget_s, "note": f"time per epoch not measured: {err}"}
     say(f"time: {plan.message}")
     if plan.capped:
         warnings.warn(plan.message, RuntimeWarning, stacklevel=4)
