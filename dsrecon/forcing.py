@@ -54,7 +54,7 @@ def growth_bound(model: Model, z_hat: torch.Tensor, estimator: str = "geometric_
     z_hat : torch.Tensor, shape ``(B, T, M)``
         Data-inferred states ``state_from_obs(x_t, z_t)`` of a batch of windows.
     estimator : str
-        ``"geometric_mean"`` (default, SPEC section 3):
+        ``"geometric_mean"`` (default, docs/method.md section 3):
         ``G = max_b exp(mean_t log ||J(z_hat_bt)||_2)``; ``"mean_jacobian"``: ``||mean_bt J||_2``;
         ``"batch_max"``: ``max_bt ||J||_2``; ``"parameter_bound"``: ``max|A_i| + ||W1|| ||W2||``
         (shPLRNN only; a bound over the whole state space, so the most conservative).
@@ -209,7 +209,7 @@ class NoForcing(GTF):
 
 
 class AdaptiveGTF(GTF):
-    r"""Adaptive GTF: alpha follows the Jacobians' growth at the data (SPEC section 3, "aGTF").
+    r"""Adaptive GTF: alpha follows the Jacobians' growth at the data (docs/method.md section 3, "aGTF").
 
     Every ``every`` parameter updates: ``G = growth_bound(model, z_hat, estimator)``,
     ``alpha_est = max(0, 1 - 1/G)``; if ``alpha_est > alpha``, jump to it, else

@@ -114,7 +114,7 @@ def check_windows(model: Model, x: torch.Tensor) -> None:
 def forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollout:
     r"""Unroll ``model`` over windows while forcing it towards the data (generalized teacher forcing).
 
-    With ``z_1 = initial_state(x_1)``, for t = 1 .. T+1 (SPEC section 3)::
+    With ``z_1 = initial_state(x_1)``, for t = 1 .. T+1 (docs/method.md section 3)::
 
         z_t  = step(z~_{t-1})                                   (t >= 2)
         z~_t = z_t + alpha_t * (state_from_obs(x_t, z_t) - z_t)

@@ -14,7 +14,7 @@ without ``affine_forcing``. The trainer imports no kernel: backends resolve thro
 :mod:`dsrecon.stacking`. An :class:`dsrecon.ensemble.Ensemble` trains in the member-axis loop of
 :mod:`dsrecon.member_training`.
 
-Defaults follow the GTF paper (Hess et al., ICML 2023; SPEC section 3).
+Defaults: dsrecon.defaults; the method: the GTF paper (Hess et al., ICML 2023; docs/method.md section 3).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class FusedShPLRNNRollout(torch.autograd.Function):
 def fused_forced_rollout(model: Model, x: torch.Tensor, alphas, *, backend: str = "auto") -> ForcedRollout:
     r"""Forced rollout of a shPLRNN with the fused kernel and hand-written backward pass.
 
-    Same contract as :func:`dsrecon.rollout.forced_rollout` (SPEC section 3): with
+    Same contract as :func:`dsrecon.rollout.forced_rollout` (docs/method.md section 3): with
     ``z_1 = initial_state(x_1)``, ``z_t = step(z~_{t-1})``, ``z~_t = z_t + alpha_t
     (state_from_obs(x_t, z_t) - z_t)``; gradients reach every parameter (and the initial-state map)
     exactly as through the plain loop.
