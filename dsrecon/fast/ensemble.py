@@ -10,31 +10,9 @@ alone. :func:`dsrecon.train` of an ensemble therefore reproduces K separate call
 same seeds bit for bit, at any position and ensemble size, as long as every run stays finite (see its
 Notes): every batched product over the member axis is computed per member (:func:`per_member`).
 
-What it buys (``benchmarks/results/train_speed_2026-11-23_session6*.md``, M = 3, L = 50, B = 16,
-T = 200, 2-core CPU, medians of 15 interleaved repetitions): whole training loops of K = 10 seeds
-run at 5.2x / 5.1x the model-updates per wall second of one ``train()`` run with GTF / adaptive
-GTF (0.78 / 0.86 ms per ensemble update, train() 0.40 / 0.44 ms; 5.4x / 5.3x in a second run)
-and 2.6x the model-updates per CPU second: while it trains on more than one kernel thread, the
-pool threads spin 1 ms between calls instead of sleeping after 50 us
-(:func:`dsrecon.fast.set_kernel_spin`), which costs CPU time (with the short spin 4.9-5.1x per
-wall second, 3.1-3.3x per CPU second; single repetitions range from 3.8x to 6.3x as the shared
-host's speed drifts); 3.5-3.7x with one kernel thread (per core); ~190-240x one run of the
-plain autograd loop (the reference implementation's one model per process); ten seeds all reached
-D_stsp <= 0.30 on the paper's Lorenz-63 in 94 s where one alone took 32 s. What bounds it on a
-CPU: one update costs ~0.33 ms of fixed work (Python, RAdam, windows, bookkeeping), paid once per
-ensemble, plus per model ~0.08 ms of kernel arithmetic (forward 0.025, adjoint 0.055 ms, one C
-call per update for all K, near the FMA units' peak) and ~0.015 ms of tensor work that grows
-with K; ``train()`` runs the same kernel. So K = 10 costs ~1.15-1.3 ms on one core instead of
-10 x 0.4-0.45 ms, and ~0.8-0.9 ms with the K models shared over the 2 cores (a
-persistent thread pool, :func:`dsrecon.fast.set_kernel_threads`). The ratio is bounded by
-``K (F + k) / (F + K k / c)`` for fixed cost F, kernel cost k per model and c cores, so it falls as
-the fixed cost falls: making ``train()`` faster lowered it, although both got faster. Adaptive GTF
-adds the K growth bounds every 5 updates (~0.5 ms for K = 10 on one core,
-:mod:`dsrecon.fast.jacobian_norms`). an ensemble run holds ``TrainConfig.threads`` torch
-threads (1), as ``train()`` does: with torch's default (every core) its OpenMP workers spun on the
-core the kernel's pool needs and a K = 10 update took ~1.5x longer. On a GPU (the "torch" kernel)
-the per-step launch costs dominate and batching should pay far more (not measured here: no GPU was
-lent).
+The per-update fixed cost is paid once per ensemble and the kernel's arithmetic once per member,
+so the gain over K separate runs grows with K and falls as the fixed cost falls; the measured
+figures are in ``docs/performance.md``.
 """
 
 from __future__ import annotations
