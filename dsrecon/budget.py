@@ -1,10 +1,11 @@
 """A time budget for a fit: the training time per epoch measured before the run, and the number of
 epochs that fits a budget the user sets (``dsrecon fit DATA --budget 10m``).
 
-The estimate trains a copy of the model for a few updates (after one warm-up update that absorbs
-one-off costs such as loading the compiled kernel) with the run's settings, so it covers the model,
-the data's dimension, the window length and the backend as they will run. Validation every
-``val_every`` epochs and the final evaluation are not included.
+The estimate trains a copy of the model, with the run's settings, for one epoch of a few updates
+and one of five times as many, after one warm-up update that absorbs one-off costs such as loading
+the compiled kernel. The two epochs tell the epoch's fixed cost from the cost per update, and they
+cover the model, the data's dimension, the window length and the backend as they will run.
+Validation every ``val_every`` epochs and the final evaluation are not included.
 """
 
 from __future__ import annotations
@@ -72,5 +73,8 @@ def plan_epochs(model, data, config, forcing, budget_s: float, probe_updates: in
         return time.perf_counter() - start
 
     run(1)  # warm-up: one-off costs (kernel loading, first allocations)
-    per_update = run(probe_updates) / probe_updates
-    return BudgetPlan(per_update * config.batches_per_epoch, config.epochs, budget_s)
+    short, long = run(probe_updates), run(5 * probe_updates)
+    # an epoch of n updates costs its fixed part (start, bookkeeping) plus n per-update costs
+    per_update = max(long - short, 0.0) / (4 * probe_updates)
+    epoch_s = short + per_update * (config.batches_per_epoch - probe_updates)
+    return BudgetPlan(max(epoch_s, per_update), config.epochs, budget_s)
