@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsrecon.cli.options import check_output_folder, positive_int
+from dsrecon.cli.options import check_output_folder, positive_int, run_checkpoint
 
 OUTPUTS = ("analysis.json", "cycles.png", "basins.png", "bifurcation.png")
 
@@ -59,18 +59,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="write analysis.json only")
     p.add_argument("--seed", type=int, default=0, help="seed of the random search starts and initial conditions")
     return p
-
-
-def _checkpoint(run_dir: Path) -> Path:
-    if run_dir.is_file():
-        return run_dir
-    if not run_dir.exists():
-        raise FileNotFoundError(f"{run_dir} does not exist; give a run folder from `dsrecon fit` or a checkpoint .pt")
-    for candidate in (run_dir / "checkpoints" / "last.pt", run_dir / "checkpoint.pt"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no checkpoint in {run_dir}: expected checkpoints/last.pt (written by `dsrecon fit`) "
-                            "or checkpoint.pt")
 
 
 def _run_data(extra: dict):
@@ -135,7 +123,7 @@ def run(args) -> int:
 
     sweep = _parse_sweep(args.sweep) if args.sweep else None
     run_dir = Path(args.run_dir)
-    ckpt = _checkpoint(run_dir)
+    ckpt = run_checkpoint(run_dir)
     model, state = load_checkpoint(ckpt)
     piecewise_linear_map(model)  # fails early, with the valid model names, for LEM/RNN/LSTM/GRU
     M = model.state_dim

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsrecon.cli.options import check_output_folder, positive_float, positive_int
+from dsrecon.cli.options import check_output_folder, positive_float, positive_int, run_checkpoint
 
 # what evaluate writes; none of them may exist in the output folder beforehand
 OUTPUTS = ("report.json", "attractor.png", "spectra.png", "report.png", "lyapunov.png")
@@ -58,19 +58,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for model and metrics (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the GMM D_stsp samples (N >= 6)")
     return p
-
-
-def _checkpoint_path(run_dir: Path) -> Path:
-    if run_dir.is_file():
-        return run_dir
-    if not run_dir.exists():
-        raise FileNotFoundError(f"{run_dir} does not exist; give a run folder from `dsrecon fit` or a checkpoint .pt")
-    for candidate in (run_dir / "checkpoints" / "last.pt", run_dir / "checkpoint.pt"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no checkpoint in {run_dir}: expected checkpoints/last.pt (written by `dsrecon fit`) or checkpoint.pt"
-    )
 
 
 def _run_test_split(spec: dict):
@@ -167,7 +154,7 @@ def run(args) -> int:
     if args.device is not None:
         check_device(args.device, "--device")
     run_dir = Path(args.run_dir)
-    ckpt = _checkpoint_path(run_dir)
+    ckpt = run_checkpoint(run_dir)
     model, state = load_checkpoint(ckpt, device=args.device)
     extra = (state.get("config") or {}).get("extra") or {}
     test, name, how = _test_data(args, extra, model.obs_dim)

@@ -128,3 +128,20 @@ def budget(text: str) -> float | None:
         return parse_duration(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def run_checkpoint(run_dir):
+    """The checkpoint of a run folder from ``dsrecon fit`` (``checkpoints/last.pt``, or an older
+    run's ``checkpoint.pt``), or ``run_dir`` itself when it is a checkpoint file."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir} does not exist; give a run folder from `dsrecon fit` or a checkpoint .pt")
+    for candidate in (run_dir / "checkpoints" / "last.pt", run_dir / "checkpoint.pt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no checkpoint in {run_dir}: expected checkpoints/last.pt (written by `dsrecon fit`) "
+                            "or checkpoint.pt")
