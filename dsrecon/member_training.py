@@ -29,13 +29,15 @@ import numpy as np
 import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, run_lock, save_checkpoint
-from dsrecon.data import as_series, gather_windows, window_starts
+from dsrecon.data import gather_windows, window_starts
 from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import AdaptiveGTF, Forcing, default_forcing
-from dsrecon.history import diag_due, validate
+from dsrecon.history import diag_due
 from dsrecon.selection import BestByValidation
 from dsrecon.stacking import make_optimizer, stack_members
 from dsrecon.train_config import RESUME_IGNORED, TrainConfig, TrainResult
+from dsrecon.training_common import (compute_settings, epoch_record, last_validation, lr_schedule, progress_bar,
+                                     series_tensors, validate_epoch)
 
 ENSEMBLE_CHECKPOINT = "ensemble.pt"
 
@@ -69,196 +71,56 @@ def train_members(ensemble: Ensemble, data, config: TrainConfig, forcing=None, *
     for m in models:
         m.to(device)
     ens = stack_members(models, config.backend)
-    dtype = next(ens.parameters()).dtype
-    # contiguous: windows are cut from a strided view of the series
-    x = torch.as_tensor(as_series(data, models[0], "data", config.seq_len + 1), dtype=dtype, device=device).contiguous()
-    val_x = None
-    if val_data is not None:
-        val_x = torch.as_tensor(as_series(val_data, models[0], "val_data", 2), dtype=dtype, device=device)
-    if config.select == "best_val" and val_data is None:
-        raise ValueError("TrainConfig.select='best_val' needs val_data to select by; pass val_data or select='last'")
+    x, val_x = series_tensors(data, val_data, models[0], config, next(ens.parameters()).dtype, device)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    params = list(ens.parameters())  # fixed objects: restores and checkpoints write into them
-    optimizer = make_optimizer(params, config.lr_start)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=(config.lr_end / config.lr_start)
-                                                       ** (1.0 / config.epochs))
-    # AdaptiveGTF members with one schedule update batched over the members; any other adapting
-    # policy runs its own update per member; fixed policies have none
-    first = forcings[0]
-    adaptive = all(type(f).update is AdaptiveGTF.update and (f.every, f.estimator) == (first.every, first.estimator)
-                   for f in forcings)
-    generic_policy = any(f.adapts for f in forcings) and not adaptive
-
-    def stacked_alphas() -> torch.Tensor:
-        return torch.stack([torch.as_tensor(f.alphas(config.seq_len + 1), dtype=torch.float64)
-                            for f in forcings])  # (K, T+1)
-
-    # a fixed policy's alphas never change: stacked once; AdaptiveGTF's are restacked when its
-    # growth-bound step or a restore ran (stale), any other policy's every update
-    alphas, stale = stacked_alphas(), False
-    window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
-    histories, metrics, best = [[] for _ in range(K)], [{} for _ in range(K)], [BestByValidation() for _ in range(K)]
-    recoveries, frozen = np.zeros(K, dtype=int), np.zeros(K, dtype=bool)
-    ckpt = None if run_dir is None else Path(run_dir) / ENSEMBLE_CHECKPOINT
+    optimizer = make_optimizer(list(ens.parameters()), config.lr_start)
+    scheduler = lr_schedule(optimizer, config)
+    loop = _MemberUpdates(ens, models, x, config, forcings, optimizer, generators)
+    best = [BestByValidation() for _ in range(K)]
     shared = isinstance(forcing, Forcing) or forcing is None
     run_config = {"models": [model_spec(m) for m in models], "seeds": seeds,
-                  "forcing": first.config() if shared else [f.config() for f in forcings], "train": asdict(config)}
-    start_epoch, n_updates, time_before = 0, 0, 0.0
+                  "forcing": forcings[0].config() if shared else [f.config() for f in forcings],
+                  "train": asdict(config)}
+    ckpt = None if run_dir is None else Path(run_dir) / ENSEMBLE_CHECKPOINT
     lock = contextlib.ExitStack()  # the run folder's lock, held until training ends
-    if ckpt is not None:
-        lock.enter_context(run_lock(ckpt.parent))
-    if ckpt is not None and resume and ckpt.exists():
-        state = _read_ensemble_checkpoint(ckpt)
-        _check_same_ensemble(state["config"], run_config, ckpt)
-        ens.load_state_dict(state["ensemble"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        for f, fs in zip(forcings, state["forcings"]):
-            f.load_state_dict(fs)
-        alphas = stacked_alphas()
-        for g, gs in zip(generators, state["generators"]):
-            g.set_state(gs)
-        histories = [list(h) for h in state["histories"]]
-        start_epoch, n_updates, time_before = state["epoch"], state["n_updates"], state["time_s"]
-        recoveries[:], frozen[:] = state["recoveries"], state["frozen"]
-        for k in range(K):
-            metrics[k] = next((dict(r) for r in reversed(histories[k]) if "d_stsp" in r), {})
-            if state.get("best"):
-                best[k].load_state_dict(state["best"][k])
-        ens.write_to(models)
-    elif ckpt is not None and ckpt.exists():
-        lock.close()
-        raise RuntimeError(f"{run_dir} already holds an ensemble run; pass resume=True to continue it, "
-                           "or choose a new folder")
-    elif resume:
-        lock.close()
-        if ckpt is None:
-            raise ValueError("resume=True needs run_dir, the folder of the ensemble run to continue")
-        raise FileNotFoundError(f"no ensemble run to resume in {run_dir}: it has no {ENSEMBLE_CHECKPOINT}; start a "
-                                "new run there instead (resume=False)")
-
-    def save(epoch: int, elapsed: float) -> None:
-        state = {"format": 1, "kind": "ensemble", "config_json": json.dumps(run_config, default=str),
-                 "ensemble": ens.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "forcings": [f.state_dict() for f in forcings],
-                 "generators": [g.get_state() for g in generators], "histories": histories,
-                 "epoch": int(epoch), "n_updates": int(n_updates), "time_s": float(elapsed),
-                 "recoveries": [int(r) for r in recoveries], "frozen": [bool(f) for f in frozen],
-                 "best": [b.state_dict() for b in best]}
-        atomic_write(ckpt, lambda fh: torch.save(state, fh))
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train x{K}", unit="epoch", dynamic_ncols=True)
-    torch.set_flush_denormal(True)  # as train(): subnormal moments late in a run cost 10-100x
-    threads_before = torch.get_num_threads()
-    if config.threads is not None and device.type == "cpu":
-        torch.set_num_threads(config.threads)
-    running = ens.running(device)
-    t_start = time.perf_counter() - time_before
-    epochs_done = start_epoch
-    running.__enter__()  # left in the finally clause below
-    try:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            good = (copy.deepcopy(ens.state_dict()), copy.deepcopy(optimizer.state_dict()),
-                    [copy.deepcopy(f.state_dict()) for f in forcings])
-            losses, mses, gnorms = [[] for _ in range(K)], [[] for _ in range(K)], [[] for _ in range(K)]
-            warn_k = [None] * K
-            diag = diag_due(epoch, config)
-            for batch in range(config.batches_per_epoch):
-                # member k's windows and noise come from its own generator, drawn in the order
-                # train() draws them (starts, then noise), so each member sees its separate run's batches
-                starts, noises = [], []
+    with lock:
+        if ckpt is not None:
+            lock.enter_context(run_lock(ckpt.parent))
+        histories, start_epoch, time_before = _open_ensemble_run(ckpt, resume, run_config, loop, scheduler, best)
+        metrics = [last_validation(h) for h in histories]
+        bar = progress_bar(config, start_epoch, f"train x{K}", progress)
+        t_start = time.perf_counter() - time_before
+        epochs_done = start_epoch
+        with compute_settings(config, device), ens.running(device), \
+                bar if bar is not None else contextlib.nullcontext():
+            for epoch in range(start_epoch + 1, config.epochs + 1):
+                epoch_G = loop.epoch(epoch)
+                scheduler.step()
+                ens.write_to(models)
+                elapsed = time.perf_counter() - t_start
                 for k in range(K):
-                    starts.append(window_starts(x.shape[0], config.batch_size, config.seq_len, generators[k]))
-                    if config.noise_std:
-                        noises.append(torch.randn(window_shape, generator=generators[k], dtype=dtype))
-                target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)
-                inp = target + config.noise_std * torch.stack(noises).to(device) if config.noise_std else target
-                if generic_policy or stale:
-                    alphas, stale = stacked_alphas(), False
-                # z_hat only where something reads it: the policy's update, or G after the epoch's last batch
-                bound_due = adaptive and first.adapts and (n_updates + 1) % first.every == 0
-                need_z_hat = generic_policy or bound_due or (diag and batch == config.batches_per_epoch - 1)
-                optimizer.zero_grad(set_to_none=True)
-                loss, mse, z_hat = ens.loss_and_grads(inp, alphas, config.reg_weight, target, need_z_hat=need_z_hat)
-                gn = ens.grad_norms()  # (K,)
-                loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
-                bad = ~(np.isfinite(loss_k) & np.isfinite(gn_k))
-                _mask_gradients(params, bad | frozen, gn, config.grad_clip, dtype, device)
-                optimizer.step()
-                bad |= ~ens.params_finite()
-                bad &= ~frozen
-                n_updates += 1
-                for k in np.flatnonzero(frozen):  # keep a failed member where it was restored
-                    _restore(ens, optimizer, None, good, k)
-                if bad.any():
-                    stale = True  # a restored policy may have another alpha
-                    for k in np.flatnonzero(bad):
-                        recoveries[k] += 1
-                        _restore(ens, optimizer, forcings[k], good, k)
-                        warn_k[k] = (f"non-finite loss/gradient/parameters in epoch {epoch} (loss "
-                                     f"{float(loss[k]):.3g}); restored this model to the start of the epoch "
-                                     f"(the ensemble's learning rate is shared and not lowered)")
-                        warnings.warn(f"ensemble model {k}: {warn_k[k]}", RuntimeWarning, stacklevel=3)
-                        if recoveries[k] > config.max_recoveries:
-                            frozen[k] = True
-                            warn_k[k] += f"; frozen after {recoveries[k]} recoveries"
-                live = np.flatnonzero(~(bad | frozen))
-                if bound_due:  # AdaptiveGTF.update of the K members in one batched computation
-                    G = ens.growth_bounds(z_hat, first.estimator).tolist()
-                    for k in live:
-                        forcings[k].apply_estimate(G[k])
-                    stale = True
-                elif generic_policy:  # other policies: their own update, per member
-                    ens.write_to(models)
-                    for k in live:
-                        forcings[k].update(models[k], z_hat[k], n_updates)
-                for k in live:
-                    losses[k].append(loss_k[k])
-                    mses[k].append(mse_k[k])
-                    gnorms[k].append(gn_k[k])
-            epoch_G = ens.growth_bounds(z_hat).tolist() if diag and z_hat is not None else [float("nan")] * K
-            scheduler.step()
-            ens.write_to(models)
-            elapsed = time.perf_counter() - t_start
-            for k in range(K):
-                record = {"epoch": epoch, "loss": _mean(losses[k]), "mse": _mean(mses[k]), "alpha": forcings[k].alpha,
-                          "grad_norm": _mean(gnorms[k]), "G": epoch_G[k], "lr": optimizer.param_groups[0]["lr"],
-                          "time_s": elapsed}
-                if warn_k[k] is not None:
-                    record["warning"] = warn_k[k]
-                if val_x is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
-                    val = validate(models[k], val_x, config)
-                    record.update(val)
-                    if "d_stsp" in val:
-                        metrics[k] = val
-                    best[k].offer(epoch, val, models[k])
-                histories[k].append(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.nanmean([h[-1]['loss'] for h in histories]):.4g}")
-            epochs_done = epoch
-            stop = callback is not None and callback(epoch, [h[-1] for h in histories], models)
-            if ckpt is not None and (stop or epoch % config.checkpoint_every == 0 or epoch == config.epochs):
-                save(epoch, time.perf_counter() - t_start)
-            if stop:
-                break
-    finally:
-        running.__exit__(None, None, None)
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(threads_before)
-        if bar is not None:
-            bar.close()
-        lock.close()
+                    record = epoch_record(epoch, loop.losses[k], loop.mses[k], loop.gnorms[k],
+                                          alpha=forcings[k].alpha, G=epoch_G[k], lr=optimizer.param_groups[0]["lr"],
+                                          time_s=elapsed, warning=loop.warnings[k])
+                    metrics[k] = validate_epoch(record, models[k], val_x, config, best[k]) or metrics[k]
+                    histories[k].append(record)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.nanmean([h[-1]['loss'] for h in histories]):.4g}")
+                epochs_done = epoch
+                stop = callback is not None and callback(epoch, [h[-1] for h in histories], models)
+                if ckpt is not None and (stop or epoch % config.checkpoint_every == 0 or epoch == config.epochs):
+                    _save_ensemble(ckpt, run_config, loop, scheduler, histories, best, epoch,
+                                   time.perf_counter() - t_start)
+                if stop:
+                    break
     total = time.perf_counter() - t_start
     ens.write_to(models)
-    results = [TrainResult(history=histories[k], train_time_s=total, n_updates=n_updates, epochs=epochs_done,
-                           finished=epochs_done == config.epochs and not frozen[k], recoveries=int(recoveries[k]),
-                           metrics=metrics[k], run_dir=None if run_dir is None else str(run_dir),
-                           best_epoch=best[k].epoch, best_state=best[k].state)
+    results = [TrainResult(history=histories[k], train_time_s=total, n_updates=loop.n_updates, epochs=epochs_done,
+                           finished=epochs_done == config.epochs and not loop.frozen[k],
+                           recoveries=int(loop.recoveries[k]), metrics=metrics[k],
+                           run_dir=None if run_dir is None else str(run_dir), best_epoch=best[k].epoch,
+                           best_state=best[k].state)
                for k in range(K)]
     if config.select == "best_val":
         for m, b in zip(models, best):
@@ -270,11 +132,152 @@ def train_members(ensemble: Ensemble, data, config: TrainConfig, forcing=None, *
                             n_updates=res.n_updates, history=res.history, train_config=asdict(config),
                             finished=res.finished, extra={"ensemble": str(ckpt), "seed": s, **(run_meta or {})},
                             best=b.state_dict())
-    return _ensemble_result(results, total, n_updates, epochs_done, run_dir)
+    return _ensemble_result(results, total, loop.n_updates, epochs_done, run_dir)
 
 
-def _mean(values: list) -> float:
-    return float(np.mean(values)) if values else float("nan")
+class _MemberUpdates:
+    """The updates of K members' epochs along the member axis (the module docstring): member k's
+    windows and noise from ``generators[k]``, one batched loss-and-gradient call, per-member
+    gradient masking and clipping, one RAdam step, per-member restores and freezing, the forcing
+    policies' updates (AdaptiveGTF's batched over the members)."""
+
+    def __init__(self, ens, models, x, config, forcings, optimizer, generators):
+        self.ens, self.models, self.x, self.config, self.forcings = ens, models, x, config, forcings
+        self.optimizer, self.generators = optimizer, generators
+        self.params = list(ens.parameters())  # fixed objects: restores and checkpoints write into them
+        self.dtype, self.K = self.params[0].dtype, len(models)
+        self.n_updates = 0
+        self.recoveries, self.frozen = np.zeros(self.K, dtype=int), np.zeros(self.K, dtype=bool)
+        # AdaptiveGTF members with one schedule update batched over the members; any other adapting
+        # policy runs its own update per member; fixed policies have none
+        first = forcings[0]
+        self.adaptive = all(type(f).update is AdaptiveGTF.update
+                            and (f.every, f.estimator) == (first.every, first.estimator) for f in forcings)
+        self.generic_policy = any(f.adapts for f in forcings) and not self.adaptive
+        # a fixed policy's alphas never change: stacked once; AdaptiveGTF's are restacked when its
+        # growth-bound step or a restore ran (stale), any other policy's every update
+        self.alphas, self.stale = self.stacked_alphas(), False
+
+    def stacked_alphas(self) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(f.alphas(self.config.seq_len + 1), dtype=torch.float64)
+                            for f in self.forcings])  # (K, T+1)
+
+    def epoch(self, epoch: int) -> list:
+        """Run one epoch's updates; returns the members' growth bounds G (NaN off the diagnostic epochs)."""
+        ens, config, forcings, optimizer, K = self.ens, self.config, self.forcings, self.optimizer, self.K
+        first, device, x = forcings[0], self.x.device, self.x
+        good = (copy.deepcopy(ens.state_dict()), copy.deepcopy(optimizer.state_dict()),
+                [copy.deepcopy(f.state_dict()) for f in forcings])
+        self.losses, self.mses, self.gnorms = [[] for _ in range(K)], [[] for _ in range(K)], [[] for _ in range(K)]
+        self.warnings = [None] * K
+        window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
+        diag, z_hat = diag_due(epoch, config), None
+        for batch in range(config.batches_per_epoch):
+            # member k's windows and noise come from its own generator, drawn in the order
+            # train() draws them (starts, then noise), so each member sees its separate run's batches
+            starts, noises = [], []
+            for k in range(K):
+                starts.append(window_starts(x.shape[0], config.batch_size, config.seq_len, self.generators[k]))
+                if config.noise_std:
+                    noises.append(torch.randn(window_shape, generator=self.generators[k], dtype=self.dtype))
+            target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)
+            inp = target + config.noise_std * torch.stack(noises).to(device) if config.noise_std else target
+            if self.generic_policy or self.stale:
+                self.alphas, self.stale = self.stacked_alphas(), False
+            # z_hat only where something reads it: the policy's update, or G after the epoch's last batch
+            bound_due = self.adaptive and first.adapts and (self.n_updates + 1) % first.every == 0
+            need_z_hat = self.generic_policy or bound_due or (diag and batch == config.batches_per_epoch - 1)
+            optimizer.zero_grad(set_to_none=True)
+            loss, mse, z_hat = ens.loss_and_grads(inp, self.alphas, config.reg_weight, target, need_z_hat=need_z_hat)
+            gn = ens.grad_norms()  # (K,)
+            loss_k, mse_k, gn_k = loss.tolist(), mse.tolist(), gn.tolist()
+            bad = ~(np.isfinite(loss_k) & np.isfinite(gn_k))
+            _mask_gradients(self.params, bad | self.frozen, gn, config.grad_clip, self.dtype, device)
+            optimizer.step()
+            bad |= ~ens.params_finite()
+            bad &= ~self.frozen
+            self.n_updates += 1
+            for k in np.flatnonzero(self.frozen):  # keep a failed member where it was restored
+                _restore(ens, optimizer, None, good, k)
+            if bad.any():
+                self.stale = True  # a restored policy may have another alpha
+                for k in np.flatnonzero(bad):
+                    self._recover(k, epoch, float(loss[k]), good)
+            live = np.flatnonzero(~(bad | self.frozen))
+            if bound_due:  # AdaptiveGTF.update of the K members in one batched computation
+                G = ens.growth_bounds(z_hat, first.estimator).tolist()
+                for k in live:
+                    forcings[k].apply_estimate(G[k])
+                self.stale = True
+            elif self.generic_policy:  # other policies: their own update, per member
+                ens.write_to(self.models)
+                for k in live:
+                    forcings[k].update(self.models[k], z_hat[k], self.n_updates)
+            for k in live:
+                self.losses[k].append(loss_k[k])
+                self.mses[k].append(mse_k[k])
+                self.gnorms[k].append(gn_k[k])
+        return ens.growth_bounds(z_hat).tolist() if diag and z_hat is not None else [float("nan")] * K
+
+    def _recover(self, k: int, epoch: int, loss: float, good) -> None:
+        """Restore member k to the epoch's start; freeze it after ``max_recoveries`` such events."""
+        self.recoveries[k] += 1
+        _restore(self.ens, self.optimizer, self.forcings[k], good, k)
+        self.warnings[k] = (f"non-finite loss/gradient/parameters in epoch {epoch} (loss {loss:.3g}); restored "
+                            "this model to the start of the epoch (the ensemble's learning rate is shared and not "
+                            "lowered)")
+        warnings.warn(f"ensemble model {k}: {self.warnings[k]}", RuntimeWarning, stacklevel=5)
+        if self.recoveries[k] > self.config.max_recoveries:
+            self.frozen[k] = True
+            self.warnings[k] += f"; frozen after {self.recoveries[k]} recoveries"
+
+
+def _open_ensemble_run(ckpt: Path | None, resume: bool, run_config: dict, loop: _MemberUpdates, scheduler, best):
+    """Restore an ensemble run from ``ckpt`` (``resume``), or check that a new one may start there.
+
+    Returns the K histories, the epoch reached and the training time before this session (s).
+    """
+    K = loop.K
+    if ckpt is not None and resume and ckpt.exists():
+        state = _read_ensemble_checkpoint(ckpt)
+        _check_same_ensemble(state["config"], run_config, ckpt)
+        loop.ens.load_state_dict(state["ensemble"])
+        loop.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for f, fs in zip(loop.forcings, state["forcings"]):
+            f.load_state_dict(fs)
+        loop.alphas = loop.stacked_alphas()
+        for g, gs in zip(loop.generators, state["generators"]):
+            g.set_state(gs)
+        loop.n_updates = state["n_updates"]
+        loop.recoveries[:], loop.frozen[:] = state["recoveries"], state["frozen"]
+        if state.get("best"):
+            for k in range(K):
+                best[k].load_state_dict(state["best"][k])
+        loop.ens.write_to(loop.models)
+        return [list(h) for h in state["histories"]], state["epoch"], state["time_s"]
+    if ckpt is not None and ckpt.exists():
+        raise RuntimeError(f"{ckpt.parent} already holds an ensemble run; pass resume=True to continue it, "
+                           "or choose a new folder")
+    if resume:
+        if ckpt is None:
+            raise ValueError("resume=True needs run_dir, the folder of the ensemble run to continue")
+        raise FileNotFoundError(f"no ensemble run to resume in {ckpt.parent}: it has no {ENSEMBLE_CHECKPOINT}; "
+                                "start a new run there instead (resume=False)")
+    return [[] for _ in range(K)], 0, 0.0
+
+
+def _save_ensemble(ckpt: Path, run_config: dict, loop: _MemberUpdates, scheduler, histories, best, epoch: int,
+                   elapsed: float) -> None:
+    """The ensemble's checkpoint: stacked parameters, optimizer, schedule, forcing and generator states, histories."""
+    state = {"format": 1, "kind": "ensemble", "config_json": json.dumps(run_config, default=str),
+             "ensemble": loop.ens.state_dict(), "optimizer": loop.optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "forcings": [f.state_dict() for f in loop.forcings],
+             "generators": [g.get_state() for g in loop.generators], "histories": histories,
+             "epoch": int(epoch), "n_updates": int(loop.n_updates), "time_s": float(elapsed),
+             "recoveries": [int(r) for r in loop.recoveries], "frozen": [bool(f) for f in loop.frozen],
+             "best": [b.state_dict() for b in best]}
+    atomic_write(ckpt, lambda fh: torch.save(state, fh))
 
 
 @torch.no_grad()
