@@ -370,8 +370,7 @@ def _timed_loop(fn) -> tuple[float, float]:
 
 def bench_training_loops(args) -> None:
     """Whole training loops (windows, forcing policy, loss, backward, RAdam, bookkeeping), not one update."""
-    from dsrecon.fast import kernel_threads, set_kernel_spin, set_kernel_threads
-    from dsrecon.fast._kernels import _SPIN_DEFAULT_S, ENSEMBLE_SPIN_S  # the short spin: the default outside ensembles
+    from dsrecon.fast import kernel_threads, set_kernel_threads
 
     say("## 6. Whole training loops: train() per model vs train(Ensemble) for K seeds")
     say()
@@ -403,34 +402,26 @@ def bench_training_loops(args) -> None:
         warm = TrainConfig(epochs=1, batches_per_epoch=5, batch_size=B, seq_len=T, val_every=10**6)
         train(ShPLRNN(N, M, L, seed=99), x, warm, forcing(), progress=False)
         train(Ensemble([ShPLRNN(N, M, L, seed=99)]), x, warm, forcing(), progress=False)
-        runs = []  # (key, kernel threads, pool spin in seconds, function, updates it runs)
+        runs = []  # (key, kernel threads, function, updates it runs)
         for backend in ("fused", "plain"):
             c = dataclasses.replace(cfg, backend=backend, epochs=epochs if backend == "fused" else max(1, epochs // 3))
-            runs.append((backend, 1, None, lambda c=c: train(ShPLRNN(N, M, L, seed=0), x, c, forcing(), progress=False),
+            runs.append((backend, 1, lambda c=c: train(ShPLRNN(N, M, L, seed=0), x, c, forcing(), progress=False),
                          c.epochs * 50))
         for K in args.K:
             for threads in sorted({1, cores}):
-                runs.append(((K, threads, None), threads, None,
+                runs.append(((K, threads), threads,
                              lambda K=K: train(Ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)]), x, cfg, forcing(),
                                                      progress=False),
                              n_upd))
-        if cores > 1:  # the largest ensemble with the pool threads' short spin (set_kernel_spin)
-            K = max(args.K)
-            runs.append(((K, cores, _SPIN_DEFAULT_S), cores, _SPIN_DEFAULT_S,
-                         lambda K=K: train(Ensemble([ShPLRNN(N, M, L, seed=k) for k in range(K)]), x, cfg, forcing(),
-                                                     progress=False),
-                         n_upd))
         runs.append(runs.pop(1))  # the plain loop last: the K-model runs follow the fused train() run they are compared with
         samples = {key: ([], []) for key, *_ in runs}
         for _ in range(args.loop_reps):  # interleaved, so a neighbour's load hits every configuration alike
-            for key, threads, spin, fn, n in runs:
+            for key, threads, fn, n in runs:
                 set_kernel_threads(threads)
-                set_kernel_spin(spin)  # None: automatic
                 try:
                     wall, cpu = _timed_loop(fn)
                 finally:
                     set_kernel_threads(None)
-                    set_kernel_spin(None)
                 samples[key][0].append(wall / n)
                 samples[key][1].append(cpu / n)
         med = {key: (statistics.median(w), statistics.median(c)) for key, (w, c) in samples.items()}
@@ -443,11 +434,10 @@ def bench_training_loops(args) -> None:
         for key in samples:
             if not isinstance(key, tuple):
                 continue
-            K, threads, spin = key
+            K, threads = key
             w, c = med[key]
             per_rep = sorted(K * t1 / tK for t1, tK in zip(samples["fused"][0], samples[key][0]))
-            label = f"{threads}" if spin is None else f"{threads}, spin {spin * 1e3:g} ms"
-            say(f"| {kind} | {K} | {label} | {w * 1e3:.2f} | {c * 1e3:.2f} | {K / w:.0f} | "
+            say(f"| {kind} | {K} | {threads} | {w * 1e3:.2f} | {c * 1e3:.2f} | {K / w:.0f} | "
                 f"{K * single['fused'][0] / w:.2f}x | {statistics.median(per_rep):.2f}x "
                 f"[{per_rep[0]:.2f}, {per_rep[-1]:.2f}] | {K * single['fused'][1] / c:.2f}x | "
                 f"{K * single['plain'][0] / w:.1f}x |")
@@ -455,12 +445,7 @@ def bench_training_loops(args) -> None:
     say()
     say("The issue's ensemble target is K/2 = 5x the single-model throughput at K = 10; against train() on "
         "the fused path see the 'vs train() fused' columns, against the plain loop (one model per process, "
-        "the reference implementation's way) the last column. Rows without a spin: the automatic setting, in which "
-        f"an ensemble run keeps its pool threads awake {ENSEMBLE_SPIN_S * 1e3:g} ms after each call when it runs on more "
-        "than one kernel thread (they then stay awake through the update's Python part; more CPU time, see the CPU "
-        f"columns). 'spin {_SPIN_DEFAULT_S * 1e3:g} ms': `dsrecon.fast.set_kernel_spin({_SPIN_DEFAULT_S:g})`, the "
-        f"threads sleep {_SPIN_DEFAULT_S * 1e6:g} us after each call (the default outside ensembles; for a machine "
-        "shared with other jobs).")
+        "the reference implementation's way) the last column.")
     say()
 
 

@@ -36,9 +36,9 @@ def spectral_norms(J: torch.Tensor) -> torch.Tensor:
 
     Computed as the square root of the largest eigenvalue of ``J^T J`` (symmetric eigensolver):
     the same number as ``torch.linalg.matrix_norm(J, ord=2)`` to float64 rounding (the largest
-    singular value loses no relative precision this way), and 1.3-2x faster for the small
-    matrices here (M = 3..18, a few thousand per call), which matters because adaptive GTF
-    evaluates it every few updates.
+    singular value loses no relative precision this way), and faster for the small matrices here
+    (M = 3..18, a few thousand per call), which matters because adaptive GTF evaluates it every
+    few updates.
     """
     Jd = J.double()
     return torch.linalg.eigvalsh(Jd.transpose(-1, -2) @ Jd)[..., -1].clamp_min(0).sqrt()

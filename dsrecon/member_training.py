@@ -91,8 +91,7 @@ def train_members(ensemble: Ensemble, data, config: TrainConfig, forcing=None, *
         bar = progress_bar(config, start_epoch, f"train x{K}", progress)
         t_start = time.perf_counter() - time_before
         epochs_done = start_epoch
-        with compute_settings(config, device), ens.running(device), \
-                bar if bar is not None else contextlib.nullcontext():
+        with compute_settings(config, device), bar if bar is not None else contextlib.nullcontext():
             for epoch in range(start_epoch + 1, config.epochs + 1):
                 epoch_G = loop.epoch(epoch)
                 scheduler.step()

@@ -22,7 +22,6 @@ and provides:
 ``growth_bounds(z_hat, estimator)``    :func:`dsrecon.forcing.growth_bound` per member, ``(K,)``
 ``grad_norms()``, ``params_finite()``  per-member gradient norms ``(K,)`` and finiteness ``(K,)``
 ``write_to(models)``                   copy member k's slice into ``models[k]``
-``running(device)``                    context manager around a training run
 =====================================  ==========================================================
 
 plus ``nn.Module``'s ``parameters``, ``named_parameters``, ``state_dict`` and ``load_state_dict``.

@@ -7,11 +7,10 @@ generator, a discarded transient of at least 50 time units, a tight-tolerance ad
 (torchdiffeq ``dopri5``, rtol = atol = 1e-9, float64), sampling every ``dt``, z-scoring and
 optional observation noise. Results are cached as HDF5 (``dsrecon._cache``).
 
-Cost, measured on this project's 2-core CPU (torch 2.13, one thread; CPU seconds, which is the
-wall time on an idle core): Lorenz-63, 100,000 steps plus the 50-unit transient, rtol = atol =
-1e-9: ``dopri5`` about 83 s (about 0.5 ms per solver step, some 160 steps per time unit),
-``dopri8`` about 32 s. A batch of K initial conditions costs little more than one on these small
-systems (the solver's Python overhead dominates). A cached result loads in milliseconds.
+Cost: the adaptive solver's Python overhead per step dominates on these small systems, so a
+batch of K initial conditions costs little more than one, and the higher-order ``dopri8`` takes
+fewer, larger steps than ``dopri5`` at rtol = atol = 1e-9 (figures: docs/performance.md). A cached
+result loads in milliseconds.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ class TrainConfig:
     diag_every : int
         Epochs between evaluations of the growth-bound diagnostic ``G`` recorded in the history
         (NaN in the other epochs; the last epoch always has it). It takes one Jacobian and one
-        spectral norm per state of the epoch's last batch: ~3 ms for the shPLRNN (analytic), 1-3 s
-        for the 60-70-dimensional states of the ECG-sized LEM/LSTM, as long as 50 of their updates.
+        spectral norm per state of the epoch's last batch: cheap for the shPLRNN (analytic), about
+        as costly as a whole epoch of updates for the 60-70-dimensional states of an ECG-sized LEM/LSTM.
     val_steps : int
         Length of the validation comparison: the model generates ``1.25 val_steps`` steps from the
         first validation point, drops the first quarter and is compared with the first
@@ -67,8 +67,8 @@ class TrainConfig:
     backend : str
         ``"auto"`` (default: fused for a shPLRNN, affine for the other models, plain for a model
         without ``affine_forcing``), ``"plain"`` (autograd reference), ``"fused"`` (``dsrecon.fast``;
-        about 17x faster per update for the shPLRNN) or ``"affine"`` (1.3-3.6x for LEM, RNN, LSTM,
-        GRU); same gradients to 1e-5, see ``benchmarks/results/train_speed_*.md``.
+        the shPLRNN's compiled kernel) or ``"affine"`` (the forcing folded into one product per step,
+        for LEM, RNN, LSTM, GRU, ALRNN); same gradients (tests); speed: docs/performance.md.
     lr_recovery_factor : float
         Learning-rate factor applied after a non-finite loss or parameter (0.5).
     max_recoveries : int
@@ -81,8 +81,8 @@ class TrainConfig:
     threads : int or None
         Torch intra-op threads while training on a CPU (the previous setting is restored after).
         1 by default: the per-step tensors of these models are tiny, so extra threads only add
-        synchronization, and on a shared CPU their spin-waiting made an update 20-40x slower in
-        our measurements (2 cores, load ~8: 2 s vs 0.05 s per update). None keeps torch's setting.
+        synchronization, and on a shared CPU their spin-waiting slows an update by an order of
+        magnitude (docs/performance.md). None keeps torch's setting.
     """
 
     epochs: int = defaults.EPOCHS

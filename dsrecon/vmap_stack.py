@@ -24,7 +24,6 @@ Device-agnostic: the stack lives on the members' device (CPU or CUDA).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Sequence
 
@@ -198,10 +197,6 @@ class VmapStack(nn.Module):
     def params_finite(self):
         """``(K,)`` bool NumPy array: every parameter of member k is finite."""
         return per_member_params_finite(list(self.parameters()), self.K)
-
-    def running(self, device: torch.device):
-        """Context of a training run (nothing to set up for autograd)."""
-        return contextlib.nullcontext()
 
 
 __all__ = ["VmapStack", "member_rollout_loss"]

@@ -217,7 +217,7 @@ def test_train_ensemble_sets_and_restores_torch_threads(threads):
 def test_kernel_threads_change_nothing_but_speed():
     """The C kernel splits the K models over threads; every model is computed the same way, so the
     gradients are bitwise equal for 1 and 4 threads (K = 5, B = 20: an uneven split and a partial
-    block of windows), whatever the pool threads' spin before sleeping."""
+    block of windows), also on back-to-back calls that find the pool's threads still awake."""
     from dsrecon.fast import _kernels
 
     try:
@@ -228,90 +228,19 @@ def test_kernel_threads_change_nothing_but_speed():
     alphas = torch.full((5, 31), 0.2)
     grads = []
     try:
-        for threads, spin in ((1, 0.0), (4, 0.0), (4, 2e-3)):
+        for threads in (1, 4):
             _kernels.set_kernel_threads(threads)
-            _kernels.set_kernel_spin(spin)
             ens = EnsembleShPLRNN(_models(5, M=4, observation="affine"))
-            for _ in range(3):  # back to back: the second and third calls find the pool awake when spinning
+            for _ in range(3):  # back to back: the second and third calls find the pool awake
                 ens.zero_grad(set_to_none=True)
                 ensemble_loss_and_grads(ens, x, alphas, 1e-3, backend="c")
             grads.append([p.grad.clone() for p in ens.parameters()])
     finally:
         _kernels.set_kernel_threads(None)
-        _kernels.set_kernel_spin(None)
     for g1, g4 in zip(grads[0], grads[1]):
-        assert torch.equal(g1, g4)
-    for g1, g4 in zip(grads[0], grads[2]):
         assert torch.equal(g1, g4)
     with pytest.raises(ValueError, match="positive integer"):
         _kernels.set_kernel_threads(0)
-    for bad in (-1e-6, 2.0, True, "1ms"):
-        with pytest.raises(ValueError, match="seconds in"):
-            _kernels.set_kernel_spin(bad)
-
-
-@pytest.mark.parametrize("kernel_threads, K, torch_threads, user_spin, expected", [
-    (2, 3, 1, None, "ensemble"),  # the ensemble owns 2 cores: its pool threads stay awake 1 ms
-    (1, 3, 1, None, "default"),  # one kernel thread: no pool to keep awake
-    (2, 1, 1, None, "default"),  # one model: one thread
-    (2, 3, 2, None, "default"),  # torch's own OpenMP workers would compete with a spinning pool
-    (2, 3, 1, 0.0, 0.0),  # an explicit setting wins
-    (2, 3, 1, 3e-4, 3e-4),
-])
-def test_train_ensemble_spins_the_pool_only_where_it_owns_the_cores(kernel_threads, K, torch_threads,
-                                                                    user_spin, expected):
-    """The automatic spin: ENSEMBLE_SPIN_S in the library while train_ensemble runs K > 1 models on
-    more than one kernel thread with one torch thread, the caller's spin again after the run (also
-    after an error), and a value set with set_kernel_spin everywhere."""
-    from dsrecon.fast import _kernels
-
-    try:
-        lib = _kernels.c_library()
-    except RuntimeError:
-        pytest.skip("no C compiler")
-    expected = {"ensemble": _kernels.ENSEMBLE_SPIN_S, "default": _kernels._SPIN_DEFAULT_S}.get(expected, expected)
-    before = user_spin if user_spin is not None else _kernels._SPIN_DEFAULT_S
-    series = np.cumsum(np.random.default_rng(2).standard_normal((300, 3)), 0) * 0.05
-    seen = []
-
-    def callback(*_):
-        seen.append((_kernels.kernel_spin(), lib.get_pool_spin_ns()))
-        if len(seen) == 2:
-            raise KeyboardInterrupt  # the run ends by an error: the spin still goes back
-
-    try:
-        _kernels.set_kernel_threads(kernel_threads)
-        _kernels.set_kernel_spin(user_spin)
-        with pytest.raises(KeyboardInterrupt):
-            train(Ensemble(_models(K)), series, TrainConfig(epochs=3, batches_per_epoch=2, batch_size=2, seq_len=20,
-                                                            threads=torch_threads),
-                  make_forcing("gtf", alpha=0.2), callback=callback, progress=False)
-        assert seen == [(expected, round(expected * 1e9))] * 2
-        assert (_kernels.kernel_spin(), lib.get_pool_spin_ns()) == (before, round(before * 1e9))
-    finally:
-        _kernels.set_kernel_threads(None)
-        _kernels.set_kernel_spin(None)
-    assert _kernels.kernel_spin() == _kernels._SPIN_DEFAULT_S
-
-
-def test_ensemble_spin_counts_nested_holders():
-    """Two runs holding the long spin at once (threads of one process): the first to end leaves it
-    to the other; the automatic default comes back when both have ended."""
-    from dsrecon.fast import _kernels
-
-    outer = _kernels.ensemble_spin(True)
-    inner = _kernels.ensemble_spin(True)
-    outer.__enter__()
-    try:
-        inner.__enter__()
-        assert _kernels.kernel_spin() == _kernels.ENSEMBLE_SPIN_S
-        inner.__exit__(None, None, None)
-        assert _kernels.kernel_spin() == _kernels.ENSEMBLE_SPIN_S
-    finally:
-        outer.__exit__(None, None, None)
-    assert _kernels.kernel_spin() == _kernels._SPIN_DEFAULT_S
-    with _kernels.ensemble_spin(False):
-        assert _kernels.kernel_spin() == _kernels._SPIN_DEFAULT_S
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

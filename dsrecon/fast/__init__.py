@@ -20,7 +20,6 @@ from importlib import import_module
 # public name -> module that defines it
 _NAMES = {
     "kernel_threads": "dsrecon.fast._kernels",
-    "set_kernel_spin": "dsrecon.fast._kernels",
     "set_kernel_threads": "dsrecon.fast._kernels",
     "EnsembleShPLRNN": "dsrecon.fast.ensemble",
     "ensemble_loss_and_grads": "dsrecon.fast.ensemble",

@@ -278,10 +278,6 @@ def _declare(lib: ctypes.CDLL) -> None:
     for name in ("stacked_sumsq_f32", "stacked_sumsq_f64"):
         getattr(lib, name).argtypes = [ctypes.c_int] * 2 + [ptr] * 4
         getattr(lib, name).restype = None
-    lib.set_pool_spin_ns.argtypes = [ctypes.c_long]
-    lib.set_pool_spin_ns.restype = None
-    lib.get_pool_spin_ns.argtypes = []
-    lib.get_pool_spin_ns.restype = ctypes.c_long
 
 
 def build_library() -> ctypes.CDLL:

@@ -34,8 +34,8 @@ Backends
     SIMD loops (no horizontal sums; weight gradients summed per lane over chunks of 4 stored steps,
     reduced once per block). For float32 the latent sizes M <= 8, 10, 12, 16 are compile-time
     constants (fully unrolled M-loops). The K models of an ensemble run on the threads of a
-    persistent pool that sleeps between calls after a short spin (:func:`set_kernel_threads`,
-    :func:`set_kernel_spin`); each thread takes the next model not yet taken, so a thread that
+    persistent pool that sleeps between calls after a 50-microsecond spin (:func:`set_kernel_threads`);
+    each thread takes the next model not yet taken, so a thread that
     wakes late takes fewer. It flushes denormals (FTZ/DAZ) inside the call and restores the
     caller's floating-point state on return. Without a compiler (or when the build fails),
     ``"auto"`` warns once and takes ``"numpy"`` (:func:`available`).
@@ -48,10 +48,8 @@ Backends
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import threading
 import warnings
 
 import numpy as np
@@ -64,11 +62,6 @@ _MAX_M = 64  # the C kernel keeps one M-vector on the stack
 
 _LIB = None  # the loaded ctypes library, or the reason it could not be built (str)
 _THREADS: int | None = None  # kernel threads over the K models (None: every core this process may use)
-_SPIN_DEFAULT_S = 50e-6  # pool threads' spin before sleeping, outside ensemble training
-ENSEMBLE_SPIN_S = 1e-3  # ... while an ensemble trains on more than one kernel thread (ensemble_spin)
-_SPIN_USER: float | None = None  # set_kernel_spin's value; None: automatic (the two above)
-_SPIN_HOLDS = 0  # ensemble runs now holding ENSEMBLE_SPIN_S
-_SPIN_LOCK = threading.Lock()
 
 
 def set_kernel_threads(n: int | None) -> None:
@@ -83,66 +76,9 @@ def set_kernel_threads(n: int | None) -> None:
     _THREADS = n
 
 
-def set_kernel_spin(seconds: float | None) -> None:
-    """How long the kernel's pool threads stay awake (spinning) after a call before they sleep.
-
-    A training update calls the kernel every ~0.5-1 ms; a sleeping thread takes tens of
-    microseconds to wake (more on a virtual machine whose idle core the hypervisor parked), and
-    on this project's 2-core virtual machine the update's Python part itself ran ~10 % slower
-    while the other core slept. ``None`` (the default) is automatic: 50 microseconds, which
-    suits a shared machine (a spinning thread takes a core another process could use), and
-    ``ENSEMBLE_SPIN_S`` (1 ms) while an ensemble of shPLRNNs trains its models on
-    more than one kernel thread with one torch thread (it then owns those cores; see
-    :func:`ensemble_spin`): a K = 10 update there took 3-6 % less wall time for ~20 % more CPU
-    time (``benchmarks/train_speed.py``, section 6, 2026-11-23). A number of seconds in [0, 1] is used
-    everywhere, ensembles included (0: sleep at once; e.g. on a machine shared with other jobs).
-    Results do not depend on it (test).
-    """
-    global _SPIN_USER
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or not 0 <= seconds <= 1):
-        raise ValueError(f"kernel spin must be None (automatic) or a number of seconds in [0, 1], got {seconds!r}")
-    with _SPIN_LOCK:
-        _SPIN_USER = None if seconds is None else float(seconds)
-        _apply_spin()
-
-
-def kernel_spin() -> float:
-    """The pool threads' spin before sleeping now, in seconds (see :func:`set_kernel_spin`)."""
-    if _SPIN_USER is not None:
-        return _SPIN_USER
-    return ENSEMBLE_SPIN_S if _SPIN_HOLDS > 0 else _SPIN_DEFAULT_S
-
-
 def _loaded_library():
     """The C library if it is already loaded, else None; unlike :func:`c_library`, never builds it."""
     return None if _LIB is None or isinstance(_LIB, str) else _LIB
-
-
-def _apply_spin() -> None:
-    """Hand :func:`kernel_spin` to the loaded library (a library loaded later reads it when built)."""
-    lib = _loaded_library()
-    if lib is not None:
-        lib.set_pool_spin_ns(int(kernel_spin() * 1e9))
-
-
-@contextlib.contextmanager
-def ensemble_spin(active: bool):
-    """Within the block, the automatic spin is ``ENSEMBLE_SPIN_S`` when ``active`` (nested and
-    concurrent holders counted; an explicit :func:`set_kernel_spin` value wins throughout)."""
-    global _SPIN_HOLDS
-    if not active:
-        yield
-        return
-    with _SPIN_LOCK:
-        _SPIN_HOLDS += 1
-        _apply_spin()
-    try:
-        yield
-    finally:
-        with _SPIN_LOCK:
-            _SPIN_HOLDS -= 1
-            _apply_spin()
 
 
 def kernel_threads() -> int:
@@ -161,9 +97,7 @@ def c_library():
     global _LIB
     if _LIB is None:
         try:
-            lib = _build.build_library()
-            lib.set_pool_spin_ns(int(kernel_spin() * 1e9))
-            _LIB = lib
+            _LIB = _build.build_library()
         except (RuntimeError, OSError) as err:
             _LIB = str(err)
     if isinstance(_LIB, str):

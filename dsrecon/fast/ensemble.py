@@ -157,13 +157,6 @@ class EnsembleShPLRNN(nn.Module):
         """``(K,)`` bool NumPy array: every parameter of member k is finite."""
         return per_member_params_finite(list(self.parameters()), self.K)
 
-    def running(self, device: torch.device):
-        """Context of a training run: the kernel's pool threads stay awake between the update's calls
-        while the K members run on more than one kernel thread and torch on one
-        (:func:`dsrecon.fast.set_kernel_spin`), on the CPU."""
-        return _kernels.ensemble_spin(device.type == "cpu" and min(self.K, _kernels.kernel_threads()) > 1
-                                      and torch.get_num_threads() == 1)
-
     def forcing_terms(self, x: torch.Tensor, alphas: torch.Tensor):
         """Detached ``state_from_obs(x, z) = c(x) + z Q`` per model (see ``fused_plrnn.forcing_terms``).
 

@@ -3,8 +3,8 @@ r"""Fused forced rollout of the shPLRNN with a hand-written backward pass throug
 A drop-in replacement for :func:`dsrecon.rollout.forced_rollout` when the model is a
 :class:`~dsrecon.models.plrnn.ShPLRNN`: same arguments, same :class:`~dsrecon.rollout.ForcedRollout`,
 same values and the same gradients (tests: 1e-5 relative, every forcing option), but without an
-autograd graph of ``~10 T`` tiny nodes. The plain loop spends its ~25-40 ms per training update
-(B = 16, T = 200, M = 3, L = 50) on per-operation overhead, not arithmetic (a few MFLOP).
+autograd graph of ``~10 T`` tiny nodes: the plain loop spends a training update of these small models
+on per-operation overhead, not on its few MFLOP of arithmetic (figures: docs/performance.md).
 
 How
 ---
@@ -150,8 +150,8 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
     Same signature, result and ``.grad`` as the plain reference (``TrainConfig.backend="fused"``).
     The shPLRNN's update runs as a one-model ensemble sharing the model's parameter storage
     (:func:`dsrecon.fast.ensemble.ensemble_loss_and_grads`: kernel forward and adjoint passes, the
-    loss gradient and the regularizer's written out, no autograd graph: ~1.3x faster per update
-    than the autograd route through :class:`FusedShPLRNNRollout`). Models without a fused kernel
+    loss gradient and the regularizer's written out, no autograd graph: cheaper per update than
+    the autograd route through :class:`FusedShPLRNNRollout`). Models without a fused kernel
     (everything but the shPLRNN) run the affine-forcing path (:mod:`dsrecon.fast.affine_forcing`;
     the plain one if they lack ``affine_forcing``), with a warning once per model class unless
     ``warn_fallback=False`` (the trainer's ``"auto"`` backend).

@@ -3,11 +3,10 @@ r"""Spectral norms of shPLRNN Jacobians at many states: the costly part of the g
 Adaptive GTF evaluates ``G = max_b exp(mean_t log ||J(z_hat_bt)||_2)`` every 5 updates over every
 state of the batch (B (T + 1) states, 3216 for B = 16, T = 200), and the trainers log ``G`` once
 per epoch. In PyTorch that is a batched Jacobian (masks, a product) and a batched symmetric
-eigensolver, ~1.5 ms per model and call for M = 3, L = 50 (twice a training update);
-the C kernel (:func:`dsrecon.fast._kernels.jacobian_norms`) forms each J and finds its largest
+eigensolver, which costs as much as a fused training update for small models; the C kernel (:func:`dsrecon.fast._kernels.jacobian_norms`) forms each J and finds its largest
 singular value in one pass (Newton's method on the characteristic polynomial of ``J^T J`` for
-M = 3, Jacobi rotations for larger M), about 15x faster, and is taken on the CPU when it builds;
-otherwise the PyTorch computation runs. Both agree to float rounding (tests; ~1e-8 relative where
+M = 3, Jacobi rotations for larger M) without the per-call overhead, and is taken on the CPU when it builds;
+otherwise the PyTorch computation runs. Both agree to float rounding (tests; less closely where
 the two largest singular values of a 3 x 3 J coincide).
 
 Shapes: K models stacked along the first axis (K = 1 for one model), S states each.

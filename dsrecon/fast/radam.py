@@ -1,8 +1,8 @@
 r"""``FusedRAdam``: :class:`torch.optim.RAdam` whose update runs as one C loop over all parameters.
 
 A training update of a small model (a shPLRNN has a few hundred parameters; an ensemble of K of
-them a few thousand) spends ~0.13 ms in ``torch.optim.RAdam.step`` with ``foreach=True`` on this
-CPU: a dozen multi-tensor calls and their Python bookkeeping, for microseconds of arithmetic. The
+them a few thousand) spends its ``torch.optim.RAdam.step`` (``foreach=True``) in a dozen
+multi-tensor calls and their Python bookkeeping, for microseconds of arithmetic. The
 C loop (``dsrecon/fast/csrc/radam.c``, ``radam_f32/f64``) does the same per-element operations in
 the order of torch's multi-tensor implementation (Liu et al. 2020, "On the Variance of the Adaptive
 Learning Rate and Beyond"): rounding may differ from torch's in the last bit, the optimizer state

@@ -11,9 +11,9 @@ static int n_workers(int nthreads, int K) {
 }
 
 /* Worker pool: run fn(args[i]) for i < n, i = 0 on the caller's thread and i >= 1 on pool threads
- * that are started once and then sleep on a condition variable between calls (no spinning, so a
- * busy machine loses nothing to them; waking one costs a few microseconds, starting a thread per
- * call cost ~40). One call at a time uses the pool; a concurrent caller (another Python thread)
+ * that are started once and then sleep on a condition variable between calls (after a short
+ * spin, below, so a busy machine loses little to them; starting a thread per call costs more than
+ * waking one). One call at a time uses the pool; a concurrent caller (another Python thread)
  * starts threads of its own for its call. A forked child starts with an empty pool (the parent's
  * threads do not exist there). A thread that cannot be started runs its share on the caller's. */
 static pthread_mutex_t pool_job = PTHREAD_MUTEX_INITIALIZER;  /* held for a whole call */
@@ -32,12 +32,11 @@ static void pool_child_reset(void) {
     pool_size = 0; pool_pending = 0;
 }
 
-/* Before sleeping, a waiting thread watches the flag for up to pool_spin_ns (set_pool_spin_ns;
- * the next call of a training update may come within that, and a futex wake-up costs tens of
- * microseconds, more where the idle core has to be woken by the hypervisor). */
-static long pool_spin_ns = 50000L;
-void set_pool_spin_ns(long ns) { __atomic_store_n(&pool_spin_ns, ns < 0 ? 0 : ns, __ATOMIC_RELAXED); }
-long get_pool_spin_ns(void) { return __atomic_load_n(&pool_spin_ns, __ATOMIC_RELAXED); }
+/* Before sleeping, a waiting thread watches the flag for up to POOL_SPIN_NS: the next call of a
+ * training update may come within that, and a futex wake-up costs tens of microseconds, more
+ * where the idle core has to be woken by the hypervisor. Short, so that a waiting thread does not
+ * hold a core another process could use. */
+#define POOL_SPIN_NS 50000L
 static long now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -48,9 +47,9 @@ static void cpu_relax(void) {
     __builtin_ia32_pause();
 #endif
 }
-/* spin while *flag == value (equal = 1) or while *flag != value (equal = 0), at most pool_spin_ns */
+/* spin while *flag == value (equal = 1) or while *flag != value (equal = 0), at most POOL_SPIN_NS */
 static void spin_while(const unsigned long *flag, unsigned long value, int equal) {
-    const long end = now_ns() + __atomic_load_n(&pool_spin_ns, __ATOMIC_RELAXED);
+    const long end = now_ns() + POOL_SPIN_NS;
     for (int i = 0; (__atomic_load_n(flag, __ATOMIC_ACQUIRE) == value) == equal; ++i) {
         cpu_relax();
         if ((i & 63) == 63 && now_ns() > end) return;
