@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dsrecon.models.base import Model, resolve_generator
+from dsrecon.models.latent_observation import LatentObservation
 from dsrecon.models.baselines import resolve_dtype
 
 OBSERVATIONS = ("identity", "affine")
@@ -34,7 +35,7 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-class ALRNN(Model):
+class ALRNN(LatentObservation, Model):
     r"""Almost-linear RNN on a latent state ``z`` of size ``M`` with ReLU on its last ``P`` units.
 
     ``z_t = A * z_{t-1} + W phi(z_{t-1}) + h`` with ``phi`` the identity on units ``1..M-P`` and a
@@ -133,30 +134,7 @@ class ALRNN(Model):
     def step(self, z: torch.Tensor) -> torch.Tensor:
         return self.A * z + self._phi(z) @ self.W.T + self.h  # (B, M)
 
-    def observe(self, z: torch.Tensor) -> torch.Tensor:
-        if self.observation == "affine":
-            return z @ self.B.T  # (B, N)
-        return z[..., : self.obs_dim]  # (B, N)
-
-    def _pinv(self) -> torch.Tensor:
-        """``B^+`` (M, N), detached: forcing signals are outside the gradient (docs/method.md section 3)."""
-        return torch.linalg.pinv(self.B.detach())
-
-    def state_from_obs(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if self.observation == "affine":
-            return z + (x - z @ self.B.detach().T) @ self._pinv().T  # (B, M)
-        if self.state_dim == self.obs_dim:
-            return x  # (B, M)
-        return torch.cat([x, z[..., self.obs_dim:]], dim=-1)  # (B, M)
-
-    def initial_state(self, x0: torch.Tensor) -> torch.Tensor:
-        if x0.ndim != 2 or x0.shape[-1] != self.obs_dim:
-            raise ValueError(f"x0 must have shape (B, N) with N = {self.obs_dim}, got {tuple(x0.shape)}")
-        if self.observation == "affine":
-            return x0 @ self._pinv().T  # (B, M)
-        if self.state_dim == self.obs_dim:
-            return x0  # (B, M)
-        return torch.cat([x0, x0 @ self.C.T], dim=-1)  # (B, M)
+    # observe, state_from_obs, initial_state: LatentObservation
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
         """Analytic Jacobian ``diag(A) + W diag(phi'(z))``, ``(B, M) -> (B, M, M)``.

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from dsrecon.models.base import Model, resolve_generator
+from dsrecon.models.latent_observation import LatentObservation
 
 _OBSERVATIONS = ("identity", "affine")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -31,7 +32,7 @@ def _uniform(shape, bound: float, generator: torch.Generator, dtype) -> torch.Te
     return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1).mul_(bound).to(dtype)
 
 
-class ShPLRNN(Model):
+class ShPLRNN(LatentObservation, Model):
     r"""Shallow PLRNN, a one-step map on a latent state ``z`` of size ``M`` with hidden width ``L``.
 
     Clipped (default; orbits stay bounded when ``max|A_i| < 1``)::
@@ -128,10 +129,7 @@ class ShPLRNN(Model):
     def step(self, z: torch.Tensor) -> torch.Tensor:
         return self.A * z + self._hidden(z) @ self.W1.T + self.h1  # (B, M)
 
-    def observe(self, z: torch.Tensor) -> torch.Tensor:
-        if self.observation == "affine":
-            return z @ self.B.T  # (B, N)
-        return z[..., : self.obs_dim]  # (B, N)
+    # observe, state_from_obs, initial_state: LatentObservation
 
     def _pinv(self) -> torch.Tensor:
         """Detached pseudo-inverse ``B^+ (M, N)``, recomputed only when ``B`` changed in place."""
@@ -139,21 +137,6 @@ class ShPLRNN(Model):
         if self._pinv_cache is None or self._pinv_cache[0] != key:
             self._pinv_cache = (key, torch.linalg.pinv(self.B.detach()))
         return self._pinv_cache[1]
-
-    def state_from_obs(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if self.observation == "affine":
-            Bd = self.B.detach()
-            return z + (x - z @ Bd.T) @ self._pinv().T  # (B, M)
-        if self.state_dim == self.obs_dim:
-            return x  # (B, M)
-        return torch.cat([x, z[..., self.obs_dim:]], dim=-1)  # (B, M)
-
-    def initial_state(self, x0: torch.Tensor) -> torch.Tensor:
-        if self.observation == "affine":
-            return x0 @ self._pinv().T  # (B, M)
-        if self.state_dim == self.obs_dim:
-            return x0  # (B, M)
-        return torch.cat([x0, x0 @ self.C.T], dim=-1)  # (B, M)
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
         """Analytic Jacobian ``diag(A) + W1 diag(m) W2``, ``(B, M) -> (B, M, M)``.
