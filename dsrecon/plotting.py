@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsrecon.figure_files import pyplot, save_figure
+
 __all__ = [
     "plot_attractor",
     "plot_spectra",
@@ -25,17 +27,6 @@ __all__ = [
 _TRUE, _GEN = "#1f4e79", "#d95f02"  # data: dark blue, model: orange
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install dsrecon[plot]") from err
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _np(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -45,16 +36,6 @@ def _np(x, name: str) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (T, N), got {x.shape}")
     return x
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def plot_attractor(x_true, x_gen, path, *, max_points: int = 20_000, labels=("data", "model")) -> Path:
@@ -69,7 +50,7 @@ def plot_attractor(x_true, x_gen, path, *, max_points: int = 20_000, labels=("da
     max_points : int
         The first ``max_points`` points of each series are drawn (lines stay readable).
     """
-    plt = _pyplot()
+    plt = pyplot()
     xt, xg = _np(x_true, "x_true")[:max_points], _np(x_gen, "x_gen")[:max_points]
     n = min(xt.shape[1], xg.shape[1], 3)
     names = [f"$x_{i + 1}$" for i in range(n)]
@@ -80,7 +61,7 @@ def plot_attractor(x_true, x_gen, path, *, max_points: int = 20_000, labels=("da
         ax.set_xlabel("step")
         ax.set_ylabel(names[0])
         ax.legend(loc="upper right")
-        return _save(fig, path)
+        return save_figure(fig, path)
     # shared limits (finite points of both series) so a collapsed or offset model is seen as such
     both = np.concatenate([xt[:, :n], xg[:, :n]])
     both = both[np.all(np.isfinite(both), axis=1)]
@@ -123,7 +104,7 @@ def plot_attractor(x_true, x_gen, path, *, max_points: int = 20_000, labels=("da
     handles = [plt.Line2D([], [], color=c, lw=1.5) for c in (_TRUE, _GEN)]
     fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 1.06))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_spectra(x_true, x_gen, path, sigma: float = 20, *, dt: float | None = None,
@@ -135,7 +116,7 @@ def plot_spectra(x_true, x_gen, path, sigma: float = 20, *, dt: float | None = N
     """
     from dsrecon.metrics import power_spectrum
 
-    plt = _pyplot()
+    plt = pyplot()
     xt, xg = _np(x_true, "x_true"), _np(x_gen, "x_gen")
     n = min(xt.shape[1], xg.shape[1], max_dims)
     fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.2), squeeze=False)
@@ -162,13 +143,13 @@ def plot_spectra(x_true, x_gen, path, sigma: float = 20, *, dt: float | None = N
     axes[0][0].set_ylabel("normalized power")
     axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lyapunov_convergence(result, path) -> Path:
     """Running Lyapunov exponents against time (from a ``LyapunovResult``): all exponents on the
     left, the leading ones (those not far below lambda_1, at least two) zoomed on the right."""
-    plt = _pyplot()
+    plt = pyplot()
     scale = 1 / result.dt if result.dt else 1.0
     hist = np.asarray(result.history) * scale  # (R, M)
     xs = np.asarray(result.history_steps) * (result.dt or 1)  # (R,)
@@ -196,7 +177,7 @@ def plot_lyapunov_convergence(result, path) -> Path:
     fig.suptitle(f"Lyapunov spectrum (QR, {result.per_initial.shape[0]} initial conditions, "
                  f"{result.n_steps:,} steps), $D_{{KY}}$ = {result.kaplan_yorke:.3f}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _CURVES = (  # key, label, log-scale
@@ -214,7 +195,7 @@ def plot_training_curves(history, path) -> Path:
     """One panel per quantity present in the per-epoch history (loss, alpha, grad_norm, G, lr,
     d_stsp, d_h); entries missing or None in some epochs (e.g. validation every k epochs) are
     skipped."""
-    plt = _pyplot()
+    plt = pyplot()
     if not history:
         raise ValueError("history is empty: nothing to plot")
     epochs_all = [h.get("epoch", i + 1) for i, h in enumerate(history)]
@@ -239,7 +220,7 @@ def plot_training_curves(history, path) -> Path:
     for ax in list(axes.flat)[len(present):]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_report(report, x_true, path) -> Path:
@@ -250,7 +231,7 @@ def plot_report(report, x_true, path) -> Path:
     if report.generated is None:
         raise ValueError("report.generated is None (a loaded report has no generated series); "
                          "use the Report returned by evaluate()")
-    plt = _pyplot()
+    plt = pyplot()
     xt, xg = _np(x_true, "x_true"), _np(report.generated, "report.generated")
     fig, axes = plt.subplots(1, 3, figsize=(16, 4), gridspec_kw={"width_ratios": [1, 1.2, 1.5]})
     j = 1 if xt.shape[1] > 1 else 0
@@ -276,4 +257,4 @@ def plot_report(report, x_true, path) -> Path:
     axes[2].text(0.0, 0.95, text, va="top", ha="left", family="monospace", fontsize=8,
                  transform=axes[2].transAxes)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

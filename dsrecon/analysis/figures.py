@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dsrecon.figure_files import pyplot, save_figure
+
 __all__ = ["plot_cycles", "plot_basins", "plot_bifurcation"]
 
 _TRUE, _GEN = "#1f4e79", "#d95f02"  # data and model colours of dsrecon.plotting
@@ -20,27 +22,6 @@ _STABILITY_STYLE = {  # fill style, colour
     "unstable": ("none", "#d73027"),
     "non-hyperbolic": ("none", "0.3"),
 }
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install dsrecon[plot]") from err
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _mark(ax, cycle, i: int, j: int, label: bool):
@@ -74,7 +55,7 @@ def plot_cycles(x_data, cycles, path, *, x_model=None, reference=None, reference
     names : list of str, optional
         Axis names (default ``x_1 .. x_N``).
     """
-    plt = _pyplot()
+    plt = pyplot()
     xd = np.asarray(x_data, dtype=np.float64)
     if xd.ndim != 2:
         raise ValueError(f"x_data must have shape (T, N), got {xd.shape}")
@@ -112,14 +93,14 @@ def plot_cycles(x_data, cycles, path, *, x_model=None, reference=None, reference
     fig.suptitle(f"{sum(c.period == 1 for c in cycles)} fixed point(s), "
                  f"{sum(c.period > 1 for c in cycles)} cycle(s)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_basins(basins, path, *, cycles=None) -> Path:
     """A basin map (:class:`~dsrecon.analysis.basins.BasinMap`): one colour per attractor, diverged
     initial conditions in white; fixed points and cycles (latent coordinates projected on the
     slice) marked when given."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
 
     labels = basins.labels
@@ -150,14 +131,14 @@ def plot_basins(basins, path, *, cycles=None) -> Path:
     ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     ax.set_title("basins of attraction", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bifurcation(sweep, path, *, coordinate: int = 0, name=None) -> Path:
     """A bifurcation sweep (:class:`~dsrecon.analysis.bifurcation.BifurcationSweep`): the orbit's
     points and the fixed points and cycles (observed coordinate ``coordinate``, data units) above,
     lambda_max below (per time unit when the sweep has ``dt``)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6), sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
     v = sweep.values
     orbit = sweep.orbit[:, :, coordinate]  # (V, n_orbit)
@@ -180,4 +161,4 @@ def plot_bifurcation(sweep, path, *, coordinate: int = 0, name=None) -> Path:
     bottom.set_ylabel(f"$\\lambda_{{max}}$ ({unit})")
     bottom.set_xlabel(sweep.parameter)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
