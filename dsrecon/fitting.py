@@ -45,7 +45,7 @@ N_ANCHORS = 8  # training observations kept as starting points (generate, lyapun
 def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None = None,
         hidden_dim: int = defaults.HIDDEN_DIM, clipped: bool = True, observation: str | None = None,
         forcing: str = defaults.FORCING, alpha: float | None = None, tau: int | None = None,
-        epochs: int = defaults.EPOCHS, batches_per_epoch: int = 50, batch_size: int = 16, seq_len: int = 200,
+        epochs: int = defaults.EPOCHS, batches_per_epoch: int = 50, batch_size: int = 16, seq_len: int | str = 200,
         lr: float = defaults.LR_START, lr_end: float = defaults.LR_END, seed: int = defaults.SEED,
         device: str = "cpu", val_every: int = 25, backend: str = "auto", threads: int | None = 1,
         n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, dt: float | None = None,
@@ -76,6 +76,8 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         STF interval in steps (default ``ln 2 / lambda_max`` of the data).
     epochs, batches_per_epoch, batch_size, seq_len, lr, lr_end, seed, device, val_every, backend, threads
         ``TrainConfig`` fields (``lr`` is ``lr_start``); defaults :mod:`dsrecon.defaults`.
+        ``seq_len="auto"``: the window length from the data's mutual-information time
+        (:func:`dsrecon.preparation.choose_seq_len`).
     n_steps, noise : simulated systems only
     test_fraction, dt, embed : data files and arrays only
         Held-out final share (0.2); sampling interval (default: the file's, else unknown and
@@ -139,11 +141,19 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         net = make_model(model, **_model_kwargs(model, train_data.n_dims, latent, hidden_dim, seed, latent_dim,
                                                 clipped, observation))
         policy = _forcing(forcing, alpha, tau, train_data, say)
+        if seq_len == "auto":
+            from dsrecon.preparation import choose_seq_len
+
+            seq_len, why = choose_seq_len(summary["data"].get("mi_time"), train_data.n_steps, 200)
+            say(f"windows: seq_len = {seq_len} ({why})")
+            summary["seq_len"] = {"seq_len": seq_len, "reason": why}
+        elif isinstance(seq_len, str):
+            raise ValueError(f"seq_len must be a number of steps or 'auto', got {seq_len!r}")
         cfg = TrainConfig(epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size,
                           seq_len=seq_len, lr_start=lr, lr_end=min(lr_end, lr), seed=seed, device=device,
                           val_every=val_every, backend=backend, threads=threads)
         run_meta = _run_meta(data_spec, raw_train)
-        settings_extra = {k: summary[k] for k in ("embedding", "latent") if k in summary}
+        settings_extra = {k: summary[k] for k in ("embedding", "latent", "seq_len") if k in summary}
         if budget is not None:
             cfg, settings_extra["budget"] = _fit_budget(net, train_data, cfg, policy, budget, say)
         if run_dir is not None:

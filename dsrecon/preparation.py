@@ -40,6 +40,8 @@ MANY_CHANNELS = 16  # choose_latent: more channels than this get M from the data
 PCA_VARIANCE = 0.9  # share of the variance the latent size must explain
 LATENT_MIN, LATENT_MAX = 10, 32
 CAO_POINTS = 20_000  # Cao's method on the first points of the training part
+SEQ_LEN_MI_TIMES = 12  # seq_len="auto": training windows span this many mutual-information times
+SEQ_LEN_RANGE = (20, 1000)  # ... within these bounds (steps)
 # distances below NOISE_FACTOR x the noise std are noise, not geometry; clipped to the range below
 NOISE_FACTOR, FLOOR_MIN, FLOOR_MAX = 2.5, 0.02, 0.15
 
@@ -262,6 +264,29 @@ def choose_latent(x, requested: int | None = None, observation: str | None = Non
                         f"N = {n} > {MANY_CHANNELS} channels: {k} principal components explain "
                         f"{PCA_VARIANCE:.0%} of the variance -> M = {m} (clipped to [{LATENT_MIN}, {LATENT_MAX}]), "
                         f"affine observation")
+
+
+def choose_seq_len(mi_time, n_train: int, default: int) -> tuple[int, str]:
+    """Training window length from the data's time scale: ``SEQ_LEN_MI_TIMES`` times the median first
+    minimum of the mutual information (samples, :func:`dsrecon.inspection.time_scales`), within
+    ``SEQ_LEN_RANGE`` and at most a quarter of the training series; ``default`` when no channel has a
+    minimum. The mutual-information time is about a quarter of a dominant oscillation, so a
+    window holds about three of them whatever the sampling interval: a series sampled ten times
+    finer gets ten times longer windows instead of windows that see a tenth of a turn.
+
+    Returns ``(seq_len, reason)``.
+    """
+    times = [t for t in (mi_time or ()) if t is not None and np.isfinite(t) and t > 0]
+    if not times:
+        return default, f"no mutual-information minimum found: the default {default}"
+    mi = float(np.median(times))
+    low, high = SEQ_LEN_RANGE
+    seq_len = int(round(SEQ_LEN_MI_TIMES * mi))
+    capped = min(max(seq_len, low), high, max(2, n_train // 4))
+    why = f"{SEQ_LEN_MI_TIMES} x the mutual-information time {mi:g} samples"
+    if capped != seq_len:
+        why += f" = {seq_len}, kept within [{low}, {min(high, max(2, n_train // 4))}]"
+    return capped, why
 
 
 def to_model_coordinates(traj: Trajectory, data_meta: dict) -> Trajectory:
