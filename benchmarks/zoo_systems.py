@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.integrate import solve_ivp
-from scipy.signal import lfilter
 
 START_SPREAD = 0.01  # perturbation of x0 that makes the train, test and floor trajectories independent
 FD_STEP = 1e-6  # finite-difference step of the tangent products J q (relative to |q| = 1)
@@ -94,6 +92,8 @@ def hindmarsh_rose(x, a=1.0, b=3.0, c=1.0, d=5.0, r=0.006, s=4.0, x_rest=-1.6, c
 def integrate_ode(rhs: Callable, x0, n_steps: int, dt: float, transient: float) -> np.ndarray:
     """``n_steps`` samples ``(n_steps, D)`` every ``dt`` after ``transient`` time units (DOP853, rtol =
     atol = 1e-9; the first sample is the state at ``t = transient``)."""
+    from scipy.integrate import solve_ivp  # imported here: scipy's import alone takes seconds
+
     x0 = np.asarray(x0, dtype=np.float64)
     fun = lambda t, y: rhs(y)  # noqa: E731
     if transient > 0:
@@ -167,6 +167,8 @@ def _mg_interval(x_last: float, u: np.ndarray) -> np.ndarray:
     known there (``u[0]`` at the interval's start, the last point ``x_last``): exponential trapezoid
     ``x_{n+1} = e^{-bh} x_n + h/2 (e^{-bh} u_n + u_{n+1})``, second order, one linear recurrence
     (``lfilter``). Returns the ``len(u) - 1`` new grid values."""
+    from scipy.signal import lfilter  # imported here: scipy.signal's import alone takes seconds
+
     decay = math.exp(-MG_B * MG_STEP)
     drive = 0.5 * MG_STEP * (decay * u[:-1] + u[1:])  # (m,)
     out, _ = lfilter([1.0], [1.0, -decay], drive, zi=[decay * x_last])
