@@ -250,10 +250,13 @@ def headline(rows: list[dict]) -> str:
             f"(over {len(ratios)} data sets, {undefined} with D_H undefined counted as worst)")
 
 
-def write_table(rows: list[dict], path: Path, command: str, commit: str, quick: bool, wanted) -> None:
+def write_table(rows: list[dict], path: Path, command: str, commit: str, quick: bool, wanted,
+                rewritten_by: str | None = None) -> None:
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Reconstruction zoo{' (QUICK smoke run: not results)' if quick else ''}", "",
-             f"- command: `{command}`", f"- date: {date}; commit: {commit}",
+             f"- command: `{command}`" + (f" (this table rewritten from its jsonl by `{rewritten_by}`)"
+                                           if rewritten_by else ""),
+             f"- table written {date}; commit of the runs: {commit}",
              f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
              f"(load average {os.getloadavg()[0]:.1f} at writing); torch on CPU, 1 thread per fit",
              "- fit: `dsrecon.fit(train, test=test, dt=dt, run_dir=..., progress=False)`, nothing else: the "
@@ -327,8 +330,10 @@ def main(argv=None) -> int:
     jsonl, table = out_dir / f"{stem}_runs.jsonl", out_dir / f"{stem}.md"
     command = "python benchmarks/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
     rows = read_rows(jsonl)
-    if args.table_only:
-        write_table(rows, table, command, commit, args.quick, wanted)
+    if args.table_only:  # the command and commit of the run that wrote the rows
+        run_command = next((r["command"] for r in rows if "command" in r), "python benchmarks/zoo.py")
+        run_commit = next((r["commit"] for r in rows if "commit" in r), commit)
+        write_table(rows, table, run_command, run_commit, args.quick, wanted, rewritten_by=command)
         print(f"table: {table}\n{headline(rows)}")
         return 0
     if rows and not args.resume:
@@ -351,7 +356,7 @@ def main(argv=None) -> int:
             traceback.print_exc()
             row = {"name": name, "quick": args.quick, "error": f"{type(err).__name__}: {err}",
                    "wall_s": round(time.perf_counter() - t0, 1)}
-        row["commit"] = commit
+        row["commit"], row["command"] = commit, command
         rows.append(row)
         with jsonl.open("a") as fh:
             fh.write(json.dumps(_finite_or_none(row), allow_nan=False) + "\n")
