@@ -161,7 +161,7 @@ def noise_floor(transform, test_raw, floor_raw) -> dict:
             "d_h": float(hellinger_distance(a, b, sigma=cfg.sigma)), "n_steps": int(n)}
 
 
-def run_one(name: str, run_dir: Path, quick: bool) -> dict:
+def run_one(name: str, run_dir: Path, quick: bool, fit_options: dict | None = None) -> dict:
     import torch
 
     import dsrecon
@@ -174,6 +174,7 @@ def run_one(name: str, run_dir: Path, quick: bool) -> dict:
     t_lyap = time.perf_counter() - t1
     torch.set_num_threads(1)  # what `dsrecon fit` does with its default --threads 1
     extra = {"epochs": QUICK_EPOCHS} if quick else {}
+    extra.update(fit_options or {})
     t2 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -259,9 +260,10 @@ def write_table(rows: list[dict], path: Path, command: str, commit: str, quick: 
              f"- table written {date}; commit of the runs: {commit}",
              f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
              f"(load average {os.getloadavg()[0]:.1f} at writing); torch on CPU, 1 thread per fit",
-             "- fit: `dsrecon.fit(train, test=test, dt=dt, run_dir=..., progress=False)`, nothing else: the "
+             "- fit: `dsrecon.fit(train, test=test, dt=dt, run_dir=..., progress=False)` and the command's --fit "
+             "options (none: nothing else, the "
              "defaults of `dsrecon fit TRAIN --test TEST --dt DT` (600 epochs, 10-minute training budget, "
-             "GTF alpha 0.1, M = max(N, 10), automatic embedding of scalar series)",
+             "GTF alpha 0.1, M = max(N, 10), automatic embedding of scalar series))",
              "- floor: D_stsp / D_H between the test data and an independent trajectory (systems) or the "
              "adjacent segment (recordings), same metric settings; lambda_max per time unit (per step where "
              "dt is unknown); 'true' from the equations (Benettin/QR), 'Rosenstein' fit's estimate on the "
@@ -316,15 +318,28 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke test: short data, 3 epochs, written under benchmarks/runs/")
     p.add_argument("--resume", action="store_true", help="skip data sets already in the jsonl")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table from the jsonl")
+    p.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
+                   help="a non-default dsrecon.fit option for every data set (a candidate default; repeatable), "
+                        "e.g. --fit forcing=agtf --fit population=8; values are parsed as JSON where they can be")
     p.add_argument("--stem", help="file stem of the jsonl and table (default zoo_<date>_<commit>[_quick])")
     args = p.parse_args(argv)
+    fit_options = {}
+    for item in args.fit:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--fit takes KEY=VALUE, got {item!r}")
+        try:
+            fit_options[key] = json.loads(value)
+        except ValueError:
+            fit_options[key] = value
     wanted = DATA_SETS if not args.only else tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = [n for n in wanted if n not in DATA_SETS]
     if unknown:
         p.error(f"unknown data set(s) {', '.join(unknown)}; valid: {', '.join(DATA_SETS)}")
     commit = provenance.commit()
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
-    stem = args.stem or f"zoo_{date}_{commit}" + ("_quick" if args.quick else "")
+    variant = "".join(f"_{k}{v}" for k, v in fit_options.items())
+    stem = args.stem or f"zoo_{date}_{commit}{variant}" + ("_quick" if args.quick else "")
     out_dir = ROOT / "benchmarks" / ("runs" if args.quick else "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     jsonl, table = out_dir / f"{stem}_runs.jsonl", out_dir / f"{stem}.md"
@@ -351,12 +366,12 @@ def main(argv=None) -> int:
         print(f"\n===== {name} -> {run_dir.relative_to(ROOT)}", flush=True)
         t0 = time.perf_counter()
         try:
-            row = run_one(name, run_dir, args.quick)
+            row = run_one(name, run_dir, args.quick, fit_options)
         except Exception as err:  # one failed data set must not lose the others
             traceback.print_exc()
             row = {"name": name, "quick": args.quick, "error": f"{type(err).__name__}: {err}",
                    "wall_s": round(time.perf_counter() - t0, 1)}
-        row["commit"], row["command"] = commit, command
+        row["commit"], row["command"], row["fit_options"] = commit, command, fit_options
         rows.append(row)
         with jsonl.open("a") as fh:
             fh.write(json.dumps(_finite_or_none(row), allow_nan=False) + "\n")
