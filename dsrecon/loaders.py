@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -66,6 +67,62 @@ def read_file(path: Path, key: str | None) -> RawData:
     if suffix in (".csv", ".txt"):
         return _read_text(path)
     return _read_h5(path, key)
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts ``trial2`` before ``trial10`` (digit runs compare as numbers)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def read_several(path: Path, key: str | None) -> list[RawData] | None:
+    """The series of a file that holds several, one ``RawData`` each (named by its key), or None
+    when the file holds one series (then :func:`read_file` reads it as always).
+
+    Several series: an ``.npz`` archive with more than one array and no ``key`` (archive order);
+    an HDF5 file whose ``key`` names a group, or, without a key, one with several datasets and no
+    dataset ``x`` (each group's datasets in natural name order, ``trial2`` before ``trial10``).
+    """
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in (".npz", ".h5", ".hdf5"):
+        return None
+    if suffix == ".npz":
+        if key is not None:
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.files)
+                if len(keys) < 2:
+                    return None
+                return [RawData(archive[k], name=k) for k in keys]
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return None  # read_file reports the damage
+    import h5py
+
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError:
+        return None
+    with h5:
+        if key is None:
+            if ("x" in h5 and isinstance(h5["x"], h5py.Dataset)) or len(_h5_datasets(h5)) < 2:
+                return None
+            names = _h5_datasets(h5)
+        else:
+            node = h5.get(key)
+            if not isinstance(node, h5py.Group):
+                return None
+            names = [f"{node.name.rstrip('/')}/{n}" for n in node.keys() if isinstance(node[n], h5py.Dataset)]
+            if not names:
+                raise ValueError(f"{str(path)!r}: group {key!r} holds no datasets; name a group whose datasets are "
+                                 "the trials, or one dataset")
+        names = sorted(names, key=natural_key)
+        out = []
+        for n in names:
+            node = h5[n]
+            attrs = {k: _attr_value(v) for k, v in node.attrs.items()}
+            attrs = {**{k: _attr_value(v) for k, v in h5.attrs.items()}, **attrs}
+            out.append(RawData(np.asarray(node[()]), dt=attrs.get("dt"), name=n.lstrip("/")))
+        return out
 
 
 def _read_npy(path: Path) -> RawData:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, run_lock, save_checkpoint
-from dsrecon.data import as_series, gather_windows, window_starts
+from dsrecon.data import as_series, gather_windows, window_starts, window_table
 from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import AdaptiveGTF, Forcing, default_forcing
 from dsrecon.history import diag_due, validate
@@ -72,6 +72,7 @@ def train_members(ensemble: Ensemble, data, config: TrainConfig, forcing=None, *
     dtype = next(ens.parameters()).dtype
     # contiguous: windows are cut from a strided view of the series
     x = torch.as_tensor(as_series(data, models[0], "data", config.seq_len + 1), dtype=dtype, device=device).contiguous()
+    valid_starts = window_table(data, config.seq_len)  # None for one series; a TrialSet's in-trial starts
     val_x = None
     if val_data is not None:
         val_x = torch.as_tensor(as_series(val_data, models[0], "val_data", 2), dtype=dtype, device=device)
@@ -172,7 +173,8 @@ def train_members(ensemble: Ensemble, data, config: TrainConfig, forcing=None, *
                 # train() draws them (starts, then noise), so each member sees its separate run's batches
                 starts, noises = [], []
                 for k in range(K):
-                    starts.append(window_starts(x.shape[0], config.batch_size, config.seq_len, generators[k]))
+                    starts.append(window_starts(x.shape[0], config.batch_size, config.seq_len, generators[k],
+                                                valid_starts))
                     if config.noise_std:
                         noises.append(torch.randn(window_shape, generator=generators[k], dtype=dtype))
                 target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)

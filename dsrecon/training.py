@@ -100,8 +100,9 @@ def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), fo
         :class:`dsrecon.ensemble.Ensemble` of K models, trained together along a member axis
         (:mod:`dsrecon.member_training`): member k computes what a separate run with its seed
         computes, and ``TrainResult.members`` holds the K members' results.
-    data : Trajectory or array, shape ``(T, N)``
-        Training series, finite, ``T >= seq_len + 1``, ``N = model.obs_dim``.
+    data : Trajectory or array, shape ``(T, N)``, or TrialSet
+        Training series, finite, ``T >= seq_len + 1``, ``N = model.obs_dim``; a
+        :class:`dsrecon.trials.TrialSet`'s windows are drawn inside its trials.
     config : TrainConfig
         Settings (defaults: :mod:`dsrecon.defaults`).
     forcing : Forcing, optional
@@ -162,7 +163,9 @@ def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), fo
     val_x = None
     if val_data is not None:
         val_x = torch.as_tensor(_as_series(val_data, model, "val_data", 2), dtype=dtype, device=device)
-    from dsrecon.data import sample_windows
+    from dsrecon.data import sample_windows, window_table
+
+    valid_starts = window_table(data, config.seq_len)  # None for one series; a TrialSet's in-trial starts
 
     generator = torch.Generator().manual_seed(config.seed)  # windows and noise, CPU
     # torch.optim.RAdam with the update in one C loop (foreach=True where torch's own step runs)
@@ -232,7 +235,7 @@ def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), fo
                     copy.deepcopy(forcing.state_dict()))
             losses, mses, gnorms, warning, z_hat = [], [], [], None, None
             for _ in range(config.batches_per_epoch):
-                target = sample_windows(x, config.batch_size, config.seq_len, generator)  # (B, T+1, N)
+                target = sample_windows(x, config.batch_size, config.seq_len, generator, valid_starts)  # (B, T+1, N)
                 inputs = target
                 if config.noise_std:
                     noise = torch.randn(target.shape, generator=generator, dtype=dtype)
