@@ -50,7 +50,7 @@ def validate(x: np.ndarray, where: str, *, min_steps: int = 2, columns=None) -> 
     if x.ndim != 2:
         raise ValueError(
             f"{where}: expected shape (T, N) or (T,), got {x.shape} (rank {x.ndim}); "
-            "reshape it or select one series, e.g. x[0] for a batch of trajectories"
+            "reshape it or select one series; trials load as a 3-d array (trials, T, N) or a list of (T, N) arrays"
         )
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
@@ -141,10 +141,11 @@ def load(
         * an array or tensor of shape ``(T, N)`` or ``(T,)``;
         * trials, returned as a ``TrialSet`` (trajectories of possibly different lengths, same N
           and dt): a list or tuple of arrays, tensors, Trajectories or files; a 3-d array
-          ``(trials, T, N)``; an ``.npz`` with several arrays (no key given; archive order); an
-          HDF5 file with several datasets and no ``x``, or ``"file.h5:/group"`` naming a group
-          (its datasets in natural name order); a folder (its files of the supported types, in
-          natural name order). A file that holds one series still gives a ``Trajectory``;
+          ``(trials, T, N)`` (in memory or a ``.npy`` file); every array of an ``.npz`` or dataset
+          of an HDF5 file with the key ``"*"`` (``"file.npz:*"``; a file with several arrays and
+          no key stays an error: they need not be trials); ``"file.h5:/group"`` naming a group (its
+          datasets in natural name order); a folder (its files of the supported types, in natural
+          name order, one series each). A file that holds one series still gives a ``Trajectory``;
         * a registered name: ``"santafe"`` (Santa Fe laser series A, shipped in the
           ``reservoirpy`` wheel, 10,093 points, ``dt = 1`` sample) or a benchmark system
           ``"lorenz63"``, ``"rossler"``, ``"lorenz96"`` (``dsrecon.simulate`` with its defaults:
@@ -232,6 +233,12 @@ def load(
             return _finish(_trial_set(trials, [r.name for r in several], file_dt_value, meta, path.stem),
                            name, standardize, 0)
         raw = read_file(path, dataset if dataset is not None else file_key)
+        if np.ndim(raw.x) == 3:  # (trials, T, N) in one array
+            where = f"file {str(path)!r} of shape {raw.x.shape} (trials, T, N)"
+            trials = [validate(raw.x[i], f"{where}, trial {i}", min_steps=min_steps) for i in range(raw.x.shape[0])]
+            dt = dt if dt is not None else file_dt(path, raw.dt)
+            return _finish(_trial_set(trials, [f"trial{i}" for i in range(len(trials))], dt, {"source": str(path)},
+                                      path.stem), name, standardize, 0)
         x, columns, where = raw.x, raw.columns, f"file {str(path)!r}"
         default_name = raw.name or path.stem
         dt = dt if dt is not None else file_dt(path, raw.dt)
