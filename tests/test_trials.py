@@ -226,3 +226,29 @@ def test_cli_fit_on_a_folder(tmp_path):
     assert code == 0
     rec = dsrecon.load_reconstruction(out / "reconstruction.pt")
     assert rec.settings["data"]["source"] == str(folder) and rec.settings["data"]["test_trials"] == 1
+    # dsrecon evaluate rebuilds the run's held-out trial from its data spec
+    assert main(["evaluate", str(out), "--no-lyapunov", "--no-plots", "--out", str(tmp_path / "ev")]) == 0
+    report = dsrecon.Report.load(tmp_path / "ev" / "report.json")
+    assert [t["name"] for t in report.trials] == ["trial2"]
+    assert report.d_stsp == pytest.approx(rec.reports["test"]["d_stsp"])
+
+
+def test_compare_refuses_trials(tmp_path):
+    from dsrecon.comparison.runner import prepare_dataset
+
+    folder = tmp_path / "trials"
+    folder.mkdir()
+    for i, a in enumerate(_offset_trials([50, 60, 70])):
+        np.save(folder / f"t{i}.npy", a)
+    with pytest.raises(ValueError, match="holds 3 trials; dsrecon compare takes one series per part"):
+        prepare_dataset({"label": "trials", "train": str(folder), "test_fraction": 0.2}, tmp_path / "data")
+
+
+def test_reconstruction_evaluates_raw_trials():
+    raw = [r * 3.0 + 10.0 for r in _lorenz_trials(3, 1000)]
+    rec = dsrecon.fit(raw, dt=0.01, epochs=1, batches_per_epoch=2, seq_len=50, budget=None,
+                      eval_config=EvalConfig(lyapunov=False), progress=False, verbose=False)
+    cfg = EvalConfig(lyapunov=False)
+    report = rec.evaluate([r[800:] for r in raw], cfg)  # the held-out tails, in data units
+    assert [t["n_steps"] for t in report.trials] == [200, 200, 200]
+    np.testing.assert_allclose(report.d_stsp, rec.reports["test"]["d_stsp"])  # the fit's own test part
