@@ -140,7 +140,8 @@ def load(
           ``x`` or the only dataset is read; ``dt``/``name``/``meta`` attributes are honoured);
         * an array or tensor of shape ``(T, N)`` or ``(T,)``;
         * trials, returned as a ``TrialSet`` (trajectories of possibly different lengths, same N
-          and dt): a list or tuple of arrays, tensors, Trajectories or files; a 3-d array
+          and dt): a list or tuple of arrays, tensors, Trajectories or files (a list of numbers
+          or of rows is one series, as before); a 3-d array
           ``(trials, T, N)`` (in memory or a ``.npy`` file); every array of an ``.npz`` or dataset
           of an HDF5 file with the key ``"*"`` (``"file.npz:*"``; a file with several arrays and
           no key stays an error: they need not be trials); ``"file.h5:/group"`` naming a group (its
@@ -182,10 +183,12 @@ def load(
     columns = None
     if dt is not None and not (isinstance(dt, (int, float, np.number)) and np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number (the sampling interval), got {dt!r}")
-    if isinstance(source, (list, tuple)):
+    if isinstance(source, (list, tuple)) and (not source or isinstance(source[0], TRIAL_ITEMS)):
         return _finish(_load_trials(source, dt, min_steps), name, standardize, 0)
     if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 3:
         where = f"{type(source).__name__} of shape {tuple(source.shape)} (trials, T, N)"
+        if isinstance(source, torch.Tensor):
+            source = source.detach().cpu().numpy()
         trials = [validate(source[i], f"{where}, trial {i}", min_steps=min_steps) for i in range(source.shape[0])]
         return _finish(_trial_set(trials, [f"trial{i}" for i in range(len(trials))], dt, {"source": "array"},
                                   "trials"), name, standardize, 0)
@@ -256,6 +259,10 @@ def load(
         meta["dt_known"] = False
     traj = Trajectory(x, dt=dt if dt is not None else 1.0, name=default_name, meta=meta)
     return _finish(traj, name, standardize, 0)
+
+
+# what a list of trials holds (a list of numbers or of rows is one series, read by np.asarray as before)
+TRIAL_ITEMS = (np.ndarray, torch.Tensor, Trajectory, str, os.PathLike)
 
 
 def _trial_set(arrays: list, names: list, dt, meta: dict, name: str) -> TrialSet:

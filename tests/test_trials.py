@@ -101,6 +101,9 @@ def test_load_list_and_3d_array():
     np.testing.assert_array_equal(ts3.trials[1].x, cube[1])
     assert isinstance(load(torch.as_tensor(cube)), TrialSet)
     assert isinstance(load(arrays[0]), dsrecon.Trajectory)  # one array stays one series
+    rows = load(arrays[0].tolist())  # a list of rows (or of numbers) is one series, as before
+    assert isinstance(rows, dsrecon.Trajectory) and rows.x.shape == (50, 2)
+    assert isinstance(load(list(arrays[0][:, 0])), dsrecon.Trajectory)
 
 
 def test_load_npz_h5_and_folder(tmp_path):
@@ -148,8 +151,8 @@ def test_bad_trials_get_clear_errors(tmp_path):
         load([a[0], np.full((40, 2), np.nan)])
     with pytest.raises(ValueError, match="different sampling intervals"):
         load([dsrecon.Trajectory(a[0], dt=0.1), dsrecon.Trajectory(a[1], dt=0.2)])
-    with pytest.raises(ValueError, match="itself a collection"):
-        load([a, a])
+    with pytest.raises(ValueError, match="trial 1 of the list is itself a collection"):
+        load([a[0], a])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no data files"):
         load(tmp_path / "empty")
