@@ -28,6 +28,7 @@ from dsrecon._version import __version__
 _PUBLIC = {
     # data
     "Trajectory": "dsrecon.data",
+    "TrialSet": "dsrecon.trials",
     "load": "dsrecon.data",
     "standardize": "dsrecon.data",
     "train_test_split": "dsrecon.data",

@@ -1,6 +1,7 @@
 """Trajectory (defined in :mod:`dsrecon.trajectory`), the one data type every loader returns, and the data verbs around it.
 
-``load`` reads any supported source into a validated ``Trajectory``; ``standardize`` z-scores it
+``load`` reads any supported source into a validated ``Trajectory`` (several series: a
+:class:`~dsrecon.trials.TrialSet`); ``standardize`` z-scores it
 (and ``Trajectory.unstandardize`` inverts that); ``train_test_split`` cuts it chronologically; and
 ``sample_windows`` draws the training windows of docs/method.md section 1 ("Training samples").
 """
@@ -15,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsrecon.loaders import SUFFIXES, file_dt, read_file, split_key
+from dsrecon.loaders import SUFFIXES, file_dt, natural_key, read_file, read_several, split_key
 from dsrecon.trajectory import Trajectory
+from dsrecon.trials import TrialSet, split_trials, standardize_trials
 
 # names `load` resolves without a file: recordings shipped by packages, and benchmark systems
 RECORDINGS = ("santafe",)
@@ -48,7 +50,7 @@ def validate(x: np.ndarray, where: str, *, min_steps: int = 2, columns=None) -> 
     if x.ndim != 2:
         raise ValueError(
             f"{where}: expected shape (T, N) or (T,), got {x.shape} (rank {x.ndim}); "
-            "reshape it or select one series, e.g. x[0] for a batch of trajectories"
+            "reshape it or select one series; trials load as a 3-d array (trials, T, N) or a list of (T, N) arrays"
         )
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
@@ -81,8 +83,19 @@ def validate(x: np.ndarray, where: str, *, min_steps: int = 2, columns=None) -> 
 def as_series(data, model, what: str, min_len: int) -> np.ndarray:
     """Check and return the observations of ``data`` (a Trajectory, tensor or array) as an array
     ``(T, N)`` for ``model`` (``N = model.obs_dim``; a 1-D series when it is 1), finite, numeric,
-    with ``T >= min_len``; ``what`` names the argument in the errors."""
-    if isinstance(data, Trajectory):
+    with ``T >= min_len``; ``what`` names the argument in the errors.
+
+    A :class:`~dsrecon.trials.TrialSet` gives its trials end to end, ``(T_total, N)``, each trial
+    with ``T_i >= min_len`` (an error names a shorter one); cut windows from it only at the starts
+    of :func:`window_table`."""
+    if isinstance(data, TrialSet):
+        short = [(i, t) for i, t in enumerate(data.trials) if t.n_steps < min_len]
+        if short:
+            i, t = short[0]
+            raise ValueError(f"{what}: trial {i} ({t.name!r}) is too short: need T >= {min_len}, got T = {t.n_steps} "
+                             f"({len(short)} of {data.n_trials} trials too short); drop it or use a smaller seq_len")
+        x = data.x
+    elif isinstance(data, Trajectory):
         x = data.x
     elif isinstance(data, torch.Tensor):
         x = data.detach().cpu().numpy()
@@ -114,8 +127,9 @@ def load(
     dataset: str | None = None,
     dt: float | None = None,
     min_steps: int = 2,
-) -> Trajectory:
-    """Load a time series from a file, an array or a registered name into a ``Trajectory``.
+) -> Trajectory | TrialSet:
+    """Load a time series from a file, an array or a registered name into a ``Trajectory``, or
+    a data set of several series (trials) into a :class:`~dsrecon.trials.TrialSet`.
 
     Parameters
     ----------
@@ -125,6 +139,14 @@ def load(
           comments); ``.h5``/``.hdf5`` (``"file.h5:/group/x"``; without a path the dataset
           ``x`` or the only dataset is read; ``dt``/``name``/``meta`` attributes are honoured);
         * an array or tensor of shape ``(T, N)`` or ``(T,)``;
+        * trials, returned as a ``TrialSet`` (trajectories of possibly different lengths, same N
+          and dt): a list or tuple of arrays, tensors, Trajectories or files (a list of numbers
+          or of rows is one series, as before); a 3-d array
+          ``(trials, T, N)`` (in memory or a ``.npy`` file); every array of an ``.npz`` or dataset
+          of an HDF5 file with the key ``"*"`` (``"file.npz:*"``; a file with several arrays and
+          no key stays an error: they need not be trials); ``"file.h5:/group"`` naming a group (its
+          datasets in natural name order); a folder (its files of the supported types, in natural
+          name order, one series each). A file that holds one series still gives a ``Trajectory``;
         * a registered name: ``"santafe"`` (Santa Fe laser series A, shipped in the
           ``reservoirpy`` wheel, 10,093 points, ``dt = 1`` sample) or a benchmark system
           ``"lorenz63"``, ``"rossler"``, ``"lorenz96"`` (``dsrecon.simulate`` with its defaults:
@@ -143,7 +165,8 @@ def load(
 
     Returns
     -------
-    Trajectory with ``x`` of shape ``(T, N)``.
+    Trajectory with ``x`` of shape ``(T, N)``, or TrialSet for trials (``standardize=True`` then
+    z-scores with the statistics pooled over all trials).
 
     Raises
     ------
@@ -160,6 +183,15 @@ def load(
     columns = None
     if dt is not None and not (isinstance(dt, (int, float, np.number)) and np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number (the sampling interval), got {dt!r}")
+    if isinstance(source, (list, tuple)) and (not source or isinstance(source[0], TRIAL_ITEMS)):
+        return _finish(_load_trials(source, dt, min_steps), name, standardize, 0)
+    if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 3:
+        where = f"{type(source).__name__} of shape {tuple(source.shape)} (trials, T, N)"
+        if isinstance(source, torch.Tensor):
+            source = source.detach().cpu().numpy()
+        trials = [validate(source[i], f"{where}, trial {i}", min_steps=min_steps) for i in range(source.shape[0])]
+        return _finish(_trial_set(trials, [f"trial{i}" for i in range(len(trials))], dt, {"source": "array"},
+                                  "trials"), name, standardize, 0)
     if isinstance(source, torch.Tensor):
         x, default_name, meta["source"] = source.detach().cpu().numpy(), "tensor", "tensor"
         where = "tensor input"
@@ -181,6 +213,8 @@ def load(
             return _finish(traj, name, standardize, min_steps)
         path_text, file_key = split_key(text)
         path = Path(path_text)
+        if path.is_dir():
+            return _finish(_load_folder(path, dt, min_steps), name, standardize, 0)
         if path.suffix.lower() not in SUFFIXES and not path.exists():
             raise ValueError(
                 f"unknown data source {text!r}: not a registered name and not a file with a "
@@ -189,7 +223,25 @@ def load(
             )
         if dataset is not None and file_key is not None and dataset != file_key:
             raise ValueError(f"{text!r}: key {file_key!r} in the path conflicts with dataset={dataset!r}")
+        several = read_several(path, dataset if dataset is not None else file_key)
+        if several is not None:  # an npz archive or an HDF5 group with several series: trials
+            trials = [validate(r.x, f"file {str(path)!r}, series {r.name!r}", min_steps=min_steps, columns=r.columns)
+                      for r in several]
+            dts = {file_dt(path, r.dt) for r in several}
+            if dt is None and len(dts) > 1:
+                raise ValueError(f"file {str(path)!r}: its series have different dt attributes ({sorted(dts, key=str)}); "
+                                 "trials must share one sampling interval: resample them or pass dt=")
+            file_dt_value = dt if dt is not None else dts.pop()
+            meta = {"source": str(path), **({"columns": several[0].columns} if several[0].columns else {})}
+            return _finish(_trial_set(trials, [r.name for r in several], file_dt_value, meta, path.stem),
+                           name, standardize, 0)
         raw = read_file(path, dataset if dataset is not None else file_key)
+        if np.ndim(raw.x) == 3:  # (trials, T, N) in one array
+            where = f"file {str(path)!r} of shape {raw.x.shape} (trials, T, N)"
+            trials = [validate(raw.x[i], f"{where}, trial {i}", min_steps=min_steps) for i in range(raw.x.shape[0])]
+            dt = dt if dt is not None else file_dt(path, raw.dt)
+            return _finish(_trial_set(trials, [f"trial{i}" for i in range(len(trials))], dt, {"source": str(path)},
+                                      path.stem), name, standardize, 0)
         x, columns, where = raw.x, raw.columns, f"file {str(path)!r}"
         default_name = raw.name or path.stem
         dt = dt if dt is not None else file_dt(path, raw.dt)
@@ -209,7 +261,78 @@ def load(
     return _finish(traj, name, standardize, 0)
 
 
-def _finish(traj: Trajectory, name, standardize_: bool, min_steps: int) -> Trajectory:
+# what a list of trials holds (a list of numbers or of rows is one series, read by np.asarray as before)
+TRIAL_ITEMS = (np.ndarray, torch.Tensor, Trajectory, str, os.PathLike)
+
+
+def _trial_set(arrays: list, names: list, dt, meta: dict, name: str) -> TrialSet:
+    """A TrialSet of validated ``(T_i, N)`` arrays; ``dt`` None: time in samples (``dt_known`` False)."""
+    if dt is None:
+        meta = {**meta, "dt_known": False}
+    trials = [Trajectory(x, dt=dt if dt is not None else 1.0, name=str(n), meta={**meta, "trial": i})
+              for i, (x, n) in enumerate(zip(arrays, names))]
+    return TrialSet(tuple(trials), dt=dt if dt is not None else 1.0, name=name, meta=meta)
+
+
+def _load_trials(items, dt, min_steps: int) -> TrialSet:
+    """A list of arrays, tensors, Trajectories or files as trials: each loaded by :func:`load`."""
+    if len(items) == 0:
+        raise ValueError("load() got an empty list; give at least one trial, e.g. load([x0, x1]) with arrays (T_i, N)")
+    trials = []
+    for i, item in enumerate(items):
+        if isinstance(item, (list, tuple, TrialSet)) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim > 2):
+            raise ValueError(f"trial {i} of the list is itself a collection ({type(item).__name__}); each entry must "
+                             "be one series (T, N): flatten the list")
+        try:
+            traj = item if isinstance(item, Trajectory) else load(item, dt=dt, min_steps=min_steps)
+        except ValueError as err:
+            raise ValueError(f"trial {i} of the list: {err}") from None
+        if isinstance(traj, TrialSet):
+            raise ValueError(f"trial {i} of the list ({item!r}) holds several series; give its series one by one")
+        if isinstance(item, Trajectory):
+            validate(traj.x, f"trial {i} ({traj.name!r})", min_steps=min_steps)
+            if dt is not None:
+                traj = replace(traj, dt=dt, meta={**traj.meta, "dt_known": True})
+        if isinstance(item, (np.ndarray, torch.Tensor)) or not traj.name or traj.name in ("array", "tensor"):
+            traj = replace(traj, name=f"trial{i}")
+        trials.append(traj)
+    return _same_dt(trials, "the list")
+
+
+def _same_dt(trials: list, where: str) -> TrialSet:
+    dts = sorted({t.dt for t in trials})
+    if len(dts) > 1:
+        first = next(t for t in trials if t.dt != trials[0].dt)
+        raise ValueError(f"the trials of {where} have different sampling intervals: trial {trials[0].name!r} dt = "
+                         f"{trials[0].dt:g}, trial {first.name!r} dt = {first.dt:g}; resample them to one dt, or pass "
+                         "dt= if the files' attributes are wrong")
+    known = all(t.meta.get("dt_known", True) for t in trials)
+    meta = {"source": where} if known else {"source": where, "dt_known": False}
+    return TrialSet(tuple(trials), dt=dts[0], name="trials", meta=meta)
+
+
+def _load_folder(folder: Path, dt, min_steps: int) -> TrialSet:
+    """Every file of a supported type in ``folder`` (not its subfolders) as one trial, in natural name order."""
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES),
+                   key=lambda p: natural_key(p.name))
+    if not files:
+        raise ValueError(f"folder {str(folder)!r} holds no data files ({', '.join(SUFFIXES)}); put one file per trial in it")
+    trials = []
+    for path in files:
+        traj = load(path, dt=dt, min_steps=min_steps)
+        if isinstance(traj, TrialSet):
+            raise ValueError(f"{str(path)!r} in folder {str(folder)!r} holds several series; a folder of trials needs "
+                             "one series per file (or load that file by itself)")
+        trials.append(replace(traj, name=path.stem))
+    out = _same_dt(trials, str(folder))
+    return replace(out, name=folder.name)
+
+
+def _finish(traj, name, standardize_: bool, min_steps: int):
+    if isinstance(traj, TrialSet):
+        if name is not None:
+            traj = replace(traj, name=name)
+        return standardize_trials(traj) if standardize_ else traj
     if traj.n_steps < min_steps:
         validate(traj.x, f"dataset {traj.name!r}", min_steps=min_steps)
     if name is not None:
@@ -259,12 +382,15 @@ def standardize(traj) -> Trajectory:
 
     Parameters
     ----------
-    traj : Trajectory or array ``(T, N)`` / ``(T,)``
+    traj : Trajectory or array ``(T, N)`` / ``(T,)``; a TrialSet is z-scored with its pooled
+        statistics (:func:`dsrecon.trials.standardize_trials`)
 
     Returns
     -------
-    Trajectory
+    Trajectory (TrialSet for a TrialSet)
     """
+    if isinstance(traj, TrialSet):
+        return standardize_trials(traj)
     if not isinstance(traj, Trajectory):
         traj = load(traj)
     mean = traj.x.mean(axis=0, dtype=np.float64)  # (N,)
@@ -290,10 +416,15 @@ def train_test_split(traj, test_fraction: float = 0.2) -> tuple[Trajectory, Traj
     held-out dynamics requires. ``meta["split"]`` and ``meta["start"]`` (first index in the
     original series) record where each part came from.
 
+    A :class:`~dsrecon.trials.TrialSet` is split into held-out tails of every trial
+    (:func:`dsrecon.trials.split_trials`; whole held-out trials: ``split_trials(..., test_trials=k)``).
+
     Returns
     -------
-    (train, test) : tuple of Trajectory
+    (train, test) : tuple of Trajectory (of TrialSet for a TrialSet)
     """
+    if isinstance(traj, TrialSet):
+        return split_trials(traj, test_fraction=test_fraction)
     if not isinstance(traj, Trajectory):
         traj = load(traj)
     if not 0.0 < test_fraction < 1.0:
@@ -310,7 +441,8 @@ def train_test_split(traj, test_fraction: float = 0.2) -> tuple[Trajectory, Traj
     return train, test
 
 
-def sample_windows(x, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+def sample_windows(x, batch_size: int, seq_len: int, generator: torch.Generator,
+                   valid_starts: torch.Tensor | None = None) -> torch.Tensor:
     """Draw ``batch_size`` windows of ``seq_len + 1`` consecutive steps with uniform starts.
 
     Parameters
@@ -323,6 +455,10 @@ def sample_windows(x, batch_size: int, seq_len: int, generator: torch.Generator)
         T_seq; each window has ``seq_len + 1`` steps (inputs and the next-step targets).
     generator : torch.Generator
         Local generator (CPU) that draws the start indices, uniform on ``0 .. T - seq_len - 1``.
+    valid_starts : torch.Tensor, optional
+        ``(n_valid,)`` the only starts allowed (:func:`window_table` of a TrialSet: the windows
+        inside one trial of the trials laid end to end in ``x``); drawn uniformly among them.
+        None: every start of one continuous series.
 
     Returns
     -------
@@ -344,12 +480,31 @@ def sample_windows(x, batch_size: int, seq_len: int, generator: torch.Generator)
             f"need T >= seq_len + 1 = {seq_len + 1} steps to cut a window, got T = {n_steps}; "
             "use a shorter seq_len or a longer series"
         )
-    return gather_windows(x, window_starts(n_steps, batch_size, seq_len, generator), seq_len)
+    return gather_windows(x, window_starts(n_steps, batch_size, seq_len, generator, valid_starts), seq_len)
 
 
-def window_starts(n_steps: int, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
-    """The start indices :func:`sample_windows` draws: ``(B,)`` uniform on ``0 .. n_steps - seq_len - 1``."""
-    return torch.randint(0, n_steps - seq_len, (batch_size,), generator=generator)  # (B,)
+def window_starts(n_steps: int, batch_size: int, seq_len: int, generator: torch.Generator,
+                  valid_starts: torch.Tensor | None = None) -> torch.Tensor:
+    """The start indices :func:`sample_windows` draws: ``(B,)`` uniform on ``0 .. n_steps - seq_len - 1``.
+
+    With ``valid_starts`` (``(n_valid,)``, from :func:`window_table`) the draw is
+    ``valid_starts[randint(0, n_valid)]``: uniform over the windows inside the trials. For one
+    trial the table is ``0 .. n_steps - seq_len - 1`` and the starts are the same numbers as without it.
+    """
+    if valid_starts is None:
+        return torch.randint(0, n_steps - seq_len, (batch_size,), generator=generator)  # (B,)
+    pick = torch.randint(0, valid_starts.shape[0], (batch_size,), generator=generator)  # (B,)
+    return valid_starts[pick]  # (B,)
+
+
+def window_table(data, seq_len: int) -> torch.Tensor | None:
+    """The window starts a training loop may draw from ``data``: for a :class:`~dsrecon.trials.TrialSet`
+    the starts (in its trials laid end to end, :func:`as_series`) of the windows of ``seq_len + 1``
+    steps inside one trial, ``(n_valid,)`` int64 (CPU, like the generator); None for one continuous
+    series, where every start is valid and the loops draw exactly as without trials."""
+    if not isinstance(data, TrialSet):
+        return None
+    return torch.as_tensor(data.window_starts(seq_len))  # (n_valid,)
 
 
 def gather_windows(x: torch.Tensor, starts: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -368,4 +523,5 @@ def gather_windows(x: torch.Tensor, starts: torch.Tensor, seq_len: int) -> torch
     return flat.reshape(*starts.shape, seq_len + 1, x.shape[1])  # (*S, seq_len + 1, N)
 
 
-__all__ = ["Trajectory", "as_series", "load", "standardize", "train_test_split", "sample_windows", "validate"]
+__all__ = ["Trajectory", "TrialSet", "as_series", "load", "standardize", "train_test_split", "sample_windows",
+           "window_table", "validate"]

@@ -13,7 +13,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from dsrecon.metrics import COLLAPSE_RATIO, hellinger_distance, is_collapsed, pr
 from dsrecon.models.base import Model
 from dsrecon.rollout import generate
 from dsrecon.rosenstein import rosenstein_lambda_max
+from dsrecon.trials import TrialSet
 
 __all__ = ["EvalConfig", "NOT_CHAOTIC_FRACTION", "Report", "evaluate"]
 
@@ -121,6 +122,10 @@ class Report:
     n_steps, obs_dim, dt, data_name, data_sha256
         The test data: T, N, sampling interval, name, SHA-256 of its C-contiguous array bytes.
     model_name, n_params, dsrecon_version, config, eval_time_s
+    trials : list of dict or None
+        For a :class:`~dsrecon.trials.TrialSet` test set, one entry per test trial (``name``,
+        ``n_steps``, ``d_stsp``, ``d_h``, ``pe``, ``std_ratio``: that trial against the free run
+        from its first observation); the scores above are then pooled (see :func:`evaluate`).
     std_ratio : list of float or None
         Per observed dimension, the standard deviation of the generated series over that of the
         test data: ~1 for a reconstruction of the attractor's extent, near 0 when the model's orbit
@@ -152,11 +157,12 @@ class Report:
     config: dict
     eval_time_s: float
     std_ratio: list | None = None
+    trials: list | None = None
     generated: np.ndarray | None = field(default=None, repr=False, compare=False)
     lyapunov: LyapunovResult | None = field(default=None, repr=False, compare=False)
 
     _NOT_SAVED = ("generated", "lyapunov")
-    _OPTIONAL = ("std_ratio",)  # absent from reports written before it existed
+    _OPTIONAL = ("std_ratio", "trials")  # absent from reports written before they existed
     COLLAPSE_RATIO = COLLAPSE_RATIO
 
     @property
@@ -244,9 +250,70 @@ class Report:
                 f"  Rosenstein    data {num(self.lambda_max_data)}, generated "
                 f"{num(self.lambda_max_generated)} {self.lyapunov_units}"
             )
+        if self.trials:
+            lines.append(f"  pooled over {len(self.trials)} test trials; per trial:")
+            lines += [f"    {t['name']:<16} T={t['n_steps']:<7,} D_stsp {num(t['d_stsp'])}  D_H {num(t['d_h'])}  "
+                      f"PE {num(t['pe'])}" for t in self.trials]
         lines += [f"  flag {name}: {text}" for name, text in self.flags().items()]
         lines.append(f"  ({self.eval_time_s:.1f} s, dsrecon {self.dsrecon_version}, data sha256 {self.data_sha256[:12]})")
         return "\n".join(lines)
+
+
+def _evaluate_trials(model: Model, test: TrialSet, config: EvalConfig) -> Report:
+    """:func:`evaluate` of a trial set: per trial, then pooled (see there)."""
+    start = time.perf_counter()
+    per_trial = []
+    for i, trial in enumerate(test.trials):
+        try:
+            per_trial.append(evaluate(model, trial, replace(config, lyapunov=False)))
+        except ValueError as err:
+            raise ValueError(f"test trial {i} ({trial.name!r}, T = {trial.n_steps}): {err}; drop the trial or hold out "
+                             "longer tails (test_fraction) or whole trials (test_trials)") from None
+    dt = per_trial[0].dt
+    x = test.x  # (T_total, N)
+    device = torch.device(config.device) if config.device else model._device()
+    x_true = torch.as_tensor(np.ascontiguousarray(x), device=device, dtype=torch.float64)  # (T_total, N)
+    x_gen = torch.as_tensor(np.concatenate([r.generated for r in per_trial]), device=device,
+                            dtype=torch.float64)  # (T_total, N), the trials' free runs after their warm-ups
+    if bool(torch.isfinite(x_gen).all()):
+        d_stsp = state_space_divergence(x_true, x_gen, n_bins=config.n_bins, method=config.dstsp_method,
+                                        smoothing=config.smoothing, seed=config.seed)
+    else:
+        d_stsp = math.nan
+    lengths = np.asarray(test.lengths, dtype=np.float64)
+    d_h = float(np.average([r.d_h for r in per_trial], weights=lengths))
+    pe = float(np.average([r.pe for r in per_trial], weights=lengths - config.pe_steps))
+    std_ratio = (x_gen.std(dim=0) / x_true.std(dim=0)).tolist()  # (N,)
+    lyap, lyap_failed = None, False
+    if config.lyapunov:
+        was_training = model.training
+        model.eval()
+        try:
+            lyap = lyapunov_spectrum(model, x, n_steps=config.lyapunov_steps, transient=config.lyapunov_transient,
+                                     qr_every=config.qr_every, dt=dt, n_initial=min(config.lyapunov_initial, x.shape[0]))
+        except RuntimeError as err:
+            warnings.warn(f"Lyapunov spectrum failed ({err}); reported as NaN", RuntimeWarning, stacklevel=3)
+            lyap_failed = True
+        finally:
+            model.train(was_training)
+    spectrum = None
+    if lyap is not None:
+        spectrum = lyap.exponents_per_time if lyap.exponents_per_time is not None else lyap.exponents
+    elif lyap_failed:
+        spectrum = [math.nan] * model.state_dim
+    longest = per_trial[int(np.argmax(lengths))]
+    nan_if_failed = math.nan if lyap_failed else None
+    return replace(
+        longest, d_stsp=d_stsp, d_h=d_h, pe=pe,
+        lyapunov_spectrum=None if spectrum is None else [float(v) for v in spectrum],
+        lambda_max_model=lyap.lambda_max if lyap is not None else nan_if_failed,
+        kaplan_yorke=lyap.kaplan_yorke if lyap is not None else nan_if_failed,
+        n_steps=int(x.shape[0]), data_name=test.name,
+        data_sha256=hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(), config=asdict(config),
+        eval_time_s=time.perf_counter() - start, std_ratio=[float(v) for v in std_ratio],
+        trials=[{"name": t.name, "n_steps": t.n_steps, "d_stsp": r.d_stsp, "d_h": r.d_h, "pe": r.pe,
+                 "std_ratio": r.std_ratio} for t, r in zip(test.trials, per_trial)],
+        generated=x_gen.cpu().numpy(), lyapunov=lyap)
 
 
 def _finite_or_none(obj):
@@ -282,9 +349,16 @@ def evaluate(model: Model, test, config: EvalConfig | None = None) -> Report:
     ----------
     model : Model
         Trained model; its ``obs_dim`` must equal the test data's N.
-    test : Trajectory or array, shape ``(T, N)``
+    test : Trajectory or array, shape ``(T, N)``, or TrialSet
         Test observations in the coordinates the model was trained in (standardized with the
-        *training* statistics if the training data was). With a ``Trajectory`` its ``dt`` gives
+        *training* statistics if the training data was). A :class:`~dsrecon.trials.TrialSet` is
+        scored per trial and pooled: each trial ``i`` against a free run of ``(1 + w) T_i`` steps
+        from its own first observation (warm-up dropped), in ``Report.trials``; the pooled D_stsp
+        compares all test trials' observations with all these free runs together, the pooled D_H
+        and PE are the per-trial values averaged with weights ``T_i`` (D_H: the spectra of
+        different lengths have different frequency bins) and ``T_i - n`` (PE: its number of
+        forecasts); the Lyapunov spectrum starts from test points spread over all trials, and
+        Rosenstein's estimates (when asked for) are the longest trial's. With a ``Trajectory`` its ``dt`` gives
         exponents per time unit, unless ``meta["dt_known"]`` is False (a file without a sampling
         interval); then, as with a bare array, they are per step.
     config : EvalConfig, optional
@@ -296,6 +370,8 @@ def evaluate(model: Model, test, config: EvalConfig | None = None) -> Report:
         series and ``report.lyapunov`` the spectrum's convergence history (neither is saved).
     """
     config = config or EvalConfig()
+    if isinstance(test, TrialSet):
+        return _evaluate_trials(model, test, config)
     x, dt, name = _test_array(test)
     if x.ndim != 2 or x.shape[1] != model.obs_dim:
         raise ValueError(f"test data must have shape (T, {model.obs_dim}) for this model, got {x.shape}")

@@ -33,6 +33,7 @@ import torch
 from dsrecon import defaults
 from dsrecon.checkpoint import LOCK_NAME, check_resumable, read_checkpoint, run_lock, write_json
 from dsrecon.data import Trajectory
+from dsrecon.trials import TrialSet
 from dsrecon.reconstruction import FILE_NAME, Reconstruction
 from dsrecon.transform import DataTransform
 
@@ -48,17 +49,23 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         epochs: int = defaults.EPOCHS, batches_per_epoch: int = 50, batch_size: int = 16, seq_len: int | str = 200,
         lr: float = defaults.LR_START, lr_end: float = defaults.LR_END, seed: int = defaults.SEED,
         device: str = "cpu", val_every: int = 25, backend: str = "auto", threads: int | None = 1,
-        n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, dt: float | None = None,
+        n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, test_trials=None,
+        dt: float | None = None,
         embed: str = "auto", eval_config=None, run_dir=None, resume=None, progress: bool = True,
         verbose: bool = True, budget: float | str | None = defaults.BUDGET_S) -> Reconstruction:
     """Fit a model to a time series and return the :class:`Reconstruction` (the pipeline above).
 
     Parameters
     ----------
-    data : str, path, array ``(T, N)`` / ``(T,)`` or Trajectory
+    data : str, path, array ``(T, N)`` / ``(T,)``, Trajectory, or trials
         A benchmark system (``"lorenz63"``, ``"rossler"``, ``"lorenz96"``: an independent training
         and test trajectory are simulated, ``n_steps`` each, z-scored, with ``noise``), or anything
-        ``dsrecon.load`` reads (a file, ``"santafe"``, an array), in the data's own units.
+        ``dsrecon.load`` reads (a file, ``"santafe"``, an array), in the data's own units. Trials
+        (a :class:`~dsrecon.trials.TrialSet`, a list of arrays, a 3-d array ``(trials, T, N)``, a
+        folder or an npz with several arrays) train on windows inside the trials, standardized
+        with statistics pooled over the training trials; the test part is the last
+        ``test_fraction`` of every trial, or whole trials with ``test_trials``, and is scored per
+        trial and pooled (``dsrecon.evaluate``).
         Omit it with ``resume``.
     test : same kinds as ``data``, optional
         Held-out data in the same units; default: the last ``test_fraction`` of ``data``.
@@ -79,8 +86,10 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         ``seq_len="auto"``: the window length from the data's mutual-information time
         (:func:`dsrecon.preparation.choose_seq_len`).
     n_steps, noise : simulated systems only
+    test_trials : int or list of int, optional
+        Trials only: hold out these whole trials (an int k: the last k) instead of the tails.
     test_fraction, dt, embed : data files and arrays only
-        Held-out final share (0.2); sampling interval (default: the file's, else unknown and
+        Held-out final share (0.2; of every trial for trials); sampling interval (default: the file's, else unknown and
         exponents per step); ``"auto"``, ``"none"`` or ``"D:TAU"`` (``dsrecon.preparation.parse_embed``).
     eval_config : EvalConfig, optional
         Settings of the final evaluation on the held-out data (default: ``EvalConfig()``, the
@@ -134,7 +143,7 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         if run_dir is not None:
             _check_new_run_folder(Path(run_dir))
         data_spec, source = _data_spec(data, test, n_steps=n_steps, noise=noise, seed=seed,
-                                       test_fraction=test_fraction, dt=dt, embed=embed)
+                                       test_fraction=test_fraction, dt=dt, embed=embed, test_trials=test_trials)
         train_data, test_data, raw_train, summary, latent = _prepare(data_spec, source, model, embed, latent_dim,
                                                                      observation, say)
         transform = _transform(data_spec, raw_train, train_data)
@@ -176,7 +185,7 @@ def new_run_dir(name: str, root="runs") -> Path:
 
 
 # --------------------------------------------------------------------------- data
-def _data_spec(data, test, *, n_steps, noise, seed, test_fraction, dt, embed) -> tuple[dict, tuple]:
+def _data_spec(data, test, *, n_steps, noise, seed, test_fraction, dt, embed, test_trials=None) -> tuple[dict, tuple]:
     """The JSON data spec a run records (it reloads the data for ``--resume`` and ``dsrecon evaluate``)
     and the in-memory (train, test) sources for array input (None for names and files)."""
     import os
@@ -190,7 +199,13 @@ def _data_spec(data, test, *, n_steps, noise, seed, test_fraction, dt, embed) ->
                              "trajectory")
         if embed != "auto":
             raise ValueError(f"--embed applies to data files; a benchmark system ({key}) is fully observed")
+        if test_trials is not None:
+            raise ValueError(f"--test-trials applies to data in trials; {key} is one simulated series")
         return {"kind": "system", "source": key, "n_steps": n_steps, "seed": seed, "noise": noise}, (None, None)
+    if test_trials is not None and test is not None:
+        raise ValueError("give either test data (test=, --test) or test_trials (--test-trials), not both")
+    held = None if test_trials is None else (int(test_trials) if isinstance(test_trials, (int, np.integer))
+                                             else [int(i) for i in test_trials])
     paths = all(isinstance(d, (str, os.PathLike)) for d in ([data] if test is None else [data, test]))
     if paths:
         spec = {"kind": "file", "source": os.fspath(data), "test_fraction": test_fraction, "standardize": "train"}
@@ -198,17 +213,29 @@ def _data_spec(data, test, *, n_steps, noise, seed, test_fraction, dt, embed) ->
             spec["test_source"] = os.fspath(test)
         if dt is not None:
             spec["dt"] = dt
+        if held is not None:
+            spec["test_trials"] = held
         return spec, (None, None)
     spec = {"kind": "array", "test_fraction": test_fraction, "standardize": "train", "separate_test": test is not None}
+    if held is not None:
+        spec["test_trials"] = held
     return spec, (_as_raw(data, dt), None if test is None else _as_raw(test, dt))
 
 
-def _as_raw(data, dt) -> Trajectory:
-    """In-memory data as a Trajectory whose values are the data units (an earlier standardization of
-    a Trajectory is forgotten: its values as given are what generate and forecast return)."""
+def _as_raw(data, dt) -> Trajectory | TrialSet:
+    """In-memory data as a Trajectory (trials: a TrialSet) whose values are the data units (an earlier
+    standardization is forgotten: the values as given are what generate and forecast return)."""
     from dsrecon.data import load
 
+    if isinstance(data, TrialSet):
+        if dt is not None:
+            data = data.map_trials(lambda t: replace(t, dt=dt, meta={**t.meta, "dt_known": True}),
+                                   dt=dt, meta={**data.meta, "dt_known": True})
+        unscaled = lambda meta: {k: v for k, v in meta.items() if k not in ("mean", "std", "standardized")}  # noqa: E731
+        return data.map_trials(lambda t: replace(t, meta=unscaled(t.meta)), meta=unscaled(data.meta))
     traj = data if isinstance(data, Trajectory) else load(data, dt=dt)
+    if isinstance(traj, TrialSet):
+        return _as_raw(traj, None)
     if isinstance(data, Trajectory) and dt is not None:
         traj = replace(traj, dt=dt, meta={**traj.meta, "dt_known": True})
     meta = {k: v for k, v in traj.meta.items() if k not in ("mean", "std", "standardized", "delays")}
@@ -229,7 +256,7 @@ def _load_data(spec: dict, source: tuple = (None, None)):
     raw, raw_test = source
     if raw_test is not None:
         return standardize_with_training(raw, raw_test)
-    return split_standardize(raw, spec["test_fraction"])
+    return split_standardize(raw, spec["test_fraction"], spec.get("test_trials"))
 
 
 def _prepare(data_spec: dict, source, model: str, embed: str, latent_dim, observation, say):
@@ -240,9 +267,16 @@ def _prepare(data_spec: dict, source, model: str, embed: str, latent_dim, observ
 
     train, test = _load_data(data_spec, source)
     dt_known = train.meta.get("dt_known", True)
-    summary = inspect_data(train.x, train.dt if dt_known else None)
+    one = train.longest if isinstance(train, TrialSet) else train  # time scales need one continuous series
+    summary = inspect_data(one.x, train.dt if dt_known else None)
     if data_spec["kind"] == "system":
         part = "training trajectory"
+    elif isinstance(train, TrialSet):
+        held = (f"trials {data_spec['test_trials']} held out" if data_spec.get("test_trials") is not None else
+                "test data given separately" if data_spec.get("test_source") is not None or data_spec.get("separate_test")
+                else f"last {data_spec['test_fraction']:.0%} of every trial held out")
+        part = (f"longest of {train.n_trials} training trials, {one.name!r} ({held}; standardized with the "
+                "statistics pooled over the training trials)")
     elif data_spec.get("test_source") is not None or data_spec.get("separate_test"):
         part = "training data (the test data given separately)"
     else:
@@ -421,8 +455,10 @@ def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summar
     from dsrecon.checkpoint import model_spec
     from dsrecon.training import train
 
+    shape = (f"{train_data.n_trials} trials, {train_data.x.shape}" if isinstance(train_data, TrialSet)
+             else f"{train_data.x.shape}")
     say(f"dsrecon fit: {net.name} ({net.n_params} parameters) on {train_data.name} "
-        f"{train_data.x.shape}, forcing {policy!r}, {cfg.epochs} epochs" + (f" -> {run}" if run else ""))
+        f"{shape}, forcing {policy!r}, {cfg.epochs} epochs" + (f" -> {run}" if run else ""))
     lock = run_lock(run) if run is not None else _no_lock()
     with lock:  # one writer per run folder, from training to the last file
         result = train(net, train_data, cfg, policy, val_data=test_data, run_dir=run, resume=resume,
@@ -516,6 +552,7 @@ def _basic_metrics(model, test) -> dict:
     from dsrecon.metrics import hellinger_distance, state_space_divergence
     from dsrecon.rollout import generate
 
+    test = test.longest if isinstance(test, TrialSet) else test
     n = test.n_steps
     x_gen = generate(model, test.x[0], n + n // 4)[n // 4:].numpy()
     out = {}
@@ -535,6 +572,7 @@ def _plots(model, test, history, run_dir: Path, lyapunov=None) -> list[str]:
         return [f"plots skipped ({err})"]
     from dsrecon.rollout import generate
 
+    test = test.longest if isinstance(test, TrialSet) else test  # plots of one continuous test series
     n = min(test.n_steps, 20_000)
     x_gen = generate(model, test.x[0], n + n // 4)[n // 4:].numpy()
     made = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -68,6 +69,65 @@ def read_file(path: Path, key: str | None) -> RawData:
     return _read_h5(path, key)
 
 
+ALL_SERIES = "*"  # the key that loads every series of an npz / HDF5 file as trials
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts ``trial2`` before ``trial10`` (digit runs compare as numbers)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def read_several(path: Path, key: str | None) -> list[RawData] | None:
+    """The series of a file that holds several, one ``RawData`` each (named by its key), or None
+    when the file holds one series (then :func:`read_file` reads it as always).
+
+    Several series, only where asked for: ``key = "*"`` (every array of an ``.npz`` archive, in
+    archive order; every dataset of an HDF5 file) or an HDF5 ``key`` that names a group (its
+    datasets); HDF5 datasets in natural name order, ``trial2`` before ``trial10``. A file with
+    several arrays and no key stays an error (:func:`read_file`): its arrays may be a training and
+    a test series, or a series and its time axis, not trials.
+    """
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in (".npz", ".h5", ".hdf5"):
+        return None
+    if suffix == ".npz":
+        if key != ALL_SERIES:
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return [RawData(archive[k], name=k) for k in archive.files]
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise ValueError(f"could not read {str(path)!r} as a .npz archive ({type(err).__name__}: {err}); the "
+                             "file is truncated or corrupt: re-save it with numpy.savez") from err
+    import h5py
+
+    if key is None:
+        return None
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError:
+        return None  # read_file reports the damage
+    with h5:
+        if key == ALL_SERIES:
+            names = _h5_datasets(h5)
+        else:
+            node = h5.get(key)
+            if not isinstance(node, h5py.Group):
+                return None
+            names = [f"{node.name.rstrip('/')}/{n}" for n in node.keys() if isinstance(node[n], h5py.Dataset)]
+            if not names:
+                raise ValueError(f"{str(path)!r}: group {key!r} holds no datasets; name a group whose datasets are "
+                                 "the trials, or one dataset")
+        names = sorted(names, key=natural_key)
+        out = []
+        for n in names:
+            node = h5[n]
+            attrs = {k: _attr_value(v) for k, v in node.attrs.items()}
+            attrs = {**{k: _attr_value(v) for k, v in h5.attrs.items()}, **attrs}
+            out.append(RawData(np.asarray(node[()]), dt=attrs.get("dt"), name=n.lstrip("/")))
+        return out
+
+
 def _read_npy(path: Path) -> RawData:
     try:
         x = np.load(path, allow_pickle=False)
@@ -87,7 +147,7 @@ def _read_npz(path: Path, key: str | None) -> RawData:
                 if len(keys) != 1:
                     raise ValueError(
                         f"{str(path)!r} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
-                        f"name one as '{path}:KEY' or with dataset='KEY'"
+                        f"name one as '{path}:KEY' or with dataset='KEY', or load them all as trials: '{path}:*'"
                     )
                 key = keys[0]
             if key not in keys:
@@ -208,7 +268,8 @@ def _read_h5(path: Path, key: str | None) -> RawData:
                 raise ValueError(
                     f"{str(path)!r} holds {len(available)} datasets "
                     f"({', '.join(available) or 'none'}); name one as '{path}:/path/to/x' or with "
-                    "dataset='/path/to/x'"
+                    f"dataset='/path/to/x', or load several as trials: '{path}:/group' (a group's datasets) or "
+                    f"'{path}:*' (all)"
                 )
         node = h5.get(key)
         if not isinstance(node, h5py.Dataset):

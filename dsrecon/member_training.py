@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from dsrecon.checkpoint import atomic_write, model_spec, read_checkpoint, run_lock, save_checkpoint
-from dsrecon.data import gather_windows, window_starts
+from dsrecon.data import gather_windows, window_starts, window_table
 from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import AdaptiveGTF, Forcing, default_forcing
 from dsrecon.history import diag_due
@@ -75,7 +75,7 @@ def train_members(ensemble: Ensemble, data, config: TrainConfig, forcing=None, *
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     optimizer = make_optimizer(list(ens.parameters()), config.lr_start)
     scheduler = lr_schedule(optimizer, config)
-    loop = _MemberUpdates(ens, models, x, config, forcings, optimizer, generators)
+    loop = _MemberUpdates(ens, models, x, config, forcings, optimizer, generators, window_table(data, config.seq_len))
     best = [BestByValidation() for _ in range(K)]
     shared = isinstance(forcing, Forcing) or forcing is None
     run_config = {"models": [model_spec(m) for m in models], "seeds": seeds,
@@ -140,8 +140,9 @@ class _MemberUpdates:
     gradient masking and clipping, one RAdam step, per-member restores and freezing, the forcing
     policies' updates (AdaptiveGTF's batched over the members)."""
 
-    def __init__(self, ens, models, x, config, forcings, optimizer, generators):
+    def __init__(self, ens, models, x, config, forcings, optimizer, generators, valid_starts=None):
         self.ens, self.models, self.x, self.config, self.forcings = ens, models, x, config, forcings
+        self.valid_starts = valid_starts  # None for one series; a TrialSet's in-trial window starts
         self.optimizer, self.generators = optimizer, generators
         self.params = list(ens.parameters())  # fixed objects: restores and checkpoints write into them
         self.dtype, self.K = self.params[0].dtype, len(models)
@@ -176,7 +177,8 @@ class _MemberUpdates:
             # train() draws them (starts, then noise), so each member sees its separate run's batches
             starts, noises = [], []
             for k in range(K):
-                starts.append(window_starts(x.shape[0], config.batch_size, config.seq_len, self.generators[k]))
+                starts.append(window_starts(x.shape[0], config.batch_size, config.seq_len, self.generators[k],
+                                            self.valid_starts))
                 if config.noise_std:
                     noises.append(torch.randn(window_shape, generator=self.generators[k], dtype=self.dtype))
             target = gather_windows(x, torch.stack(starts), config.seq_len)  # (K, B, T+1, N)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dsrecon.data import Trajectory
+from dsrecon.trials import TrialSet, split_trials, standardize_trials
 
 __all__ = [
     "EmbeddingChoice", "LatentChoice", "split_standardize", "standardize_with_training", "choose_embedding", "parse_embed",
@@ -87,8 +88,13 @@ class LatentChoice:
         return {"latent_dim": self.latent_dim, "observation": self.observation, "reason": self.reason}
 
 
-def split_standardize(traj: Trajectory, test_fraction: float) -> tuple[Trajectory, Trajectory]:
+def split_standardize(traj: Trajectory | TrialSet, test_fraction: float, test_trials=None):
     """Split chronologically, then z-score both parts with the training part's mean and std.
+
+    A :class:`~dsrecon.trials.TrialSet` is split into held-out tails of every trial
+    (``test_fraction``) or, with ``test_trials`` (a count of last trials or their indices), into
+    held-out trials (:func:`dsrecon.trials.split_trials`); the mean and std are pooled over the
+    training part of all trials.
 
     Parameters
     ----------
@@ -104,6 +110,14 @@ def split_standardize(traj: Trajectory, test_fraction: float) -> tuple[Trajector
     """
     from dsrecon.data import train_test_split
 
+    if isinstance(traj, TrialSet):
+        if test_trials is not None:
+            return standardize_with_training(*split_trials(traj, test_trials=test_trials))
+        return standardize_with_training(*split_trials(traj, test_fraction=test_fraction))
+    if test_trials is not None:
+        raise ValueError(f"test_trials (--test-trials) holds out whole trials, but {traj.name!r} is one series; give "
+                         "trials (a list of arrays, a 3-d array, a folder, an npz with several arrays) or use "
+                         "test_fraction")
     return standardize_with_training(*train_test_split(traj, test_fraction))
 
 
@@ -119,13 +133,20 @@ def standardize_with_training(raw_train: Trajectory, raw_test: Trajectory) -> tu
     if raw_test.n_dims != raw_train.n_dims:
         raise ValueError(f"the test data has N = {raw_test.n_dims} channel(s), the training data {raw_train.n_dims}; "
                          "give test data with the training data's channels")
-    train = standardize(raw_train)
+    train = standardize(raw_train)  # a TrialSet: pooled over its trials
     mean = raw_train.x.mean(axis=0, dtype=np.float64)  # (N,)
     std = raw_train.x.std(axis=0, dtype=np.float64)  # (N,)
+    if isinstance(raw_test, TrialSet):
+        test = standardize_trials(replace(raw_test, meta=_unscaled(raw_test.meta)), mean, std)
+        return train, test
     x_test = ((raw_test.x - mean) / std).astype(train.x.dtype, copy=False)  # (T_test, N)
     test = replace(raw_test, x=x_test, meta={**raw_test.meta, "mean": train.meta["mean"], "std": train.meta["std"],
                                             "standardized": True})
     return train, test
+
+
+def _unscaled(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k not in ("mean", "std", "standardized")}
 
 
 def parse_embed(text: str) -> tuple[int, int] | str:
@@ -173,7 +194,7 @@ def choose_embedding(x, mode="auto", *, max_dim: int = 10) -> EmbeddingChoice:
 
     Parameters
     ----------
-    x : array ``(T, N)`` or Trajectory, standardized
+    x : array ``(T, N)``, Trajectory or TrialSet (its longest trial is used), standardized
     mode : "auto", "none" or (D, TAU)
         ``(D, TAU)``: ``D`` delays ``0, TAU, ..., (D - 1) TAU`` per channel (``D`` is the
         embedding dimension of a scalar series).
@@ -187,6 +208,8 @@ def choose_embedding(x, mode="auto", *, max_dim: int = 10) -> EmbeddingChoice:
     from dsrecon.cao import cao_embedding_dim
     from dsrecon.inspection import time_scales
 
+    if isinstance(x, TrialSet):  # time scales and Cao's method need one continuous series
+        x = x.longest
     data = np.asarray(getattr(x, "x", x), dtype=np.float64)
     if data.ndim == 1:
         data = data[:, None]
@@ -230,6 +253,8 @@ def apply_embedding(traj: Trajectory, delays) -> Trajectory:
     from dsrecon.embedding import delay_embed
 
     delays = [int(d) for d in delays]
+    if len(delays) > 1 and isinstance(traj, TrialSet):  # each trial on its own: no vector spans a boundary
+        return traj.map_trials(lambda t: delay_embed(t, delays), meta={**traj.meta, "delays": delays})
     return traj if len(delays) <= 1 else delay_embed(traj, delays)
 
 
@@ -292,6 +317,9 @@ def choose_seq_len(mi_time, n_train: int, default: int) -> tuple[int, str]:
 def to_model_coordinates(traj: Trajectory, data_meta: dict) -> Trajectory:
     """Map a raw series into a run's model coordinates: z-score with the run's training
     ``mean``/``std`` (original channels), then apply its ``delays`` (if any)."""
+    if isinstance(traj, TrialSet):
+        return traj.map_trials(lambda t: to_model_coordinates(t, data_meta),
+                               meta={**traj.meta, "mean": data_meta["mean"], "std": data_meta["std"]})
     mean = np.asarray(data_meta["mean"], dtype=float)
     std = np.asarray(data_meta["std"], dtype=float)
     if traj.n_dims != mean.size:
@@ -316,7 +344,7 @@ def file_split(spec: dict) -> tuple[Trajectory, Trajectory]:
     if spec.get("test_source") is not None:  # a separate test file: no split
         train, test = standardize_with_training(traj, load(spec["test_source"], dt=spec.get("dt")))
     elif spec.get("standardize") == "train":
-        train, test = split_standardize(traj, spec["test_fraction"])
+        train, test = split_standardize(traj, spec["test_fraction"], spec.get("test_trials"))
     else:
         from dsrecon.data import standardize
 

@@ -185,21 +185,28 @@ class Reconstruction:
 
         Parameters
         ----------
-        test : Trajectory, array ``(T, N)`` or anything ``dsrecon.load`` reads, in the data's units
+        test : Trajectory, array ``(T, N)`` or anything ``dsrecon.load`` reads, in the data's units;
+            trials (a ``TrialSet``, a list of arrays, ...) are mapped trial by trial and scored per
+            trial and pooled
         config : EvalConfig, optional
 
         Returns
         -------
         Report
         """
-        from dsrecon.data import Trajectory, load
+        from dsrecon.data import Trajectory, TrialSet, load
         from dsrecon.evaluation import evaluate
 
-        traj = test if isinstance(test, Trajectory) else load(test)
-        x = self.transform.to_model(traj.x)  # (T', k N)
+        traj = test if isinstance(test, (Trajectory, TrialSet)) else load(test)
         t = self.transform
-        model_test = Trajectory(x, dt=t.dt, name=traj.name, meta={"dt_known": t.dt_known})
-        return evaluate(self.model, model_test, config)
+
+        def to_model(one: Trajectory) -> Trajectory:
+            x = t.to_model(one.x)  # (T', k N)
+            return Trajectory(x, dt=t.dt, name=one.name, meta={"dt_known": t.dt_known})
+
+        if isinstance(traj, TrialSet):
+            return evaluate(self.model, traj.map_trials(to_model, dt=t.dt, meta={"dt_known": t.dt_known}), config)
+        return evaluate(self.model, to_model(traj), config)
 
     def lyapunov(self, n_steps: int = 10_000, *, transient: int = 1_000, qr_every: int = 1):
         """The model's Lyapunov spectrum (Benettin/QR, ``dsrecon.lyapunov.lyapunov_spectrum``) from the

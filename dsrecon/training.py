@@ -28,7 +28,7 @@ from importlib import import_module
 
 import torch
 
-from dsrecon.data import sample_windows
+from dsrecon.data import sample_windows, window_table
 from dsrecon.ensemble import Ensemble
 from dsrecon.forcing import Forcing, default_forcing, growth_bound
 from dsrecon.history import diag_due
@@ -72,8 +72,9 @@ def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), fo
         :class:`dsrecon.ensemble.Ensemble` of K models, trained together along a member axis
         (:mod:`dsrecon.member_training`): member k computes what a separate run with its seed
         computes, and ``TrainResult.members`` holds the K members' results.
-    data : Trajectory or array, shape ``(T, N)``
-        Training series, finite, ``T >= seq_len + 1``, ``N = model.obs_dim``.
+    data : Trajectory or array, shape ``(T, N)``, or TrialSet
+        Training series, finite, ``T >= seq_len + 1``, ``N = model.obs_dim``; a
+        :class:`dsrecon.trials.TrialSet`'s windows are drawn inside its trials.
     config : TrainConfig
         Settings (defaults: :mod:`dsrecon.defaults`).
     forcing : Forcing, optional
@@ -140,7 +141,8 @@ def train(model: Model | Ensemble, data, config: TrainConfig = TrainConfig(), fo
     with lock:
         run, state = open_run(run_dir, resume, lock, preflight=lambda: _preflight(step_fn, model, x, forcing, config),
                               **parts)
-        loop = _Updates(model, x, config, forcing, optimizer, step_fn, generator, state.n_updates)
+        loop = _Updates(model, x, config, forcing, optimizer, step_fn, generator, state.n_updates,
+                        window_table(data, config.seq_len))
         metrics, finished = last_validation(state.history), state.epoch >= config.epochs
         bar = progress_bar(config, state.epoch, "train", progress)
         t_start = time.perf_counter()
@@ -175,10 +177,11 @@ class _Updates:
     loss and gradients, gradient clipping, the RAdam step and the forcing policy's update; a
     non-finite loss, gradient or parameter restores the epoch's start (see :func:`_recover`)."""
 
-    def __init__(self, model, x, config, forcing, optimizer, step_fn, generator, n_updates: int):
+    def __init__(self, model, x, config, forcing, optimizer, step_fn, generator, n_updates: int, valid_starts=None):
         self.model, self.x, self.config, self.forcing = model, x, config, forcing
         self.optimizer, self.step_fn, self.generator = optimizer, step_fn, generator
         self.n_updates, self.recoveries, self.in_a_row = n_updates, 0, 0
+        self.valid_starts = valid_starts  # None for one series; a TrialSet's in-trial window starts
         self.alphas = None if forcing.adapts else forcing.alphas(config.seq_len + 1)  # a fixed policy's, once
         self.dtype = model._dtype()
 
@@ -189,7 +192,8 @@ class _Updates:
                 copy.deepcopy(forcing.state_dict()))
         self.losses, self.mses, self.gnorms, warning, z_hat = [], [], [], None, None
         for _ in range(config.batches_per_epoch):
-            target = sample_windows(self.x, config.batch_size, config.seq_len, self.generator)  # (B, T+1, N)
+            target = sample_windows(self.x, config.batch_size, config.seq_len, self.generator,
+                                    self.valid_starts)  # (B, T+1, N)
             inputs = target
             if config.noise_std:
                 noise = torch.randn(target.shape, generator=self.generator, dtype=self.dtype)

@@ -84,7 +84,7 @@ BAD_FILES = {
     # case id: (maker(tmp_path) -> source, load kwargs, pattern the message must match)
     "nan": (_npy(_nan_at(17, 1)), {}, r"x.npy'.*non-finite value nan at row 17, column 1"),
     "inf": (_npy(_nan_at(3, 2, np.inf)), {}, r"x.npy'.*non-finite value inf at row 3, column 2"),
-    "rank-3": (_npy(np.zeros((2, 50, 3))), {}, r"x.npy'.*expected shape \(T, N\) or \(T,\), got \(2, 50, 3\)"),
+    "rank-4": (_npy(np.zeros((2, 2, 50, 3))), {}, r"x.npy'.*expected shape \(T, N\) or \(T,\), got \(2, 2, 50, 3\)"),
     "empty-array": (_npy(np.zeros((0, 3))), {}, r"x.npy'.*need at least 2 time steps, got T = 0"),
     "one-row": (_npy(np.ones((1, 3))), {}, r"x.npy'.*need at least 2 time steps, got T = 1"),
     "constant-column": (_npy(_constant_column()), {}, r"x.npy'.*column 1 is constant.*drop it"),

@@ -122,8 +122,9 @@ def test_nan_and_inf_name_the_first_bad_row(tmp_path, series):
 
 
 def test_wrong_rank(series):
-    with pytest.raises(ValueError, match=r"array input: expected shape \(T, N\) or \(T,\), got \(2, 50, 3\)"):
-        load(np.stack([series, series]))
+    # a 3-d array is a stack of trials (dsrecon.trials.TrialSet, tests/test_trials.py); rank 4 is no data set
+    with pytest.raises(ValueError, match=r"array input: expected shape \(T, N\) or \(T,\), got \(2, 2, 50, 3\)"):
+        load(np.stack([np.stack([series, series])] * 2))
 
 
 def test_too_few_points(series):

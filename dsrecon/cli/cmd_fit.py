@@ -35,12 +35,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train a DSR model on DATA, evaluate it on held-out data and save the run folder. "
                     "DATA is a benchmark system (lorenz63, rossler, lorenz96: simulated train and an "
                     "independent test trajectory) or anything dsrecon.load accepts (file path, santafe: "
-                    "z-scored, split chronologically).")
-    p.add_argument("data", nargs="?", metavar="DATA", help="system name or data file (omit with --resume)")
+                    "z-scored, split chronologically; a folder of files, or an npz/h5 with several series: "
+                    "trials, windows drawn inside each, statistics pooled over the training trials).")
+    p.add_argument("data", nargs="?", metavar="DATA", help="system name, data file or folder of trial files (omit with --resume)")
     g = p.add_argument_group("data")
     g.add_argument("--n-steps", type=positive_int, default=100_000, help="steps simulated for a system (default 100000)")
     g.add_argument("--noise", type=nonnegative_float, default=0.0, help="observation noise of a simulated system, fraction of std")
-    g.add_argument("--test-fraction", type=open_fraction, default=0.2, help="held-out final part of a file (default 0.2)")
+    g.add_argument("--test-fraction", type=open_fraction, default=0.2,
+                   help="held-out final part of a file, or of every trial (default 0.2)")
+    g.add_argument("--test-trials", type=positive_int, metavar="K",
+                   help="data in trials (a folder of files, an npz or h5 with several series): hold out the last "
+                        "K trials whole instead of every trial's final part")
     g.add_argument("--dt", type=positive_float,
                    help="sampling interval of a file in its time unit (default: the file's h5 'dt' attribute or "
                         "csv 't'/'time' column, else unknown: exponents per step)")
@@ -121,7 +126,7 @@ def run(args) -> int:
                   tau=args.tau, epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                   batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, lr_end=args.lr_end, seed=args.seed,
                   val_every=args.val_every, backend=args.backend, n_steps=args.n_steps, noise=args.noise,
-                  test_fraction=args.test_fraction, dt=args.dt, embed=args.embed, budget=args.budget,
+                  test_fraction=args.test_fraction, test_trials=args.test_trials, dt=args.dt, embed=args.embed, budget=args.budget,
                   run_dir=Path(args.out) if args.out else new_run_dir(name), **common)
     if rec.diverged is not None:
         cfg = rec.settings["train"]

@@ -61,8 +61,10 @@ def prepare_dataset(entry: dict, data_root: Path) -> Path:
     if (folder / "meta.json").is_file():
         return folder
     train = _load(entry["train"], entry.get("simulate"), entry.get("dt"))
+    _refuse_trials(train, entry, "train")
     if "test" in entry:
         test = _load(entry["test"], entry.get("simulate_test"), entry.get("dt", train.dt))
+        _refuse_trials(test, entry, "test")
     else:
         train, test = train_test_split(train, entry["test_fraction"])
     x_train, x_test = train.x[: entry.get("max_train_steps")], test.x[: entry.get("max_test_steps")]
@@ -84,6 +86,17 @@ def prepare_dataset(entry: dict, data_root: Path) -> Path:
         tmp.replace(folder / f"{name}.npy")
     _write_json(folder / "meta.json", meta)
     return folder
+
+
+def _refuse_trials(data, entry: dict, part: str) -> None:
+    """A grid's dataset is one series per part: its runs store and train on one array, where trials
+    laid end to end would give windows across their boundaries."""
+    from dsrecon.trials import TrialSet
+
+    if isinstance(data, TrialSet):
+        raise ValueError(f"dataset {entry['label']!r}: the {part} source {entry.get(part)!r} holds {data.n_trials} "
+                         "trials; dsrecon compare takes one series per part for now: give one file (or a key), or "
+                         "fit the trials with dsrecon.fit / dsrecon fit")
 
 
 def _load(source: str, simulate_kwargs: dict | None, dt):
