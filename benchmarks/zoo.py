@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dsrecon.checkpoint import finite_or_none
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import provenance  # noqa: E402
@@ -229,17 +231,6 @@ def _ratio(a, b):
     return math.inf if a is None or not math.isfinite(a) else a / b
 
 
-def _finite_or_none(obj):
-    """NaN and infinities as None, so the jsonl is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
 def headline(rows: list[dict]) -> str:
     done = [r for r in rows if "error" not in r]
     ok = sum(bool(r["reconstructed"]) for r in done)
@@ -374,7 +365,7 @@ def main(argv=None) -> int:
         row["commit"], row["command"], row["fit_options"] = commit, command, fit_options
         rows.append(row)
         with jsonl.open("a") as fh:
-            fh.write(json.dumps(_finite_or_none(row), allow_nan=False) + "\n")
+            fh.write(json.dumps(finite_or_none(row), allow_nan=False) + "\n")
         write_table(rows, table, command, commit, args.quick, wanted)
         if "error" not in row:
             print(f"{name}: D_stsp {_num(row['d_stsp'])} (floor {_num(row['floor_d_stsp'])}), D_H {_num(row['d_h'])} "

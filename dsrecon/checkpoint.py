@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import tempfile
@@ -59,6 +60,18 @@ def atomic_write(path, write) -> Path:
     except OSError:  # some filesystems do not allow fsync on directories
         pass
     return path
+
+
+def finite_or_none(obj):
+    """``obj`` with every NaN or infinite float replaced by None, through dicts, lists and tuples
+    (tuples become lists), so that it writes as strict JSON (which has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def write_json(path, obj) -> Path:

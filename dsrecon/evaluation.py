@@ -21,6 +21,7 @@ import torch
 
 from dsrecon._device import check_device
 from dsrecon._version import __version__
+from dsrecon.checkpoint import finite_or_none
 from dsrecon.data import Trajectory
 from dsrecon.lyapunov import LyapunovResult, lyapunov_spectrum
 from dsrecon.metrics import COLLAPSE_RATIO, hellinger_distance, is_collapsed, prediction_error, state_space_divergence
@@ -209,7 +210,7 @@ class Report:
         """Write the report as JSON (NaN and infinities as null); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_finite_or_none(self.to_dict()), indent=2, allow_nan=False) + "\n")
+        path.write_text(json.dumps(finite_or_none(self.to_dict()), indent=2, allow_nan=False) + "\n")
         return path
 
     @classmethod
@@ -314,16 +315,6 @@ def _evaluate_trials(model: Model, test: TrialSet, config: EvalConfig) -> Report
         trials=[{"name": t.name, "n_steps": t.n_steps, "d_stsp": r.d_stsp, "d_h": r.d_h, "pe": r.pe,
                  "std_ratio": r.std_ratio} for t, r in zip(test.trials, per_trial)],
         generated=x_gen.cpu().numpy(), lyapunov=lyap)
-
-
-def _finite_or_none(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
 
 
 def _test_array(test) -> tuple[np.ndarray, float | None, str]:

@@ -278,7 +278,9 @@ def _finish(spec: dict, run_dir: Path, model, result, train_time_s: float, meta:
                "final_loss": float(result.history[-1]["loss"]) if result.history else float("nan"),
                **(extra or {}),
                "host": platform.node(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        _write_json(run_dir / RESULT, _finite_or_none(out))
+        from dsrecon.checkpoint import finite_or_none  # JSON has no NaN/inf: None, read back as NaN by the table
+
+        _write_json(run_dir / RESULT, finite_or_none(out))
     except Exception as err:
         err.stage = stage
         raise
@@ -376,17 +378,6 @@ def dataset_lambda_max(entry: dict, data_dir: Path, eval_fields: dict) -> float:
     _write_json(cache, {"lambda_max": value if math.isfinite(value) else None, "settings": settings,
                         "method": "rosenstein", "units": "per time unit (tau = dt)"})
     return value
-
-
-def _finite_or_none(obj):
-    """JSON has no NaN/inf: store them as None (read back as NaN by the table)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_or_none(v) for v in obj]
-    return obj
 
 
 __all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "is_finished", "report_metrics",

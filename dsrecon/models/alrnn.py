@@ -23,10 +23,8 @@ import torch
 from torch import nn
 
 from dsrecon.models.base import Model, resolve_generator
-from dsrecon.models.latent_observation import LatentObservation
+from dsrecon.models.latent_observation import LatentObservation, check_observation
 from dsrecon.models.baselines import resolve_dtype
-
-OBSERVATIONS = ("identity", "affine")
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -91,12 +89,7 @@ class ALRNN(LatentObservation, Model):
         if P > M:
             raise ValueError(f"n_relu P = {P} exceeds latent_dim M = {M}: the ReLU units are the last P of "
                              f"the M latent units; choose n_relu <= latent_dim")
-        if observation not in OBSERVATIONS:
-            raise ValueError(f"unknown observation model {observation!r}; valid: {', '.join(OBSERVATIONS)}")
-        if observation == "identity" and M < N:
-            raise ValueError(
-                f"the identity observation reads x_hat = z[:, :N], so it needs latent_dim M >= obs_dim "
-                f"N = {N}, got M = {M}; raise latent_dim or use observation='affine'")
+        check_observation(observation, N, M)
         gen = resolve_generator(generator, seed)
         dt = resolve_dtype(dtype)
         self.obs_dim, self.state_dim, self.n_relu, self.observation = N, M, P, observation

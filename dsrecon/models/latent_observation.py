@@ -12,6 +12,18 @@ from __future__ import annotations
 
 import torch
 
+OBSERVATIONS = ("identity", "affine")
+
+
+def check_observation(observation: str, obs_dim: int, latent_dim: int) -> None:
+    """ValueError for an unknown observation model, or an identity observation with ``M < N``."""
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"unknown observation model {observation!r}; valid: {', '.join(OBSERVATIONS)}")
+    if observation == "identity" and latent_dim < obs_dim:
+        raise ValueError(
+            f"the identity observation reads x_hat = z[:, :N], so it needs latent_dim M >= obs_dim "
+            f"N = {obs_dim}, got M = {latent_dim}; raise latent_dim or use observation='affine'")
+
 
 class LatentObservation:
     """Mixin for a :class:`~dsrecon.models.base.Model` with attributes ``observation``
@@ -44,4 +56,4 @@ class LatentObservation:
         return torch.cat([x0, x0 @ self.C.T], dim=-1)  # (B, M)
 
 
-__all__ = ["LatentObservation"]
+__all__ = ["OBSERVATIONS", "LatentObservation", "check_observation"]

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from dsrecon.models.base import Model, resolve_generator
-from dsrecon.models.latent_observation import LatentObservation
+from dsrecon.models.latent_observation import LatentObservation, check_observation
 
-_OBSERVATIONS = ("identity", "affine")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -89,12 +88,7 @@ class ShPLRNN(LatentObservation, Model):
         for arg, value in (("obs_dim", obs_dim), ("latent_dim", latent_dim), ("hidden_dim", hidden_dim)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-        if observation not in _OBSERVATIONS:
-            raise ValueError(f"unknown observation model {observation!r}; valid: {', '.join(_OBSERVATIONS)}")
-        if observation == "identity" and latent_dim < obs_dim:
-            raise ValueError(
-                f"the identity observation reads x_hat = z[:, :N], so it needs latent_dim M >= obs_dim "
-                f"N = {obs_dim}, got M = {latent_dim}; raise latent_dim or use observation='affine'")
+        check_observation(observation, obs_dim, latent_dim)
         generator = resolve_generator(generator, seed)
         dtype = _resolve_dtype(dtype)
         self.obs_dim, self.state_dim, self.hidden_dim = obs_dim, latent_dim, hidden_dim
