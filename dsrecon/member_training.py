@@ -100,7 +100,7 @@ def train_members(ensemble: Ensemble, data, config: TrainConfig, forcing=None, *
                 for k in range(K):
                     record = epoch_record(epoch, loop.losses[k], loop.mses[k], loop.gnorms[k],
                                           alpha=forcings[k].alpha, G=epoch_G[k], lr=optimizer.param_groups[0]["lr"],
-                                          time_s=elapsed, warning=loop.warnings[k])
+                                          time_s=elapsed, warning=loop.recovery_notes[k])
                     metrics[k] = validate_epoch(record, models[k], val_x, config, best[k]) or metrics[k]
                     histories[k].append(record)
                 if bar is not None:
@@ -169,7 +169,7 @@ class _MemberUpdates:
         good = (copy.deepcopy(ens.state_dict()), copy.deepcopy(optimizer.state_dict()),
                 [copy.deepcopy(f.state_dict()) for f in forcings])
         self.losses, self.mses, self.gnorms = [[] for _ in range(K)], [[] for _ in range(K)], [[] for _ in range(K)]
-        self.warnings = [None] * K
+        self.recovery_notes = [None] * K
         window_shape = (config.batch_size, config.seq_len + 1, x.shape[1])
         diag, z_hat = diag_due(epoch, config), None
         for batch in range(config.batches_per_epoch):
@@ -224,13 +224,13 @@ class _MemberUpdates:
         """Restore member k to the epoch's start; freeze it after ``max_recoveries`` such events."""
         self.recoveries[k] += 1
         _restore(self.ens, self.optimizer, self.forcings[k], good, k)
-        self.warnings[k] = (f"non-finite loss/gradient/parameters in epoch {epoch} (loss {loss:.3g}); restored "
+        self.recovery_notes[k] = (f"non-finite loss/gradient/parameters in epoch {epoch} (loss {loss:.3g}); restored "
                             "this model to the start of the epoch (the ensemble's learning rate is shared and not "
                             "lowered)")
-        warnings.warn(f"ensemble model {k}: {self.warnings[k]}", RuntimeWarning, stacklevel=5)
+        warnings.warn(f"ensemble model {k}: {self.recovery_notes[k]}", RuntimeWarning, stacklevel=5)
         if self.recoveries[k] > self.config.max_recoveries:
             self.frozen[k] = True
-            self.warnings[k] += f"; frozen after {self.recoveries[k]} recoveries"
+            self.recovery_notes[k] += f"; frozen after {self.recoveries[k]} recoveries"
 
 
 def _open_ensemble_run(ckpt: Path | None, resume: bool, run_config: dict, loop: _MemberUpdates, scheduler, best):
