@@ -234,6 +234,7 @@ def test_figure_draws_fixed_points_and_diverged_runs(tmp_path):
     wave = np.stack([np.sin(t), np.cos(0.7 * t), np.sin(1.3 * t)], axis=1)  # (T, 3)
     (tmp_path / "data").mkdir()
     np.save(tmp_path / "data" / "test.npy", wave)
+    (tmp_path / "data" / "meta.json").write_text(json.dumps({"label": "toy", "dt": 0.05}))  # as prepare_dataset writes
     samples = {"ok": wave + 0.01, "fixed_point": np.column_stack([wave[:, :2], np.ones(2000)]),
                "diverged": np.full((2000, 3), np.nan)}
     runs = []

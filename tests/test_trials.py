@@ -3,6 +3,8 @@ held-out trials or tails, per-trial and pooled evaluation, ``train`` and ``fit``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -236,15 +238,66 @@ def test_cli_fit_on_a_folder(tmp_path):
     assert report.d_stsp == pytest.approx(rec.reports["test"]["d_stsp"])
 
 
-def test_compare_refuses_trials(tmp_path):
-    from dsrecon.comparison.runner import prepare_dataset
+def test_compare_prepares_trials_and_gives_them_back(tmp_path):
+    from dsrecon.comparison.runner import load_part, prepare_dataset
+    from dsrecon.trials import TrialSet
 
     folder = tmp_path / "trials"
     folder.mkdir()
     for i, a in enumerate(_offset_trials([50, 60, 70])):
         np.save(folder / f"t{i}.npy", a)
-    with pytest.raises(ValueError, match="holds 3 trials; dsrecon compare takes one series per part"):
-        prepare_dataset({"label": "trials", "train": str(folder), "test_fraction": 0.2}, tmp_path / "data")
+    # held-out tails of every trial, pooled standardization
+    data_dir = prepare_dataset({"label": "tails", "train": str(folder), "test_fraction": 0.2, "standardize": True},
+                               tmp_path / "data")
+    train, test = load_part(data_dir, "train"), load_part(data_dir, "test")
+    assert isinstance(train, TrialSet) and train.lengths == [40, 48, 56] and test.lengths == [10, 12, 14]
+    raw = np.concatenate([a[: len(a) - n] for a, n in zip(_offset_trials([50, 60, 70]), (10, 12, 14))])
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    np.testing.assert_allclose(train.trials[1].x, (_offset_trials([50, 60, 70])[1][:48] - mean) / std)
+    np.testing.assert_allclose(test.trials[2].x, (_offset_trials([50, 60, 70])[2][56:] - mean) / std)
+    # whole held-out trials
+    data_dir = prepare_dataset({"label": "held", "train": str(folder), "test_trials": 1}, tmp_path / "data")
+    train, test = load_part(data_dir, "train"), load_part(data_dir, "test")
+    assert train.lengths == [50, 60] and test.lengths == [70] and test.trials[0].x[0, 0] == 2000.0
+    with pytest.raises(ValueError, match="choose the trials instead"):
+        prepare_dataset({"label": "cut", "train": str(folder), "test_fraction": 0.2, "max_train_steps": 100},
+                        tmp_path / "data")
+    np.save(tmp_path / "one.npy", _offset_trials([80])[0])
+    with pytest.raises(ValueError, match="is one series"):
+        prepare_dataset({"label": "one", "train": str(tmp_path / "one.npy"), "test_trials": 1}, tmp_path / "data")
+
+
+@pytest.mark.parametrize("model", [{"name": "shplrnn", "latent_dim": 4, "hidden_dim": 8}, {"name": "lstm", "hidden_dim": 6}])
+def test_compare_trains_and_scores_trials(tmp_path, model):
+    """A grid over trials: windows inside trials (an ensemble of seeds for the shPLRNN, one run for
+    the LSTM), each held-out trial scored and the pool in the run's report."""
+    folder = tmp_path / "trials"
+    folder.mkdir()
+    for i, a in enumerate(_lorenz_trials(4, 300)):
+        np.save(folder / f"trial{i}.npy", a)
+    grid = {"seeds": [0, 1], "budget": {"epochs": 1, "batches_per_epoch": 2, "batch_size": 4, "seq_len": 40},
+            "eval": {"lyapunov": False}, "models": [model], "forcings": [{"name": "gtf", "alpha": 0.2}],
+            "datasets": [{"label": "lorenz trials", "train": str(folder), "test_trials": [1, 3], "standardize": True,
+                          "dt": 0.01}]}
+    result = dsrecon.compare(grid, out_dir=tmp_path / "out", executor="serial", progress=False)
+    assert (result.n_executed, result.n_failed) == (2, 0)
+    for run in result.runs:
+        report = dsrecon.Report.load(Path(run["run_dir"]) / "report.json")
+        assert [t["name"] for t in report.trials] == ["trial1", "trial3"]
+        assert all(np.isfinite(t["d_stsp"]) for t in report.trials) and np.isfinite(report.d_stsp)
+
+
+def test_compare_refuses_trials_shorter_than_a_window(tmp_path):
+    folder = tmp_path / "trials"
+    folder.mkdir()
+    for i, a in enumerate(_offset_trials([30, 35, 40])):
+        np.save(folder / f"t{i}.npy", a)
+    grid = {"seeds": [0], "budget": {"epochs": 1, "batches_per_epoch": 1, "seq_len": 50}, "eval": {"lyapunov": False},
+            "models": [{"name": "rnn", "hidden_dim": 4}], "forcings": [{"name": "gtf", "alpha": 0.2}],
+            "datasets": [{"label": "short", "train": str(folder), "test_trials": 1}]}
+    with pytest.warns(RuntimeWarning, match="longest training trial has 35 steps but"):
+        result = dsrecon.compare(grid, out_dir=tmp_path / "out", executor="serial", progress=False)
+    assert result.n_failed == 1
 
 
 def test_reconstruction_evaluates_raw_trials():

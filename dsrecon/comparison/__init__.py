@@ -181,9 +181,12 @@ def _check_length(g: Grid, label: str, folder: Path) -> None:
     import json
 
     need = int(g.budget.get("seq_len", 200)) + 1
-    n = json.loads((Path(folder) / "meta.json").read_text())["n_train"]
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    trials = meta.get("train_trials")
+    n = max(trials["lengths"]) if trials else meta["n_train"]  # windows lie inside one trial
     if n < need:
-        raise ValueError(f"dataset {label!r} has {n} training steps but [budget] seq_len needs at least "
+        where = f"its longest training trial has {n} steps" if trials else f"it has {n} training steps"
+        raise ValueError(f"dataset {label!r}: {where} but [budget] seq_len needs at least "
                          f"{need}; use a longer series or a shorter seq_len")
 
 

@@ -21,8 +21,10 @@ and one evaluation setting, so that a comparison changes one thing at a time::
     alpha = 0.1
 
     [[datasets]]
-    train = "lorenz63"                # anything dsrecon.load reads: a registered name or a file
+    train = "lorenz63"                # anything dsrecon.load reads: a registered name, a file, or
+                                      # trials (a folder of files, an npz/h5 "file:*" of several series)
     test = "path/to/test.npy"         # optional; else the last test_fraction (0.2) of train
+                                      # (of every trial), or test_trials = k: the last k trials
     max_train_steps = 20000           # optional: keep only the first n steps
     standardize = false               # z-score train and test with the training statistics
     lambda_max = 0.9056               # optional reference for the lambda_max error (per time unit);
@@ -51,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GRID_KEYS = ("name", "out_dir", "seeds", "budget", "eval", "models", "forcings", "datasets")
-DATASET_KEYS = ("label", "train", "test", "test_fraction", "standardize", "max_train_steps",
+DATASET_KEYS = ("label", "train", "test", "test_fraction", "test_trials", "standardize", "max_train_steps",
                 "max_test_steps", "dt", "simulate", "simulate_test", "lambda_max")
 SET_BY_COMPARE = ("obs_dim", "seed", "generator")
 
@@ -231,9 +233,16 @@ def _dataset(entry: dict, i: int, base_dir: Path) -> dict:
     for key in ("train", "test"):
         if key in out:
             out[key] = _source(str(out[key]), base_dir, f"datasets[{i}].{key}")
-    if "test" in out and "test_fraction" in out:
-        raise ValueError(f"grid: datasets[{i}] gives both test and test_fraction; keep one")
-    if "test" not in out:
+    given = [key for key in ("test", "test_fraction", "test_trials") if key in out]
+    if len(given) > 1:
+        raise ValueError(f"grid: datasets[{i}] gives {' and '.join(given)}; keep one way to choose the test part")
+    if "test_trials" in out:
+        held = out["test_trials"]
+        if not (isinstance(held, int) and held >= 1) and not (
+                isinstance(held, list) and held and all(isinstance(k, int) and k >= 0 for k in held)):
+            raise ValueError(f"grid: datasets[{i}].test_trials must be a count of last trials to hold out (an integer "
+                             f">= 1) or a list of trial indices, got {held!r}")
+    elif "test" not in out:
         out["test_fraction"] = float(out.get("test_fraction", 0.2))
     out["standardize"] = bool(out.get("standardize", False))
     for key, source in (("simulate", "train"), ("simulate_test", "test")):
@@ -259,8 +268,8 @@ def _source(text: str, base_dir: Path, where: str) -> str:
     path_text, sep, key = text.partition(":") if not re.match(r"^[A-Za-z]:\\", text) else (text, "", "")
     path = Path(path_text)
     path = path if path.is_absolute() else (base_dir / path).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"grid: {where}: data file {str(path)!r} does not exist (relative paths are "
+    if not (path.is_file() or (path.is_dir() and not sep)):  # a folder: one trial per file
+        raise FileNotFoundError(f"grid: {where}: data file or folder {str(path)!r} does not exist (relative paths are "
                                 f"resolved against {str(base_dir)!r}); registered names: "
                                 f"{', '.join(RECORDINGS + BENCHMARK_SYSTEMS)}")
     return str(path) + (sep + key if sep else "")

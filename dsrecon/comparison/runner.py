@@ -54,27 +54,50 @@ def prepare_dataset(entry: dict, data_root: Path) -> Path:
     Returns the folder holding ``train.npy``, ``test.npy`` (float64, ``(T, N)``) and ``meta.json``
     (dt, sizes, source, standardization). Standardization uses the training part's mean and std for
     both parts, so the test data are in the coordinates the model was trained in.
+
+    A part made of trials (a :class:`~dsrecon.trials.TrialSet`: a folder, a list, an npz or h5
+    group of several series) is stored end to end in its ``.npy`` with the trial lengths in
+    ``meta["train_trials"]`` / ``meta["test_trials"]`` (``{"lengths": [...], "names": [...]}``), from
+    which :func:`load_part` rebuilds it: training windows then stay inside trials, the mean and std
+    are pooled over the training trials, and evaluation scores each test trial and the pool. Its
+    test part is held-out tails of every trial (``test_fraction``), whole held-out trials
+    (``test_trials``: a count of last trials or their indices), or a ``test`` source.
     """
     from dsrecon.data import train_test_split
+    from dsrecon.trials import TrialSet, split_trials
 
     folder = Path(data_root) / f"{slug(entry['label'])}-{_key(entry)}"
     if (folder / "meta.json").is_file():
         return folder
     train = _load(entry["train"], entry.get("simulate"), entry.get("dt"))
-    _refuse_trials(train, entry, "train")
-    if "test" in entry:
+    if "test_trials" in entry:
+        if not isinstance(train, TrialSet):
+            raise ValueError(f"dataset {entry['label']!r}: test_trials holds out whole trials, but the train source "
+                             f"{entry['train']!r} is one series; give trials (a folder, an npz or h5 group with several "
+                             "series) or use test_fraction")
+        train, test = split_trials(train, test_trials=entry["test_trials"])
+    elif "test" in entry:
         test = _load(entry["test"], entry.get("simulate_test"), entry.get("dt", train.dt))
-        _refuse_trials(test, entry, "test")
     else:
         train, test = train_test_split(train, entry["test_fraction"])
-    x_train, x_test = train.x[: entry.get("max_train_steps")], test.x[: entry.get("max_test_steps")]
+    meta = {"label": entry["label"], "dt": float(entry.get("dt", train.dt))}
+    parts = {}
+    for name, data in (("train", train), ("test", test)):
+        limit = entry.get(f"max_{name}_steps")
+        if isinstance(data, TrialSet):
+            if limit is not None:
+                raise ValueError(f"dataset {entry['label']!r}: max_{name}_steps keeps the first steps of one series, "
+                                 f"but the {name} part holds {data.n_trials} trials; choose the trials instead (a "
+                                 "folder or archive of fewer series, test_trials)")
+            meta[f"{name}_trials"] = {"lengths": data.lengths, "names": [t.name for t in data.trials]}
+        parts[name] = data.x[:limit]
+    x_train, x_test = parts["train"], parts["test"]
     if x_train.shape[1] != x_test.shape[1]:
         raise ValueError(f"dataset {entry['label']!r}: train has N = {x_train.shape[1]} columns but test "
                          f"has N = {x_test.shape[1]}; they must observe the same variables")
-    meta = {"label": entry["label"], "dt": float(entry.get("dt", train.dt)), "n_train": len(x_train),
-            "n_test": len(x_test), "n_dims": int(x_train.shape[1]), "entry": entry}
+    meta.update(n_train=len(x_train), n_test=len(x_test), n_dims=int(x_train.shape[1]), entry=entry)
     if entry.get("standardize"):
-        mean, std = x_train.mean(axis=0, dtype=np.float64), x_train.std(axis=0, dtype=np.float64)  # (N,)
+        mean, std = x_train.mean(axis=0, dtype=np.float64), x_train.std(axis=0, dtype=np.float64)  # (N,), pooled
         if np.any(std == 0):
             raise ValueError(f"dataset {entry['label']!r}: a training column is constant; cannot standardize")
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
@@ -88,15 +111,30 @@ def prepare_dataset(entry: dict, data_root: Path) -> Path:
     return folder
 
 
-def _refuse_trials(data, entry: dict, part: str) -> None:
-    """A grid's dataset is one series per part: its runs store and train on one array, where trials
-    laid end to end would give windows across their boundaries."""
+def load_part(data_dir: Path, part: str, meta: dict | None = None):
+    """A prepared dataset's ``part`` ("train" or "test"): a Trajectory ``(T, N)``, or the TrialSet it
+    was made of (its trials cut back out of the stored array by their lengths)."""
+    from dsrecon.trajectory import Trajectory
     from dsrecon.trials import TrialSet
 
-    if isinstance(data, TrialSet):
-        raise ValueError(f"dataset {entry['label']!r}: the {part} source {entry.get(part)!r} holds {data.n_trials} "
-                         "trials; dsrecon compare takes one series per part for now: give one file (or a key), or "
-                         "fit the trials with dsrecon.fit / dsrecon fit")
+    data_dir = Path(data_dir)
+    meta = json.loads((data_dir / "meta.json").read_text()) if meta is None else meta
+    x = np.load(data_dir / f"{part}.npy")  # (T, N); trials end to end
+    trials = meta.get(f"{part}_trials")
+    if trials is None:
+        return Trajectory(x, dt=meta["dt"], name=meta["label"])
+    ends = np.cumsum(trials["lengths"])
+    pieces = np.split(x, ends[:-1])
+    return TrialSet(tuple(Trajectory(piece, dt=meta["dt"], name=name) for piece, name in zip(pieces, trials["names"])),
+                    dt=meta["dt"], name=meta["label"])
+
+
+def longest_series(data) -> np.ndarray:
+    """The one continuous series of a part to plot or estimate a time-series statistic on: the
+    Trajectory's ``x``, or the longest trial's (trials end to end are not one series)."""
+    from dsrecon.trials import TrialSet
+
+    return (data.longest if isinstance(data, TrialSet) else data).x
 
 
 def _load(source: str, simulate_kwargs: dict | None, dt):
@@ -147,10 +185,10 @@ def execute_run(spec: dict, run_dir: str, data_dir: str, threads: int | None = 1
     _set_threads(threads)
     stage, t0 = "setup", time.perf_counter()
     try:
-        meta, x_train, x_test, model, forcing = _setup(spec, run_dir, Path(data_dir))
+        meta, train_data, test_data, model, forcing = _setup(spec, run_dir, Path(data_dir))
         stage = "train"
-        result = _train(model, forcing, spec, x_train, meta["dt"], run_dir / "train")
-        return _finish(spec, run_dir, model, result, float(result.train_time_s), meta, x_test)
+        result = _train(model, forcing, spec, train_data, run_dir / "train")
+        return _finish(spec, run_dir, model, result, float(result.train_time_s), test_data)
     except Exception as err:  # a failed run is recorded; the grid goes on
         return _fail(spec, run_dir, getattr(err, "stage", stage), err, t0)
 
@@ -180,17 +218,16 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
             summaries[i] = _fail(spec, run_dir, getattr(err, "stage", "setup"), err, t0)
     if setups:
         idx = [i for i, _ in setups]
-        meta, x_train, x_test, _, forcing = setups[0][1]
+        meta, train_data, test_data, _, forcing = setups[0][1]
         models = [s[3] for _, s in setups]
         group_dir = Path(data_dir).parent.parent / "ensembles" / _key({"runs": sorted(run_dirs[i].name for i in idx)})
         try:
-            from dsrecon.data import Trajectory
             from dsrecon.history import write_history_csv
             from dsrecon.training import TrainConfig, train
 
             config = TrainConfig(**specs[idx[0]]["budget"], seed=specs[idx[0]]["seed"])
             results = train(Ensemble(models, seeds=[specs[i]["seed"] for i in idx]),
-                            Trajectory(x_train, dt=meta["dt"]), config, forcing, run_dir=group_dir,
+                            train_data, config, forcing, run_dir=group_dir,
                             resume=(group_dir / "ensemble.pt").is_file(), progress=False).members
             per_run = results[0].train_time_s / len(idx)  # the ensemble's wall time, shared
         except Exception as err:
@@ -204,7 +241,7 @@ def execute_group(specs: list, run_dirs: list, data_dir: str, threads: int | Non
                 write_history_csv(run_dir / "train" / "history.csv", result.history)
                 shutil.copyfile(group_dir / f"seed{spec['seed']}.pt", run_dir / "train" / "model.pt")
                 _check_finite(model)
-                summaries[i] = _finish(spec, run_dir, model, result, per_run, meta, x_test,
+                summaries[i] = _finish(spec, run_dir, model, result, per_run, test_data,
                                        extra={"ensemble_size": len(idx), "ensemble_dir": str(group_dir)})
             except Exception as err:
                 summaries[i] = _fail(spec, run_dir, getattr(err, "stage", "train"), err, t0)
@@ -227,7 +264,8 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _setup(spec: dict, run_dir: Path, data_dir: Path):
-    """Folder, spec.json, data, model and forcing of a run: ``(meta, x_train, x_test, model, forcing)``.
+    """Folder, spec.json, data, model and forcing of a run: ``(meta, train, test, model, forcing)``,
+    ``train``/``test`` as :func:`load_part` gives them.
 
     An error carries the stage it happened in as ``err.stage`` (data, model, forcing).
     """
@@ -238,8 +276,7 @@ def _setup(spec: dict, run_dir: Path, data_dir: Path):
         _write_json(run_dir / SPEC, spec)
         stage = "data"
         meta = json.loads((data_dir / "meta.json").read_text())
-        x_train = np.load(data_dir / "train.npy")  # (T, N)
-        x_test = np.load(data_dir / "test.npy")  # (T', N)
+        train_data, test_data = load_part(data_dir, "train", meta), load_part(data_dir, "test", meta)
         stage = "model"
         from dsrecon.models import make_model
 
@@ -252,23 +289,22 @@ def _setup(spec: dict, run_dir: Path, data_dir: Path):
     except Exception as err:
         err.stage = stage
         raise
-    return meta, x_train, x_test, model, forcing
+    return meta, train_data, test_data, model, forcing
 
 
-def _finish(spec: dict, run_dir: Path, model, result, train_time_s: float, meta: dict, x_test: np.ndarray,
-            extra: dict | None = None) -> dict:
+def _finish(spec: dict, run_dir: Path, model, result, train_time_s: float, test_data, extra: dict | None = None
+            ) -> dict:
     """Evaluate a trained run and write report.json, the sample and, last, result.json."""
     stage = "evaluate"
     try:
         t_eval = time.perf_counter()
-        from dsrecon.data import Trajectory
         from dsrecon.evaluation import EvalConfig, evaluate
 
-        report = evaluate(model, Trajectory(x_test, dt=meta["dt"], name=meta["label"]), EvalConfig(**spec["eval"]))
+        report = evaluate(model, test_data, EvalConfig(**spec["eval"]))
         report.save(run_dir / REPORT)
         eval_time = time.perf_counter() - t_eval
         stage = "sample"
-        np.save(run_dir / SAMPLE, _sample(report, x_test))
+        np.save(run_dir / SAMPLE, _sample(report))
         stage = "result"
         out = {"status": "done", "spec": spec, "key": run_dir.name.rsplit("-", 1)[-1],
                "metrics": report_metrics(report), "collapsed": report.collapsed, "n_params": int(model.n_params),
@@ -307,22 +343,22 @@ def _fail(spec: dict, run_dir: Path, stage: str, err: Exception, t0: float) -> d
     return {"status": "failed", "run_dir": str(run_dir), "error": f"{stage}: {type(err).__name__}: {err}"}
 
 
-def _train(model, forcing, spec: dict, x_train: np.ndarray, dt: float, train_dir: Path):
+def _train(model, forcing, spec: dict, train_data, train_dir: Path):
     """Train with the shared budget; continue from a checkpoint left by an interrupted run."""
-    from dsrecon.data import Trajectory
     from dsrecon.training import TrainConfig, train
 
     config = TrainConfig(**spec["budget"], seed=spec["seed"])
     # started but never checkpointed: train() starts over in place (unless a live writer holds the lock)
     resume = (train_dir / "checkpoints" / "last.pt").is_file()
-    result = train(model, Trajectory(x_train, dt=dt), config, forcing, run_dir=train_dir, resume=resume,
+    result = train(model, train_data, config, forcing, run_dir=train_dir, resume=resume,
                    progress=False)
     _check_finite(model)
     return result
 
 
-def _sample(report, x_test: np.ndarray) -> np.ndarray:
-    """The first <= 5,000 steps of the series ``evaluate`` compared (after its warm-up)."""
+def _sample(report) -> np.ndarray:
+    """The first <= 5,000 steps of the free run ``evaluate`` compared (after its warm-up; for test
+    trials, the longest trial's)."""
     return np.asarray(report.generated[:SAMPLE_STEPS], dtype=np.float32)  # (n, N)
 
 
@@ -365,7 +401,7 @@ def dataset_lambda_max(entry: dict, data_dir: Path, eval_fields: dict) -> float:
     from dsrecon.rosenstein import rosenstein_lambda_max
 
     meta = json.loads((Path(data_dir) / "meta.json").read_text())
-    x = torch.as_tensor(np.load(Path(data_dir) / "test.npy")[: cfg.rosenstein_points])  # (T, N)
+    x = torch.as_tensor(longest_series(load_part(data_dir, "test", meta))[: cfg.rosenstein_points])  # (T, N)
     try:
         value = float(rosenstein_lambda_max(x, emb_dim=cfg.rosenstein_emb_dim,
                                             trajectory_len=cfg.rosenstein_trajectory_len,
@@ -380,5 +416,5 @@ def dataset_lambda_max(entry: dict, data_dir: Path, eval_fields: dict) -> float:
     return value
 
 
-__all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "is_finished", "report_metrics",
-           "dataset_lambda_max", "record_failure"]
+__all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "load_part", "longest_series",
+           "is_finished", "report_metrics", "dataset_lambda_max", "record_failure"]

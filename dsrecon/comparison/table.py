@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsrecon.comparison.runner import ERROR, RESULT, SAMPLE
+from dsrecon.comparison.runner import ERROR, RESULT, SAMPLE, load_part, longest_series
 
 # column name -> (table heading, what it is)
 METRICS = {
@@ -200,7 +200,7 @@ def plot_comparison(result: CompareResult, data_dirs: dict, path) -> list[Path]:
     datasets = [d for d in dict.fromkeys(r["dataset"] for r in result.runs) if d in data_dirs]  # prepared ones
     written = []
     for dataset in datasets:
-        x_true = np.load(Path(data_dirs[dataset]) / "test.npy")[:5000]  # (T, N)
+        x_true = longest_series(load_part(data_dirs[dataset], "test"))[:5000]  # (T, N), one continuous series
         samples = {}
         for r in result.runs:
             if r["dataset"] == dataset and r["status"] == "done":
