@@ -49,7 +49,7 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         epochs: int = defaults.EPOCHS, batches_per_epoch: int = 50, batch_size: int = 16, seq_len: int | str = 200,
         lr: float = defaults.LR_START, lr_end: float = defaults.LR_END, seed: int = defaults.SEED,
         device: str = "cpu", val_every: int = 25, backend: str = "auto", threads: int | None = 1,
-        n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, test_trials=None,
+        select: str = "last", val_starts: int = 1, noise_std: float = 0.0, n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, test_trials=None,
         dt: float | None = None,
         embed: str = "auto", eval_config=None, run_dir=None, resume=None, progress: bool = True,
         verbose: bool = True, budget: float | str | None = defaults.BUDGET_S) -> Reconstruction:
@@ -83,6 +83,14 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         STF interval in steps (default ``ln 2 / lambda_max`` of the data).
     epochs, batches_per_epoch, batch_size, seq_len, lr, lr_end, seed, device, val_every, backend, threads
         ``TrainConfig`` fields (``lr`` is ``lr_start``); defaults :mod:`dsrecon.defaults`.
+    select, val_starts, noise_std
+        ``TrainConfig`` fields: ``select="best_val"`` keeps the parameters of the validation epoch
+        whose free runs (``val_starts`` of them, from states spread over the validation series)
+        scored best, instead of the last ones. The validation series is then the last
+        ``VALIDATION_FRACTION`` of the training part (of its longest trial), never the test part, so
+        the test scores stay unbiased; with ``"last"`` the validations are made on the test part and
+        only recorded. ``noise_std``: Gaussian noise (standardized units) added to the windows that
+        feed the initial state and the forcing signal.
         ``seq_len="auto"``: the window length from the data's mutual-information time
         (:func:`dsrecon.preparation.choose_seq_len`).
     n_steps, noise : simulated systems only
@@ -160,7 +168,8 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
             raise ValueError(f"seq_len must be a number of steps or 'auto', got {seq_len!r}")
         cfg = TrainConfig(epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size,
                           seq_len=seq_len, lr_start=lr, lr_end=min(lr_end, lr), seed=seed, device=device,
-                          val_every=val_every, backend=backend, threads=threads)
+                          val_every=val_every, backend=backend, threads=threads, select=select,
+                          val_starts=val_starts, noise_std=noise_std)
         run_meta = _run_meta(data_spec, raw_train)
         settings_extra = {k: summary[k] for k in ("embedding", "latent", "seq_len") if k in summary}
         if budget is not None:
@@ -450,6 +459,19 @@ def _stored_config(run_dir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- train, evaluate, keep
+VALIDATION_FRACTION = 0.2  # share of the training part (its tail) a best_val selection validates on
+
+
+def validation_series(train_data, test_data, cfg):
+    """What training validates on: the test part when validations are only recorded
+    (``select="last"``); the tail of the training part when they choose the kept parameters
+    (``select="best_val"``), so no test point takes part in the choice."""
+    if cfg.select != "best_val":
+        return test_data
+    series = train_data.longest if isinstance(train_data, TrialSet) else train_data
+    return series.x[-max(int(len(series.x) * VALIDATION_FRACTION), 2):]  # (T_val, N), in-sample
+
+
 def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summary, settings_extra, run_meta,
                       run: Path | None, resume: bool, progress: bool, say, eval_config=None) -> Reconstruction:
     from dsrecon.checkpoint import model_spec
@@ -461,11 +483,16 @@ def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summar
         f"{shape}, forcing {policy!r}, {cfg.epochs} epochs" + (f" -> {run}" if run else ""))
     lock = run_lock(run) if run is not None else _no_lock()
     with lock:  # one writer per run folder, from training to the last file
-        result = train(net, train_data, cfg, policy, val_data=test_data, run_dir=run, resume=resume,
+        result = train(net, train_data, cfg, policy, val_data=validation_series(train_data, test_data, cfg),
+                       run_dir=run, resume=resume,
                        progress=progress, run_meta=run_meta)
         net.cpu()
         say(f"trained {result.epochs} epochs ({result.n_updates} updates) in {result.train_time_s:.0f} s; "
             f"final loss {result.final_loss:.4g}")
+        if cfg.select == "best_val":
+            say(f"kept the parameters of epoch {result.best_epoch}, the best validation on the last "
+                f"{VALIDATION_FRACTION:.0%} of the training part" if result.best_epoch is not None else
+                "no validation scored a finite D_stsp and D_H: kept the last parameters")
         t0 = time.perf_counter()
         data = summary.get("data") or {}
         metrics, lyapunov = _evaluate(net, test_data, run, eval_config,
@@ -474,6 +501,9 @@ def _train_and_finish(net, policy, cfg, train_data, test_data, transform, summar
         reason = _diverged(metrics, result)
         settings = {"model": model_spec(net), "forcing": policy.config(), "train": asdict(cfg),
                     "data": run_meta["data"], **settings_extra}
+        if cfg.select == "best_val":
+            settings["selection"] = {"select": "best_val", "epoch": result.best_epoch,
+                                     "validated_on": f"last {VALIDATION_FRACTION:.0%} of the training part"}
         reports = {"test": metrics, "data": summary.get("data"), "diverged": reason}
         idx = np.linspace(0, train_data.n_steps - 1, N_ANCHORS).round().astype(int)
         anchors = torch.as_tensor(np.asarray(train_data.x[idx]), dtype=net._dtype())  # (K, k N)

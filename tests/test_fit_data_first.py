@@ -104,3 +104,37 @@ def test_many_channels_get_a_latent_size_from_the_variance():
     assert choose_latent(rng.standard_normal((2000, 64))).latent_dim == 32  # white: clipped down to 32
     assert choose_latent(x[:, :5]).latent_dim == 10 and choose_latent(x[:, :5]).observation == "identity"
     assert choose_latent(x, requested=8).observation == "affine"  # M < N needs the affine observation
+
+
+def test_best_val_selection_validates_on_the_training_tail_only(tmp_path, lorenz, capsys):
+    """``--select best_val`` chooses the kept parameters on the tail of the training part: the run's
+    validation records are those of that tail (not of the test part), the kept parameters are the
+    best-scoring epoch's, and the settings carry select, val_starts and noise_std."""
+    run = tmp_path / "run"
+    assert main(["fit", str(_save(tmp_path, lorenz)), "--dt", "0.01", "--out", str(run), "--epochs", "3",
+                 "--batches-per-epoch", "2", "--seq-len", "20", "--hidden-dim", "8", "--no-progress",
+                 "--val-every", "1", "--select", "best_val", "--val-starts", "2", "--noise-std", "0.01"]) == 0
+    capsys.readouterr()
+    rec = dsrecon.load_reconstruction(run / "reconstruction.pt")
+    cfg = rec.settings["train"]
+    assert (cfg["select"], cfg["val_starts"], cfg["noise_std"]) == ("best_val", 2, 0.01)
+    from dsrecon.fitting import VALIDATION_FRACTION, validation_series
+    from dsrecon.train_config import TrainConfig
+
+    train_part = lorenz[:2400]
+    tail = validation_series(dsrecon.load(train_part), None, TrainConfig(select="best_val"))
+    np.testing.assert_array_equal(tail, train_part[-int(2400 * VALIDATION_FRACTION):])
+    test_part = dsrecon.load(lorenz[2400:])
+    assert validation_series(dsrecon.load(train_part), test_part, TrainConfig()) is test_part
+    import math
+
+    scored = [(r["d_stsp"], r["d_h"], r["epoch"]) for r in rec.history
+              if r.get("d_stsp") is not None and math.isfinite(r["d_stsp"]) and math.isfinite(r["d_h"])]
+    assert [r["epoch"] for r in rec.history if "d_stsp" in r] == [1, 2, 3]
+    assert rec.settings["selection"]["epoch"] == (min(scored)[2] if scored else None)
+
+
+def _save(tmp_path, x):
+    path = tmp_path / "lorenz.npy"
+    np.save(path, x)
+    return path

@@ -87,6 +87,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=defaults.SEED, help="seed of model initialization, windows, test data")
     g.add_argument("--device", default="cpu")
     g.add_argument("--val-every", type=positive_int, default=25, help="epochs between D_stsp/D_H validations")
+    g.add_argument("--select", choices=("last", "best_val"), default="last",
+                   help="keep the last parameters (default) or those of the best validation (best_val: validated "
+                        "on the tail of the training part, never on the test part)")
+    g.add_argument("--val-starts", type=positive_int, default=1, help="free runs per validation (default 1)")
+    g.add_argument("--noise-std", type=nonnegative_float, default=0.0,
+                   help="Gaussian noise (standardized units) added to the inputs of the forcing (default 0)")
     g.add_argument("--backend", choices=("auto", "plain", "fused", "affine"), default="auto",
                    help="training path: auto (fused for the shPLRNN, affine for the others), plain "
                         "(autograd reference), fused, affine (same gradients, see TrainConfig)")
@@ -125,7 +131,8 @@ def run(args) -> int:
                   clipped=not args.unclipped, observation=args.observation, forcing=args.forcing, alpha=args.alpha,
                   tau=args.tau, epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                   batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, lr_end=args.lr_end, seed=args.seed,
-                  val_every=args.val_every, backend=args.backend, n_steps=args.n_steps, noise=args.noise,
+                  val_every=args.val_every, select=args.select, val_starts=args.val_starts,
+                  noise_std=args.noise_std, backend=args.backend, n_steps=args.n_steps, noise=args.noise,
                   test_fraction=args.test_fraction, test_trials=args.test_trials, dt=args.dt, embed=args.embed, budget=args.budget,
                   run_dir=Path(args.out) if args.out else new_run_dir(name), **common)
     if rec.diverged is not None:
