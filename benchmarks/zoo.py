@@ -24,9 +24,16 @@ Usage (from the project root)::
 
     python benchmarks/zoo.py                       # every data set, in the order of DATA_SETS
     python benchmarks/zoo.py --only lorenz63,chua
-    python benchmarks/zoo.py --resume              # skip data sets already in the jsonl
+    python benchmarks/zoo.py --resume              # skip (data set, seed) fits already in the jsonl
     python benchmarks/zoo.py --table-only          # rewrite the table from the jsonl
     python benchmarks/zoo.py --quick --only lorenz63   # smoke test: short data, 3 epochs
+    python benchmarks/zoo.py --seeds 3             # every data set with fit seeds 0, 1, 2
+
+One fit of a data set is one draw: its seed (model initialization, windows) decides between a
+good and a failed reconstruction often enough that a difference of one or two data sets between
+two passes is not a difference of the settings. ``--seeds K`` fits every data set with K seeds;
+the table then gives, per data set, the share of its seeds reconstructed, and the headline counts
+the data sets reconstructed by a majority of their seeds.
 
 Each finished data set is appended to ``benchmarks/results/<stem>_runs.jsonl`` (stem
 ``zoo_<date>_<commit>``, or ``--stem``) as soon as it ends; the table goes to ``<stem>.md``. With
@@ -53,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from dsrecon.checkpoint import finite_or_none
+from dsrecon.defaults import SEED as DEFAULT_SEED  # the seed of a fit that gives none
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -163,7 +171,7 @@ def noise_floor(transform, test_raw, floor_raw) -> dict:
             "d_h": float(hellinger_distance(a, b, sigma=cfg.sigma)), "n_steps": int(n)}
 
 
-def run_one(name: str, run_dir: Path, quick: bool, fit_options: dict | None = None) -> dict:
+def run_one(name: str, run_dir: Path, quick: bool, fit_options: dict | None = None, seed: int = 0) -> dict:
     import torch
 
     import dsrecon
@@ -180,7 +188,8 @@ def run_one(name: str, run_dir: Path, quick: bool, fit_options: dict | None = No
     t2 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rec = dsrecon.fit(data["train"], test=data["test"], dt=data["dt"], run_dir=run_dir, progress=False, **extra)
+        rec = dsrecon.fit(data["train"], test=data["test"], dt=data["dt"], run_dir=run_dir, progress=False, seed=seed,
+                          **extra)
     t_fit = time.perf_counter() - t2
     floor = noise_floor(rec.transform, data["test"], data["floor"])
     metrics = rec.reports["test"]
@@ -194,7 +203,7 @@ def run_one(name: str, run_dir: Path, quick: bool, fit_options: dict | None = No
     lam_ref = lam_true[0] if lam_true else lam_ros
     ok, why = reconstructed(lam_model, lam_ref, metrics.get("d_h"), floor["d_h"])
     return {
-        "name": name, "quick": quick, "what": data["what"], "N": 1 if train.ndim == 1 else int(train.shape[1]),
+        "name": name, "seed": seed, "quick": quick, "what": data["what"], "N": 1 if train.ndim == 1 else int(train.shape[1]),
         "model_N": int(rec.transform.model_dim), "T_train": int(len(train)), "T_test": int(len(data["test"])),
         "dt": data["dt"], "noise": data["noise"], "delays": list(emb.get("delays", [0])) if emb else [0],
         "latent_dim": lat.get("latent_dim"), "observation": lat.get("observation"),
@@ -231,14 +240,40 @@ def _ratio(a, b):
     return math.inf if a is None or not math.isfinite(a) else a / b
 
 
+def seed_of(row: dict) -> int:
+    """The fit seed of a row (rows written before ``--seeds`` existed used the default seed)."""
+    return int(row.get("seed", DEFAULT_SEED))
+
+
+def by_data_set(rows: list[dict]) -> dict:
+    """``{data set: [its rows, by seed]}`` in the order the rows came."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["name"], []).append(r)
+    return {k: sorted(v, key=seed_of) for k, v in out.items()}
+
+
 def headline(rows: list[dict]) -> str:
-    done = [r for r in rows if "error" not in r]
-    ok = sum(bool(r["reconstructed"]) for r in done)
-    ratios = [q for q in (_ratio(r["d_h"], r["floor_d_h"]) for r in done) if q is not None]
+    """Reconstructed data sets (by a majority of their seeds when there are several) and the median
+    over data sets of their median D_H / floor (an undefined D_H counts as the worst)."""
+    groups = by_data_set(rows)
+    n_sets, ok_sets, ratios, undefined = len(groups), 0, [], 0
+    n_runs = ok_runs = 0
+    for runs in groups.values():
+        done = [r for r in runs if "error" not in r]
+        ok = sum(bool(r["reconstructed"]) for r in done)
+        n_runs, ok_runs = n_runs + len(runs), ok_runs + ok
+        ok_sets += ok > len(runs) / 2
+        qs = [q for q in (_ratio(r["d_h"], r["floor_d_h"]) for r in done) if q is not None]
+        if qs:
+            med_set = statistics.median(qs)
+            ratios.append(med_set)
+            undefined += math.isinf(med_set)
     med = statistics.median(ratios) if ratios else None
-    share = f"{ok} of {len(rows)} ({ok / len(rows):.0%})" if rows else "0 of 0"
-    undefined = sum(math.isinf(q) for q in ratios)
-    return (f"reconstructed: {share}; median D_H / floor: {_num(med, '.2f') if med != math.inf else 'inf'} "
+    share = f"{ok_sets} of {n_sets} ({ok_sets / n_sets:.0%})" if n_sets else "0 of 0"
+    runs_part = f" by a majority of their seeds ({ok_runs} of {n_runs} fits)" if n_runs > n_sets else ""
+    return (f"reconstructed: {share}{runs_part}; median D_H / floor: "
+            f"{_num(med, '.2f') if med != math.inf else 'inf'} "
             f"(over {len(ratios)} data sets, {undefined} with D_H undefined counted as worst)")
 
 
@@ -261,29 +296,40 @@ def write_table(rows: list[dict], path: Path, command: str, commit: str, quick: 
              "training data",
              f"- reconstructed: lambda_max of the data's sign and within {LAMBDA_TOLERANCE:.0%} of it (true "
              f"value for systems, Rosenstein for recordings) and D_H <= {FLOOR_FACTOR:g} x floor", "",
-             "| data set | N (model) | T train / test | dt | noise | epochs | D_stsp / floor | D_H / floor "
+             "| data set | seed | N (model) | T train / test | dt | noise | epochs | D_stsp / floor | D_H / floor "
              "| lambda_max model | true | Rosenstein | flags | reconstructed | wall |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups = by_data_set(rows)
+    for r in (r for runs in groups.values() for r in runs):
         if "error" in r:
-            lines.append(f"| {r['name']} | | | | | | | | | | | | error: {r['error'][:80]} | {_num(r.get('wall_s'), '.0f')} s |")
+            lines.append(f"| {r['name']} | {seed_of(r)} | | | | | | | | | | | | error: {r['error'][:80]} | "
+                         f"{_num(r.get('wall_s'), '.0f')} s |")
             continue
         ep = f"{r['epochs_trained']}" + (f" (budget cut from {r['epochs_requested']})" if r["budget_capped"] else "")
         lam_true = r["lambda_true"][0] if r["lambda_true"] else None
         lines.append(
-            f"| {r['name']} | {r['N']} ({r['model_N']}) | {r['T_train']:,} / {r['T_test']:,} | "
+            f"| {r['name']} | {seed_of(r)} | {r['N']} ({r['model_N']}) | {r['T_train']:,} / {r['T_test']:,} | "
             f"{_num(r['dt'], '.4g') if r['dt'] else 'unknown'} | {_num(r['noise'], '.0%') if r['noise'] is not None else 'real'} | "
             f"{ep} | {_num(r['d_stsp'])} / {_num(r['floor_d_stsp'])} | {_num(r['d_h'])} / {_num(r['floor_d_h'])} | "
             f"{_num(r['lambda_max_model'])} | {_num(lam_true)} | {_num(r['lambda_rosenstein'])} | "
             f"{', '.join(r['flags']) or '-'} | {'yes' if r['reconstructed'] else 'no: ' + r['why_not']} | "
             f"{r['wall_s'] / 60:.1f} min |")
-    missing = [n for n in wanted if n not in {r["name"] for r in rows}]
+    missing = [n for n in wanted if n not in groups]
+    if any(len(runs) > 1 for runs in groups.values()):
+        lines += ["", "Per data set, over its seeds:", "", "| data set | seeds reconstructed | median D_H / floor |",
+                  "|---|---|---|"]
+        for name, runs in groups.items():
+            qs = [q for q in (_ratio(r.get("d_h"), r.get("floor_d_h")) for r in runs if "error" not in r) if q is not None]
+            ok = sum(bool(r.get("reconstructed")) for r in runs)
+            med = statistics.median(qs) if qs else None
+            lines.append(f"| {name} | {ok} of {len(runs)} | {'inf' if med == math.inf else _num(med, '.2f')} |")
     lines += ["", f"**{headline(rows)}**"]
     if missing:
         lines += ["", f"Not finished (not in this table, not counted): {', '.join(missing)}."]
     lines += ["", "Data sets:", ""]
-    for r in rows:
-        if "error" not in r:
+    for runs in groups.values():
+        r = next((r for r in runs if "error" not in r), None)
+        if r is not None:
             lines.append(f"- {r['name']}: {r['what']}; model coordinates {r['model_N']} (delays {r['delays']}), "
                          f"M = {r['latent_dim']} ({r['observation']}); lambda_max units {r['lyapunov_units']}; "
                          f"floor: {r['floor_from']}")
@@ -294,12 +340,13 @@ def write_table(rows: list[dict], path: Path, command: str, commit: str, quick: 
 def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    latest = {}  # the last row of a data set wins (a failed attempt, then a finished one)
+    latest = {}  # the last row of a (data set, seed) wins (a failed attempt, then a finished one)
     for line in path.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            latest.pop(row["name"], None)
-            latest[row["name"]] = row
+            key = (row["name"], seed_of(row))
+            latest.pop(key, None)
+            latest[key] = row
     return list(latest.values())
 
 
@@ -307,11 +354,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", help="comma-separated data sets (default all: " + ", ".join(DATA_SETS) + ")")
     p.add_argument("--quick", action="store_true", help="smoke test: short data, 3 epochs, written under benchmarks/runs/")
-    p.add_argument("--resume", action="store_true", help="skip data sets already in the jsonl")
+    p.add_argument("--resume", action="store_true", help="skip (data set, seed) fits already in the jsonl")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table from the jsonl")
     p.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
                    help="a non-default dsrecon.fit option for every data set (a candidate default; repeatable), "
                         "e.g. --fit forcing=agtf --fit population=8; values are parsed as JSON where they can be")
+    p.add_argument("--seeds", type=int, default=1, help="fit seeds per data set (default 1: the default seed)")
+    p.add_argument("--first-seed", type=int, default=DEFAULT_SEED, help=f"first fit seed (default {DEFAULT_SEED})")
     p.add_argument("--stem", help="file stem of the jsonl and table (default zoo_<date>_<commit>[_quick])")
     args = p.parse_args(argv)
     fit_options = {}
@@ -344,23 +393,27 @@ def main(argv=None) -> int:
         return 0
     if rows and not args.resume:
         p.error(f"{jsonl} already holds {len(rows)} data sets: pass --resume to continue it, or --stem for a new file")
-    done = {r["name"] for r in rows if "error" not in r}
-    rows = [r for r in rows if r["name"] in done]  # failed ones are tried again
-    for name in wanted:
-        if name in done:
-            print(f"{name}: already in {jsonl.name}, skipped")
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    done = {(r["name"], seed_of(r)) for r in rows if "error" not in r}
+    rows = [r for r in rows if (r["name"], seed_of(r)) in done]  # failed ones are tried again
+    for seed, name in ((seed, name) for seed in seeds for name in wanted):  # a whole pass per seed
+        if (name, seed) in done:
+            print(f"{name} (seed {seed}): already in {jsonl.name}, skipped")
             continue
-        run_dir = ROOT / "benchmarks" / "runs" / "zoo" / stem / name
+        folder = name if seed == DEFAULT_SEED else f"{name}-seed{seed}"
+        run_dir = ROOT / "benchmarks" / "runs" / "zoo" / stem / folder
         k = 1
         while run_dir.exists():  # an earlier, unfinished attempt keeps its folder
-            run_dir, k = run_dir.with_name(f"{name}-{k}"), k + 1
+            run_dir, k = run_dir.with_name(f"{folder}-{k}"), k + 1
         print(f"\n===== {name} -> {run_dir.relative_to(ROOT)}", flush=True)
         t0 = time.perf_counter()
         try:
-            row = run_one(name, run_dir, args.quick, fit_options)
+            row = run_one(name, run_dir, args.quick, fit_options, seed)
         except Exception as err:  # one failed data set must not lose the others
             traceback.print_exc()
-            row = {"name": name, "quick": args.quick, "error": f"{type(err).__name__}: {err}",
+            row = {"name": name, "seed": seed, "quick": args.quick, "error": f"{type(err).__name__}: {err}",
                    "wall_s": round(time.perf_counter() - t0, 1)}
         row["commit"], row["command"], row["fit_options"] = commit, command, fit_options
         rows.append(row)
@@ -368,7 +421,7 @@ def main(argv=None) -> int:
             fh.write(json.dumps(finite_or_none(row), allow_nan=False) + "\n")
         write_table(rows, table, command, commit, args.quick, wanted)
         if "error" not in row:
-            print(f"{name}: D_stsp {_num(row['d_stsp'])} (floor {_num(row['floor_d_stsp'])}), D_H {_num(row['d_h'])} "
+            print(f"{name} (seed {seed}): D_stsp {_num(row['d_stsp'])} (floor {_num(row['floor_d_stsp'])}), D_H {_num(row['d_h'])} "
                   f"(floor {_num(row['floor_d_h'])}), lambda_max model {_num(row['lambda_max_model'])} vs true "
                   f"{_num(row['lambda_true'][0] if row['lambda_true'] else None)} / Rosenstein "
                   f"{_num(row['lambda_rosenstein'])} {row['lyapunov_units']}; flags {row['flags'] or '-'}; "

@@ -103,3 +103,21 @@ def test_reconstructed_rule(zoo, lam_model, lam_data, d_h, floor, ok):
 def test_reconstructed_rule_names_every_failed_condition(zoo):
     ok, why = zoo.reconstructed(-0.01, 0.07, 0.2, 0.02)
     assert not ok and "wrong sign" in why and "10.0x floor" in why
+
+
+def _row(name, seed, ok, d_h, floor=0.1):
+    return {"name": name, "seed": seed, "reconstructed": ok, "d_h": d_h, "floor_d_h": floor}
+
+
+def test_headline_counts_a_data_set_reconstructed_by_the_majority_of_its_seeds(zoo):
+    rows = [_row("a", 0, True, 0.1), _row("a", 1, True, 0.3), _row("a", 2, False, 0.5),
+            _row("b", 0, True, 0.1), _row("b", 1, False, float("nan")), _row("b", 2, False, float("nan")),
+            _row("c", 1, False, 0.2)]
+    text = zoo.headline(rows)
+    # a: 2 of 3 (median ratio 3); b: 1 of 3 (median inf); c: 0 of 1 (ratio 2): median over sets 3
+    assert text.startswith("reconstructed: 1 of 3 (33%) by a majority of their seeds (3 of 7 fits)")
+    assert "median D_H / floor: 3.00 (over 3 data sets, 1 with D_H undefined counted as worst)" in text
+    # one seed per data set reads as before, and a row without a seed is the default seed's
+    single = zoo.headline([{k: v for k, v in _row("a", 0, True, 0.1).items() if k != "seed"}, _row("b", 0, False, 0.4)])
+    assert single.startswith("reconstructed: 1 of 2 (50%); median D_H / floor: 2.50")
+    assert zoo.seed_of({"name": "a"}) == 0
