@@ -67,7 +67,8 @@ def plan_epochs(model, data, config, forcing, budget_s: float, probe_updates: in
     from dsrecon.training import train
 
     def run(updates: int) -> float:
-        cfg = replace(config, epochs=1, batches_per_epoch=updates, val_every=1)
+        # no validation data here: the probe keeps its last parameters whatever the run selects by
+        cfg = replace(config, epochs=1, batches_per_epoch=updates, val_every=1, select="last")
         start = time.perf_counter()
         train(copy.deepcopy(model), data, cfg, copy.deepcopy(forcing), progress=False)
         return time.perf_counter() - start

@@ -114,7 +114,8 @@ def test_best_val_selection_validates_on_the_training_tail_only(tmp_path, lorenz
     assert main(["fit", str(_save(tmp_path, lorenz)), "--dt", "0.01", "--out", str(run), "--epochs", "3",
                  "--batches-per-epoch", "2", "--seq-len", "20", "--hidden-dim", "8", "--no-progress",
                  "--val-every", "1", "--select", "best_val", "--val-starts", "2", "--noise-std", "0.01"]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "not measured" not in out and "kept the parameters of epoch" in out  # the budget probe ran
     rec = dsrecon.load_reconstruction(run / "reconstruction.pt")
     cfg = rec.settings["train"]
     assert (cfg["select"], cfg["val_starts"], cfg["noise_std"]) == ("best_val", 2, 0.01)
