@@ -19,6 +19,7 @@ Usage (from the project root)::
     python benchmarks/data_lambda.py                       # every system, results file under results/
     python benchmarks/data_lambda.py --cache /tmp/zoo_cache --clean
     python benchmarks/data_lambda.py --only lorenz63,chua --no-write
+    python benchmarks/data_lambda.py --sensitivity         # and the new rule with its constants moved
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ import zoo_systems  # noqa: E402
 
 DEFAULT_TRUE_FROM = ROOT / "benchmarks" / "results" / "zoo_2026-12-07_a51ff3c_runs.jsonl"
 CLEAN_VARIANTS = ("rossler_noise5", "halvorsen_noise10", "thomas_noise5", "lorenz63_coarse")
+# --sensitivity: each constant of the new rule moved one way and the other, the rest at their defaults
+SENSITIVITY = ({"SATURATION_MARGIN": 0.5}, {"SATURATION_MARGIN": 1.5}, {"SAMPLES_PER_MI": 4}, {"SAMPLES_PER_MI": 16},
+               {"FOLLOW_MI_TIMES": 20}, {"FOLLOW_MI_TIMES": 80})
 
 
 def old_estimate(series: np.ndarray, dt: float | None) -> float | None:
@@ -160,6 +164,31 @@ def write_table(rows: list[dict], path: Path, command: str, commit: str) -> str:
     return text
 
 
+def sensitivity(series: dict, truths: dict, dts: dict) -> list[str]:
+    """Markdown lines: the new rule's ratios to the true value with each constant of
+    :data:`SENSITIVITY` changed (zoo systems only), to show how much the result hangs on them."""
+    from dsrecon import inspection
+    from dsrecon.inspection import inspect_data
+
+    defaults = {k: getattr(inspection, k) for k in ("SATURATION_MARGIN", "SAMPLES_PER_MI", "FOLLOW_MI_TIMES")}
+    lines = ["", "## Sensitivity of the new rule to its constants (zoo systems)", "",
+             "| setting | " + " | ".join(series) + " | within 30 % | within x2 |",
+             "|---|" + "---|" * (len(series) + 2)]
+    for variant in ({},) + SENSITIVITY:
+        for key, value in {**defaults, **variant}.items():
+            setattr(inspection, key, value)
+        ratios = [_ratio(inspect_data(x, dt=dts[n]).lambda_max, truths[n]) for n, x in series.items()]
+        w30 = sum(1 for q in ratios if q is not None and abs(q - 1) <= 0.30)
+        f2 = sum(1 for q in ratios if q is not None and 0.5 <= q <= 2.0)
+        label = ", ".join(f"{k} = {v}" for k, v in variant.items()) or "defaults " + ", ".join(
+            f"{k} = {v}" for k, v in defaults.items())
+        lines.append(f"| {label} | " + " | ".join(_num(q, ".2f") for q in ratios) + f" | {w30} | {f2} |")
+        print(lines[-1], flush=True)
+    for key, value in defaults.items():
+        setattr(inspection, key, value)
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", help="comma-separated zoo systems (default: all simulated ones and the recordings)")
@@ -169,6 +198,8 @@ def main(argv=None) -> int:
     p.add_argument("--write-cache", action="store_true", help="store simulated series in the cache folder")
     p.add_argument("--clean", action="store_true", help="also the noisy systems without noise (not zoo data sets)")
     p.add_argument("--no-write", action="store_true", help="print only, no results file")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also rerun the new rule with each of its constants changed (SENSITIVITY), zoo systems only")
     args = p.parse_args(argv)
     names = [n for n in zoo_systems.ZOO_SYSTEMS] + list(zoo.RECORDINGS)
     if args.only:
@@ -178,7 +209,7 @@ def main(argv=None) -> int:
             p.error(f"unknown data set(s) {', '.join(unknown)}; valid: {', '.join(list(zoo_systems.ZOO_SYSTEMS) + list(zoo.RECORDINGS))}")
     commit = provenance.commit()
     command = "python benchmarks/data_lambda.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows = []
+    rows, zoo_series = [], {}
     for name in names:
         if name in zoo.RECORDINGS:
             if name == "ecg" and not (zoo.ECG_DIR / "ECG_pecuzal_5d_train.npy").exists():
@@ -189,7 +220,8 @@ def main(argv=None) -> int:
             continue
         system = zoo_systems.ZOO_SYSTEMS[name]
         lam, source = true_value(system, args.cache, args.true_from)
-        rows.append(measure(name, train_series(system, args.cache, args.write_cache), system.dt, lam, source))
+        zoo_series[name] = (train_series(system, args.cache, args.write_cache), lam, system.dt)
+        rows.append(measure(name, zoo_series[name][0], system.dt, lam, source))
         if args.clean and name in CLEAN_VARIANTS:
             clean = replace(system, noise=0.0)
             rows.append(measure(f"{name} (clean)", train_series(clean, args.cache, False), system.dt, lam, source))
@@ -200,6 +232,10 @@ def main(argv=None) -> int:
         date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
         path = ROOT / "benchmarks" / "results" / f"data_lambda_{date}_{commit}.md"
         write_table(rows, path, command, commit)
+        if args.sensitivity:
+            extra = sensitivity({n: v[0] for n, v in zoo_series.items()}, {n: v[1] for n, v in zoo_series.items()},
+                                {n: v[2] for n, v in zoo_series.items()})
+            path.write_text(path.read_text() + "\n".join(extra) + "\n")
         print(f"table: {path}")
     return 0
 

@@ -195,10 +195,11 @@ def _lambda_max(x: np.ndarray, lag: int, dt: float) -> tuple[float | None, str]:
     ``SATURATION_MARGIN`` e-folds of its plateau (:func:`_fit_window`), i.e. over the stretch of
     exponential growth only, wherever the data put it. A fixed window would read the plateau as
     zero growth on fast, high-dimensional systems and cut the growth short on slow ones. Where the
-    nearest neighbours are already within ``SATURATION_MARGIN`` of the plateau (too few points for
-    the attractor's dimension) there is no such stretch and the estimate is None. Scalar (and
-    two-channel) series are delay-embedded with the same lag to 6 coordinates, more than twice the
-    dimension of a low-dimensional chaotic attractor.
+    curve does not grow by ``SATURATION_MARGIN`` after the first mutual-information time (nearest
+    neighbours already near the attractor's size, with too few points for its dimension; or no
+    exponential divergence, as in a periodic series) there is no such stretch and the estimate is
+    None. Scalar (and two-channel) series are delay-embedded with the same lag to 6 coordinates,
+    more than twice the dimension of a low-dimensional chaotic attractor.
     """
     from dsrecon.rosenstein import rosenstein_divergence
 
@@ -209,7 +210,7 @@ def _lambda_max(x: np.ndarray, lag: int, dt: float) -> tuple[float | None, str]:
     lag_s = max(1, round(lag / stride))
     follow = max(2 * lag_s + 2, min(FOLLOW_MI_TIMES * lag_s, len(xs) // 4))
     settings = (f"emb_dim {emb_dim}, every {stride} sample(s), lag {lag_s}, {len(xs):,} points, "
-                f"followed {follow} steps")
+                f"divergence followed {follow} steps")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -226,7 +227,7 @@ def _lambda_max(x: np.ndarray, lag: int, dt: float) -> tuple[float | None, str]:
                       f"few points for its dimension; or no exponential divergence), {settings}")
     k = np.arange(*window)
     slope = float(np.polyfit(k, y[window[0]:window[1]], 1)[0])  # per thinned step
-    return slope / (dt * stride), f"{settings}, fit over steps {window[0]}-{window[1] - 1}"
+    return slope / (dt * stride), f"{settings}, line fitted over steps {window[0]}-{window[1] - 1} of them"
 
 
 def inspect_data(x, dt: float | None = None) -> DataSummary:

@@ -74,7 +74,7 @@ def test_lambda_max_of_a_fast_saturating_system_lorenz96():
                          progress=False).x
     s = inspect_data(x, dt=0.05)
     assert s.lambda_max == pytest.approx(0.95, rel=0.3)
-    assert "fit over steps" in s.lambda_max_note
+    assert "line fitted over steps" in s.lambda_max_note
 
 
 def test_lambda_max_is_none_where_neighbours_start_near_saturation():
