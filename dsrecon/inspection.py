@@ -31,6 +31,9 @@ __all__ = ["DataSummary", "inspect_data", "noise_level", "time_scales", "NOISE_M
 
 MAX_CHANNELS = 16  # time scales and noise are reported for the first 16 channels
 ROSENSTEIN_POINTS = 10_000  # points of the lambda_max estimate (O(T) per neighbour window)
+SAMPLES_PER_MI = 8  # thin the series for lambda_max to about this many samples per mutual-information time
+FOLLOW_MI_TIMES = 40  # divergence curve followed for this many mutual-information times
+SATURATION_MARGIN = 1.0  # e-folds below the plateau where the linear growth of the divergence ends
 NOISE_METHOD = (
     "high-frequency floor: Hann-windowed periodogram, median over the top quarter of the "
     "frequencies / ln 2 = white-noise variance per unit bandwidth, times the whole band; "
@@ -159,33 +162,72 @@ def time_scales(series: np.ndarray) -> tuple[int | None, int | None]:
     return mi_time, (int(below[0]) if below.size else None)
 
 
+def _fit_window(y: np.ndarray, start: int, smooth: int) -> tuple[int, int] | None:
+    """The region ``[start, end)`` of a divergence curve ``y (K,)`` where it grows linearly, or None.
+
+    ``y(k)`` (mean log distance of neighbours after ``k`` steps) has three parts: a transient while
+    the separation turns onto the unstable direction (and, in noisy data, a jump at ``k = 1`` where
+    the noise of the two points decorrelates), a straight stretch of slope ``lambda_max`` per step,
+    and a plateau where the distances reach the attractor's size and stop growing. The plateau
+    level ``P`` is the largest value of ``y`` averaged over ``smooth`` steps (the last values when
+    the curve has not flattened yet within ``K``); the straight stretch ends where ``y`` first
+    comes within ``SATURATION_MARGIN`` (e-folds) of ``P``: beyond that, distances are a sizeable
+    fraction of the attractor and folding bends the curve. None when that point comes less than
+    ``smooth`` steps after ``start`` (neighbours start too close to saturation: no linear stretch).
+    """
+    run = np.convolve(y, np.ones(smooth) / smooth, mode="valid")  # (K - smooth + 1,) running mean
+    plateau = float(run[start:].max()) if run.size > start else float(y[start:].max())
+    above = np.flatnonzero(y[start:] >= plateau - SATURATION_MARGIN)
+    end = start + (int(above[0]) if above.size else len(y) - start)
+    return (start, end + 1) if end - start >= smooth else None
+
+
 def _lambda_max(x: np.ndarray, lag: int, dt: float) -> tuple[float | None, str]:
     """Rosenstein's lambda_max and a note of the settings (or of why it failed).
 
-    The divergence curve is followed for 10 mutual-information times and fitted from the first
-    one on: the growth of neighbouring distances is exponential after the transient onto the
-    unstable direction and before the distances reach the attractor's size, and 1-10
-    decorrelation times roughly bracket that window (Lorenz-63 at dt = 0.01: 17-170 steps). It is
-    a rough, data-independent choice: on 30-100 time units of Lorenz-63 it gives 1.0-1.2 per time
-    unit against the literature's 0.906 (tests/test_inspection.py accepts 0.6-1.3). Scalar (and
-    two-channel) series are delay-embedded with the same lag to 6 coordinates, more than twice
-    the dimension of a low-dimensional chaotic attractor.
+    The series is first thinned to ``stride = min(lag // SAMPLES_PER_MI, T // ROSENSTEIN_POINTS)``
+    (at least 1), so that a finely sampled series spends its ``ROSENSTEIN_POINTS`` on a long
+    stretch of the attractor (closer neighbours, more of them) while a mutual-information time
+    still spans about ``SAMPLES_PER_MI`` samples. The divergence curve ``y(k)`` is followed for
+    ``FOLLOW_MI_TIMES`` mutual-information times, long enough for the distances of most flows to
+    reach the attractor's size, and the line is fitted from the first mutual-information time
+    (past the transient onto the unstable direction) to the point where ``y`` comes within
+    ``SATURATION_MARGIN`` e-folds of its plateau (:func:`_fit_window`), i.e. over the stretch of
+    exponential growth only, wherever the data put it. A fixed window would read the plateau as
+    zero growth on fast, high-dimensional systems and cut the growth short on slow ones. Where the
+    curve does not grow by ``SATURATION_MARGIN`` after the first mutual-information time (nearest
+    neighbours already near the attractor's size, with too few points for its dimension; or no
+    exponential divergence, as in a periodic series) there is no such stretch and the estimate is
+    None. Scalar (and two-channel) series are delay-embedded with the same lag to 6 coordinates,
+    more than twice the dimension of a low-dimensional chaotic attractor.
     """
-    from dsrecon.rosenstein import rosenstein_lambda_max
+    from dsrecon.rosenstein import rosenstein_divergence
 
     n = x.shape[1]
     emb_dim = 1 if n >= 3 else math.ceil(6 / n)
-    traj_len, offset = 10 * lag + 1, lag
-    note = (f"emb_dim {emb_dim}, lag {lag}, followed {traj_len - 1} steps, fit from step {offset}, "
-            f"first {min(len(x), ROSENSTEIN_POINTS):,} points")
+    stride = max(1, min(lag // SAMPLES_PER_MI, len(x) // ROSENSTEIN_POINTS))
+    xs = x[::stride][:ROSENSTEIN_POINTS]  # (T', N)
+    lag_s = max(1, round(lag / stride))
+    follow = max(2 * lag_s + 2, min(FOLLOW_MI_TIMES * lag_s, len(xs) // 4))
+    settings = (f"emb_dim {emb_dim}, every {stride} sample(s), lag {lag_s}, {len(xs):,} points, "
+                f"divergence followed {follow} steps")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            lam = rosenstein_lambda_max(x[:ROSENSTEIN_POINTS] - x[:ROSENSTEIN_POINTS].mean(axis=0), emb_dim=emb_dim,
-                                        lag=lag, trajectory_len=traj_len, fit_offset=offset, tau=dt)
+            y = rosenstein_divergence(xs - xs.mean(axis=0), emb_dim=emb_dim, lag=lag_s, trajectory_len=follow)
     except ValueError as err:
         return None, f"not estimated: {err}"
-    return (float(lam) if math.isfinite(lam) else None), note
+    finite = np.isfinite(y)
+    if not finite.all():
+        return None, f"not estimated: repeated points (zero distances), {settings}"
+    window = _fit_window(y, lag_s, lag_s)
+    if window is None:
+        return None, (f"not estimated: the divergence of neighbours does not grow by {SATURATION_MARGIN:g} e-fold "
+                      "after the first mutual-information time (neighbours already near the attractor's size: too "
+                      f"few points for its dimension; or no exponential divergence), {settings}")
+    k = np.arange(*window)
+    slope = float(np.polyfit(k, y[window[0]:window[1]], 1)[0])  # per thinned step
+    return slope / (dt * stride), f"{settings}, line fitted over steps {window[0]}-{window[1] - 1} of them"
 
 
 def inspect_data(x, dt: float | None = None) -> DataSummary:

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["rosenstein_lambda_max", "rosenstein_min_length"]
+__all__ = ["rosenstein_divergence", "rosenstein_lambda_max", "rosenstein_min_length"]
 
 
 def rosenstein_min_length(emb_dim: int, lag: int, min_tsep: int, trajectory_len: int) -> int:
@@ -193,6 +193,56 @@ def _mean_log_divergence(x: torch.Tensor, nb: torch.Tensor, emb_dim: int, lag: i
     return torch.where(count > 0, log_sum / count.clamp(min=1), -math.inf).cpu().numpy()
 
 
+def rosenstein_divergence(
+    x,
+    emb_dim: int = 10,
+    lag: int | None = None,
+    min_tsep: int | None = None,
+    trajectory_len: int = 20,
+    *,
+    min_neighbors: int = 20,
+    chunk: int | None = None,
+    device=None,
+) -> np.ndarray:
+    r"""Rosenstein's mean log divergence curve ``y(k)``, ``k = 0 .. trajectory_len - 1``, ``(K,)``.
+
+    Steps 1-3 of :func:`rosenstein_lambda_max` (same parameters, defaults and checks):
+    ``y(k) = < log ||X_{i+k} - X_{j(i)+k}|| >_i`` over the first ``m - trajectory_len + 1`` delay
+    vectors and their nearest neighbours outside the temporal exclusion window (zero distances left
+    out of the mean; ``-inf`` where every distance is zero). The slope of ``y`` over its region of
+    exponential separation, per step, is lambda_max; looking at the whole curve tells where that
+    region is (after the transient onto the unstable direction, before the distances saturate at
+    the attractor's size).
+
+    Returns
+    -------
+    np.ndarray ``(trajectory_len,)``: log distances (in the units of ``x``), per step ``k``.
+    """
+    xt = as_series64(x, device)  # (T, N)
+    if emb_dim < 1 or trajectory_len < 1 or (lag is not None and lag < 1) or (min_tsep is not None and min_tsep < 0):
+        raise ValueError("need emb_dim >= 1, trajectory_len >= 1, lag >= 1 and min_tsep >= 0")
+    n = xt.shape[0]
+    if lag is None or min_tsep is None:
+        spec = torch.fft.rfft(xt, n=2 * n - 1, dim=0)  # (n, N), zero-padded: linear correlation
+        psd = (spec.abs() ** 2).sum(dim=1)  # (n,)
+        if min_tsep is None:
+            min_tsep = _auto_min_tsep(psd, torch.fft.rfftfreq(2 * n - 1, device=xt.device, dtype=torch.float64), n)
+        if lag is None:
+            acorr = torch.fft.irfft(psd.to(torch.complex128), dim=0)  # (2n - 2,) lag 0 first
+            lag = _auto_lag(acorr, n, emb_dim, min_tsep, trajectory_len, min_neighbors)
+    min_len = rosenstein_min_length(emb_dim, lag, min_tsep, trajectory_len)
+    if n < min_len:
+        raise ValueError(
+            f"for emb_dim = {emb_dim}, lag = {lag}, min_tsep = {min_tsep} and trajectory_len = "
+            f"{trajectory_len} Rosenstein's method needs at least {min_len} points, got {n}; "
+            f"use {min_len - n} more points or smaller settings"
+        )
+    orbit = _embed(xt, emb_dim, lag)  # (m, D)
+    n_traj = orbit.shape[0] - trajectory_len + 1
+    nb = _nearest_neighbours(orbit, n_traj, min_tsep, chunk or 128)  # (n_traj,)
+    return _mean_log_divergence(xt, nb, emb_dim, lag, trajectory_len)  # (K,)
+
+
 def rosenstein_lambda_max(
     x,
     emb_dim: int = 10,
@@ -252,30 +302,8 @@ def rosenstein_lambda_max(
     """
     if fit != "poly":
         raise ValueError(f"fit must be 'poly' (least squares, the reference), got {fit!r}")
-    xt = as_series64(x, device)  # (T, N)
-    if emb_dim < 1 or trajectory_len < 1 or (lag is not None and lag < 1) or (min_tsep is not None and min_tsep < 0):
-        raise ValueError("need emb_dim >= 1, trajectory_len >= 1, lag >= 1 and min_tsep >= 0")
-    n = xt.shape[0]
-    if lag is None or min_tsep is None:
-        spec = torch.fft.rfft(xt, n=2 * n - 1, dim=0)  # (n, N), zero-padded: linear correlation
-        psd = (spec.abs() ** 2).sum(dim=1)  # (n,)
-        if min_tsep is None:
-            min_tsep = _auto_min_tsep(psd, torch.fft.rfftfreq(2 * n - 1, device=xt.device, dtype=torch.float64), n)
-        if lag is None:
-            acorr = torch.fft.irfft(psd.to(torch.complex128), dim=0)  # (2n - 2,) lag 0 first
-            lag = _auto_lag(acorr, n, emb_dim, min_tsep, trajectory_len, min_neighbors)
-    min_len = rosenstein_min_length(emb_dim, lag, min_tsep, trajectory_len)
-    if n < min_len:
-        raise ValueError(
-            f"for emb_dim = {emb_dim}, lag = {lag}, min_tsep = {min_tsep} and trajectory_len = "
-            f"{trajectory_len} Rosenstein's method needs at least {min_len} points, got {n}; "
-            f"use {min_len - n} more points or smaller settings"
-        )
-    orbit = _embed(xt, emb_dim, lag)  # (m, D)
-    n_traj = orbit.shape[0] - trajectory_len + 1
-    chunk = chunk or 128
-    nb = _nearest_neighbours(orbit, n_traj, min_tsep, chunk)  # (n_traj,)
-    div = _mean_log_divergence(xt, nb, emb_dim, lag, trajectory_len)  # (K,)
+    div = rosenstein_divergence(x, emb_dim, lag, min_tsep, trajectory_len, min_neighbors=min_neighbors,
+                                chunk=chunk, device=device)  # (K,)
     ks = np.arange(trajectory_len)
     finite = np.isfinite(div)
     ks, div = ks[finite][fit_offset:], div[finite][fit_offset:]
