@@ -110,15 +110,9 @@ def split_standardize(traj: Trajectory | TrialSet, test_fraction: float, test_tr
     """
     from dsrecon.data import train_test_split
 
-    if isinstance(traj, TrialSet):
-        if test_trials is not None:
-            return standardize_with_training(*split_trials(traj, test_trials=test_trials))
-        return standardize_with_training(*split_trials(traj, test_fraction=test_fraction))
-    if test_trials is not None:
-        raise ValueError(f"test_trials (--test-trials) holds out whole trials, but {traj.name!r} is one series; give "
-                         "trials (a list of arrays, a 3-d array, a folder, an npz with several arrays) or use "
-                         "test_fraction")
-    return standardize_with_training(*train_test_split(traj, test_fraction))
+    if test_trials is not None:  # split_trials refuses one series
+        return standardize_with_training(*split_trials(traj, test_trials=test_trials))
+    return standardize_with_training(*train_test_split(traj, test_fraction))  # trials: tails of every trial
 
 
 def standardize_with_training(raw_train: Trajectory, raw_test: Trajectory) -> tuple[Trajectory, Trajectory]:

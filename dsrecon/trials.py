@@ -203,10 +203,16 @@ def split_trials(trials: TrialSet, *, test_trials=None, test_fraction: float | N
 
     Exactly one of the two. ``meta["split"]`` says which part; each trial's ``meta["trial"]``
     (its index in ``trials``) and ``meta["start"]`` (first step in that trial) say where it came from.
+    One series (anything but a TrialSet) is refused with a ValueError that says how to give trials:
+    this is the one check behind ``fit(test_trials=...)`` and a comparison grid's ``test_trials``.
     """
     if (test_trials is None) == (test_fraction is None):
         raise ValueError("split_trials needs exactly one of test_trials (held-out trials) or test_fraction "
                          "(held-out tail of every trial)")
+    if not isinstance(trials, TrialSet):
+        raise ValueError(f"test_trials (--test-trials) holds out whole trials, but {getattr(trials, 'name', '')!r} is one "
+                         "series; give trials (a list of arrays, a 3-d array, a folder, an npz or h5 group with several "
+                         "series) or hold out its tail with test_fraction")
     n = trials.n_trials
     if test_trials is not None:
         if isinstance(test_trials, (int, np.integer)):

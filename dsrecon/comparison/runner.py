@@ -70,11 +70,7 @@ def prepare_dataset(entry: dict, data_root: Path) -> Path:
     if (folder / "meta.json").is_file():
         return folder
     train = _load(entry["train"], entry.get("simulate"), entry.get("dt"))
-    if "test_trials" in entry:
-        if not isinstance(train, TrialSet):
-            raise ValueError(f"dataset {entry['label']!r}: test_trials holds out whole trials, but the train source "
-                             f"{entry['train']!r} is one series; give trials (a folder, an npz or h5 group with several "
-                             "series) or use test_fraction")
+    if "test_trials" in entry:  # split_trials refuses one series
         train, test = split_trials(train, test_trials=entry["test_trials"])
     elif "test" in entry:
         test = _load(entry["test"], entry.get("simulate_test"), entry.get("dt", train.dt))
