@@ -73,12 +73,11 @@ def old_estimate(series: np.ndarray, dt: float | None) -> float | None:
 
 def true_value(system, cache_dir: Path, true_from: Path | None) -> tuple[float, str]:
     """The true lambda_max per time unit and where it came from (cache, jsonl, or computed now)."""
-    key = repr((getattr(system.rhs, "__name__", "mackey_glass"), system.x0, system.transient, system.lyap, []))
     cache_file = cache_dir / "true_lyapunov.json"
     if cache_file.exists():
         cached = json.loads(cache_file.read_text())
-        if key in cached:
-            return float(cached[key][0]), "cache"
+        if zoo_systems.true_exponents_key(system) in cached:
+            return float(cached[zoo_systems.true_exponents_key(system)][0]), "cache"
     if true_from is not None and true_from.exists():
         for line in true_from.read_text().splitlines():
             row = json.loads(line) if line.strip() else {}
@@ -89,14 +88,7 @@ def true_value(system, cache_dir: Path, true_from: Path | None) -> tuple[float, 
 
 def train_series(system, cache_dir: Path, write_cache: bool) -> np.ndarray:
     """The zoo's training series of ``system``, ``(n_train, D)`` (``(n_train,)`` for a scalar system)."""
-    path = cache_dir / f"{system.name}_train_{system.n_train}.npy"
-    if path.exists() and system.name in zoo_systems.ZOO_SYSTEMS and zoo_systems.ZOO_SYSTEMS[system.name] == system:
-        x = np.load(path)
-    else:
-        x = zoo_systems.simulate_zoo(system, 0, system.n_train)
-        if write_cache and system.name in zoo_systems.ZOO_SYSTEMS and zoo_systems.ZOO_SYSTEMS[system.name] == system:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            np.save(path, x)
+    x = zoo.cached_series(system, 0, system.n_train, cache_dir, write=write_cache)
     return x[:, 0] if system.dim == 1 else x
 
 
@@ -113,14 +105,10 @@ def measure(label: str, series: np.ndarray, dt: float | None, lam_true: float | 
            "true": lam_true, "true_from": source, "old": old, "new": summary.lambda_max,
            "units": summary.lambda_max_units, "note": summary.lambda_max_note, "old_s": round(t_old, 2),
            "new_s": round(t_new, 2)}
-    print(f"{label}: true {_num(lam_true)} old {_num(old)} ({_num(_ratio(old, lam_true), '.2f')}) new "
-          f"{_num(summary.lambda_max)} ({_num(_ratio(summary.lambda_max, lam_true), '.2f')}) {row['units']}; "
+    print(f"{label}: true {zoo.number_text(lam_true)} old {zoo.number_text(old)} ({zoo.number_text(_ratio(old, lam_true), '.2f')}) new "
+          f"{zoo.number_text(summary.lambda_max)} ({zoo.number_text(_ratio(summary.lambda_max, lam_true), '.2f')}) {row['units']}; "
           f"{summary.lambda_max_note}; {t_old:.1f} s / {t_new:.1f} s", flush=True)
     return row
-
-
-def _num(v, fmt=".3g"):
-    return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
 def _ratio(est, true):
@@ -146,9 +134,9 @@ def write_table(rows: list[dict], path: Path, command: str, commit: str) -> str:
              "| data set | T, N | dt | true | old | old / true | new | new / true | new's settings | time old / new |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['T']:,}, {r['N']} | {_num(r['dt'], '.4g') if r['dt'] else 'unknown'} | "
-                     f"{_num(r['true'])} | {_num(r['old'])} | {_num(_ratio(r['old'], r['true']), '.2f')} | "
-                     f"{_num(r['new'])} | {_num(_ratio(r['new'], r['true']), '.2f')} | {r['note']} | "
+        lines.append(f"| {r['name']} | {r['T']:,}, {r['N']} | {zoo.number_text(r['dt'], '.4g') if r['dt'] else 'unknown'} | "
+                     f"{zoo.number_text(r['true'])} | {zoo.number_text(r['old'])} | {zoo.number_text(_ratio(r['old'], r['true']), '.2f')} | "
+                     f"{zoo.number_text(r['new'])} | {zoo.number_text(_ratio(r['new'], r['true']), '.2f')} | {r['note']} | "
                      f"{r['old_s']:.1f} / {r['new_s']:.1f} s |")
     o30, o2, n = summary_counts(rows, "old")
     n30, n2, _ = summary_counts(rows, "new")
@@ -182,7 +170,7 @@ def sensitivity(series: dict, truths: dict, dts: dict) -> list[str]:
         f2 = sum(1 for q in ratios if q is not None and 0.5 <= q <= 2.0)
         label = ", ".join(f"{k} = {v}" for k, v in variant.items()) or "defaults " + ", ".join(
             f"{k} = {v}" for k, v in defaults.items())
-        lines.append(f"| {label} | " + " | ".join(_num(q, ".2f") for q in ratios) + f" | {w30} | {f2} |")
+        lines.append(f"| {label} | " + " | ".join(zoo.number_text(q, ".2f") for q in ratios) + f" | {w30} | {f2} |")
         print(lines[-1], flush=True)
     for key, value in defaults.items():
         setattr(inspection, key, value)

@@ -131,19 +131,30 @@ def load_data_set(name: str, quick: bool) -> dict:
                 "floor_from": "test file vs the adjacent end of the training file"}
     system = zoo_systems.ZOO_SYSTEMS[name]
     n_train, n_test = (QUICK_TRAIN, QUICK_TEST) if quick else (system.n_train, system.n_test)
-    parts = {}
-    for which, part, n in ((0, "train", n_train), (1, "test", n_test), (2, "floor", n_test)):
-        path = CACHE / f"{name}_{part}_{n}.npy"
-        if path.exists():
-            parts[part] = np.load(path)
-        else:
-            parts[part] = zoo_systems.simulate_zoo(system, which, n)
-            CACHE.mkdir(parents=True, exist_ok=True)
-            np.save(path, parts[part])
+    parts = {part: cached_series(system, which, n) for which, part, n in
+             ((0, "train", n_train), (1, "test", n_test), (2, "floor", n_test))}
     if system.dim == 1:
         parts = {k: v[:, 0] for k, v in parts.items()}  # observed as a scalar: fit must embed it
     return {**parts, "dt": system.dt, "noise": system.noise, "what": system.what,
             "floor_from": "test vs a third independent trajectory (same length and noise)"}
+
+
+PARTS = ("train", "test", "floor")  # trajectory 0, 1, 2 of a system (independent starts)
+
+
+def cached_series(system, which: int, n_steps: int, cache_dir: Path = CACHE, write: bool = True) -> np.ndarray:
+    """Trajectory ``which`` (0 train, 1 test, 2 floor) of a zoo system, ``(n_steps, D)``: read from
+    ``cache_dir`` when there, else simulated and (``write``) stored. Only the zoo's own systems are
+    cached: a variant (e.g. without noise) under the same name is simulated every time."""
+    path = Path(cache_dir) / f"{system.name}_{PARTS[which]}_{n_steps}.npy"
+    own = zoo_systems.ZOO_SYSTEMS.get(system.name) == system
+    if own and path.exists():
+        return np.load(path)
+    x = zoo_systems.simulate_zoo(system, which, n_steps)
+    if own and write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, x)
+    return x
 
 
 def true_lambda(name: str, quick: bool) -> list | None:
@@ -228,7 +239,8 @@ def run_one(name: str, run_dir: Path, quick: bool, fit_options: dict | None = No
 
 
 # --------------------------------------------------------------------------- table
-def _num(v, fmt=".3g"):
+def number_text(v, fmt=".3g") -> str:
+    """``v`` formatted, or "n/a" for a missing or non-finite value."""
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
@@ -273,7 +285,7 @@ def headline(rows: list[dict]) -> str:
     share = f"{ok_sets} of {n_sets} ({ok_sets / n_sets:.0%})" if n_sets else "0 of 0"
     runs_part = f" by a majority of their seeds ({ok_runs} of {n_runs} fits)" if n_runs > n_sets else ""
     return (f"reconstructed: {share}{runs_part}; median D_H / floor: "
-            f"{_num(med, '.2f') if med != math.inf else 'inf'} "
+            f"{number_text(med, '.2f') if med != math.inf else 'inf'} "
             f"(over {len(ratios)} data sets, {undefined} with D_H undefined counted as worst)")
 
 
@@ -303,15 +315,15 @@ def write_table(rows: list[dict], path: Path, command: str, commit: str, quick: 
     for r in (r for runs in groups.values() for r in runs):
         if "error" in r:
             lines.append(f"| {r['name']} | {seed_of(r)} | | | | | | | | | | | | error: {r['error'][:80]} | "
-                         f"{_num(r.get('wall_s'), '.0f')} s |")
+                         f"{number_text(r.get('wall_s'), '.0f')} s |")
             continue
         ep = f"{r['epochs_trained']}" + (f" (budget cut from {r['epochs_requested']})" if r["budget_capped"] else "")
         lam_true = r["lambda_true"][0] if r["lambda_true"] else None
         lines.append(
             f"| {r['name']} | {seed_of(r)} | {r['N']} ({r['model_N']}) | {r['T_train']:,} / {r['T_test']:,} | "
-            f"{_num(r['dt'], '.4g') if r['dt'] else 'unknown'} | {_num(r['noise'], '.0%') if r['noise'] is not None else 'real'} | "
-            f"{ep} | {_num(r['d_stsp'])} / {_num(r['floor_d_stsp'])} | {_num(r['d_h'])} / {_num(r['floor_d_h'])} | "
-            f"{_num(r['lambda_max_model'])} | {_num(lam_true)} | {_num(r['lambda_rosenstein'])} | "
+            f"{number_text(r['dt'], '.4g') if r['dt'] else 'unknown'} | {number_text(r['noise'], '.0%') if r['noise'] is not None else 'real'} | "
+            f"{ep} | {number_text(r['d_stsp'])} / {number_text(r['floor_d_stsp'])} | {number_text(r['d_h'])} / {number_text(r['floor_d_h'])} | "
+            f"{number_text(r['lambda_max_model'])} | {number_text(lam_true)} | {number_text(r['lambda_rosenstein'])} | "
             f"{', '.join(r['flags']) or '-'} | {'yes' if r['reconstructed'] else 'no: ' + r['why_not']} | "
             f"{r['wall_s'] / 60:.1f} min |")
     missing = [n for n in wanted if n not in groups]
@@ -322,7 +334,7 @@ def write_table(rows: list[dict], path: Path, command: str, commit: str, quick: 
             qs = [q for q in (_ratio(r.get("d_h"), r.get("floor_d_h")) for r in runs if "error" not in r) if q is not None]
             ok = sum(bool(r.get("reconstructed")) for r in runs)
             med = statistics.median(qs) if qs else None
-            lines.append(f"| {name} | {ok} of {len(runs)} | {'inf' if med == math.inf else _num(med, '.2f')} |")
+            lines.append(f"| {name} | {ok} of {len(runs)} | {'inf' if med == math.inf else number_text(med, '.2f')} |")
     lines += ["", f"**{headline(rows)}**"]
     if missing:
         lines += ["", f"Not finished (not in this table, not counted): {', '.join(missing)}."]
@@ -421,10 +433,10 @@ def main(argv=None) -> int:
             fh.write(json.dumps(finite_or_none(row), allow_nan=False) + "\n")
         write_table(rows, table, command, commit, args.quick, wanted)
         if "error" not in row:
-            print(f"{name} (seed {seed}): D_stsp {_num(row['d_stsp'])} (floor {_num(row['floor_d_stsp'])}), D_H {_num(row['d_h'])} "
-                  f"(floor {_num(row['floor_d_h'])}), lambda_max model {_num(row['lambda_max_model'])} vs true "
-                  f"{_num(row['lambda_true'][0] if row['lambda_true'] else None)} / Rosenstein "
-                  f"{_num(row['lambda_rosenstein'])} {row['lyapunov_units']}; flags {row['flags'] or '-'}; "
+            print(f"{name} (seed {seed}): D_stsp {number_text(row['d_stsp'])} (floor {number_text(row['floor_d_stsp'])}), D_H {number_text(row['d_h'])} "
+                  f"(floor {number_text(row['floor_d_h'])}), lambda_max model {number_text(row['lambda_max_model'])} vs true "
+                  f"{number_text(row['lambda_true'][0] if row['lambda_true'] else None)} / Rosenstein "
+                  f"{number_text(row['lambda_rosenstein'])} {row['lyapunov_units']}; flags {row['flags'] or '-'}; "
                   f"reconstructed {row['reconstructed']} {row['why_not']}; {row['wall_s']:.0f} s", flush=True)
     print(f"\nresults: {jsonl}\ntable: {table}")
     print(headline(rows))

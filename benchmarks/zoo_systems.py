@@ -310,14 +310,20 @@ def true_exponents(system: ZooSystem, k: int = 2) -> np.ndarray:
     return benettin_exponents(system.rhs, system.x0, n_time, h, k=min(k, system.dim), transient=system.transient)
 
 
+def true_exponents_key(system: ZooSystem) -> str:
+    """The key of :func:`cached_true_exponents`: everything that determines the exponents (equations,
+    start, transient, Benettin settings), not the noise or the series lengths."""
+    return repr((getattr(system.rhs, "__name__", "mackey_glass"), system.x0, system.transient, system.lyap, []))
+
+
 def cached_true_exponents(system: ZooSystem, cache_file) -> list:
-    """:func:`true_exponents`, stored in the JSON file ``cache_file`` under a key of everything that
-    determines them (equations, start, transient, Benettin settings), so a rerun does not repeat them."""
+    """:func:`true_exponents`, stored in the JSON file ``cache_file`` under
+    :func:`true_exponents_key`, so a rerun does not repeat them."""
     import json
     from pathlib import Path
 
     cache_file = Path(cache_file)
-    key = repr((getattr(system.rhs, "__name__", "mackey_glass"), system.x0, system.transient, system.lyap, []))
+    key = true_exponents_key(system)
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     if key not in cache:
         cache[key] = [float(v) for v in true_exponents(system)]
