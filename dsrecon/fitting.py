@@ -49,8 +49,8 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         epochs: int = defaults.EPOCHS, batches_per_epoch: int = 50, batch_size: int = 16, seq_len: int | str = 200,
         lr: float = defaults.LR_START, lr_end: float = defaults.LR_END, seed: int = defaults.SEED,
         device: str = "cpu", val_every: int = 25, backend: str = "auto", threads: int | None = 1,
-        select: str = "last", val_starts: int = 1, noise_std: float = 0.0, n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, test_trials=None,
-        dt: float | None = None,
+        select: str = "last", val_starts: int = 1, noise_std: float = 0.0,
+        n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, test_trials=None, dt: float | None = None,
         embed: str = "auto", eval_config=None, run_dir=None, resume=None, progress: bool = True,
         verbose: bool = True, budget: float | str | None = defaults.BUDGET_S) -> Reconstruction:
     """Fit a model to a time series and return the :class:`Reconstruction` (the pipeline above).
@@ -83,6 +83,8 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         STF interval in steps (default ``ln 2 / lambda_max`` of the data).
     epochs, batches_per_epoch, batch_size, seq_len, lr, lr_end, seed, device, val_every, backend, threads
         ``TrainConfig`` fields (``lr`` is ``lr_start``); defaults :mod:`dsrecon.defaults`.
+        ``seq_len="auto"``: the window length from the data's mutual-information time
+        (:func:`dsrecon.preparation.choose_seq_len`).
     select, val_starts, noise_std
         ``TrainConfig`` fields: ``select="best_val"`` keeps the parameters of the validation epoch
         whose free runs (``val_starts`` of them, from states spread over the validation series)
@@ -91,8 +93,6 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         the test scores stay unbiased; with ``"last"`` the validations are made on the test part and
         only recorded. ``noise_std``: Gaussian noise (standardized units) added to the windows that
         feed the initial state and the forcing signal.
-        ``seq_len="auto"``: the window length from the data's mutual-information time
-        (:func:`dsrecon.preparation.choose_seq_len`).
     n_steps, noise : simulated systems only
     test_trials : int or list of int, optional
         Trials only: hold out these whole trials (an int k: the last k) instead of the tails.
