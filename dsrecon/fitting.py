@@ -33,7 +33,7 @@ import torch
 from dsrecon import defaults
 from dsrecon.checkpoint import LOCK_NAME, check_resumable, read_checkpoint, run_lock, write_json
 from dsrecon.data import Trajectory
-from dsrecon.trials import TrialSet
+from dsrecon.trials import TrialSet, continuous_series
 from dsrecon.reconstruction import FILE_NAME, Reconstruction
 from dsrecon.transform import DataTransform
 
@@ -276,7 +276,7 @@ def _prepare(data_spec: dict, source, model: str, embed: str, latent_dim, observ
 
     train, test = _load_data(data_spec, source)
     dt_known = train.meta.get("dt_known", True)
-    one = train.longest if isinstance(train, TrialSet) else train  # time scales need one continuous series
+    one = continuous_series(train)  # time scales need one continuous series
     summary = inspect_data(one.x, train.dt if dt_known else None)
     if data_spec["kind"] == "system":
         part = "training trajectory"
@@ -468,7 +468,7 @@ def validation_series(train_data, test_data, cfg):
     (``select="best_val"``), so no test point takes part in the choice."""
     if cfg.select != "best_val":
         return test_data
-    series = train_data.longest if isinstance(train_data, TrialSet) else train_data
+    series = continuous_series(train_data)
     return series.x[-max(int(len(series.x) * VALIDATION_FRACTION), 2):]  # (T_val, N), in-sample
 
 
@@ -582,7 +582,7 @@ def _basic_metrics(model, test) -> dict:
     from dsrecon.metrics import hellinger_distance, state_space_divergence
     from dsrecon.rollout import generate
 
-    test = test.longest if isinstance(test, TrialSet) else test
+    test = continuous_series(test)
     n = test.n_steps
     x_gen = generate(model, test.x[0], n + n // 4)[n // 4:].numpy()
     out = {}
@@ -602,7 +602,7 @@ def _plots(model, test, history, run_dir: Path, lyapunov=None) -> list[str]:
         return [f"plots skipped ({err})"]
     from dsrecon.rollout import generate
 
-    test = test.longest if isinstance(test, TrialSet) else test  # plots of one continuous test series
+    test = continuous_series(test)  # plots of one continuous test series
     n = min(test.n_steps, 20_000)
     x_gen = generate(model, test.x[0], n + n // 4)[n // 4:].numpy()
     made = []

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dsrecon.data import Trajectory
-from dsrecon.trials import TrialSet, split_trials, standardize_trials
+from dsrecon.trials import TrialSet, continuous_series, split_trials, standardize_trials
 
 __all__ = [
     "EmbeddingChoice", "LatentChoice", "split_standardize", "standardize_with_training", "choose_embedding", "parse_embed",
@@ -202,8 +202,7 @@ def choose_embedding(x, mode="auto", *, max_dim: int = 10) -> EmbeddingChoice:
     from dsrecon.cao import cao_embedding_dim
     from dsrecon.inspection import time_scales
 
-    if isinstance(x, TrialSet):  # time scales and Cao's method need one continuous series
-        x = x.longest
+    x = continuous_series(x)  # time scales and Cao's method need one continuous series
     data = np.asarray(getattr(x, "x", x), dtype=np.float64)
     if data.ndim == 1:
         data = data[:, None]

@@ -26,7 +26,7 @@ import numpy as np
 
 from dsrecon.trajectory import Trajectory
 
-__all__ = ["TrialSet", "standardize_trials", "split_trials", "TRIAL_META"]
+__all__ = ["TrialSet", "standardize_trials", "split_trials", "continuous_series", "TRIAL_META"]
 
 # meta entries of a trial set that describe its standardization (copied onto every trial)
 TRIAL_META = ("mean", "std", "standardized")
@@ -149,6 +149,13 @@ class TrialSet:
         span = f"{min(lengths)}" if min(lengths) == max(lengths) else f"{min(lengths)}..{max(lengths)}"
         return (f"TrialSet({self.name!r}: {self.n_trials} trials of T = {span} steps, N = {self.n_dims}, "
                 f"dt = {self.dt:g})")
+
+
+def continuous_series(data):
+    """The one continuous series of ``data`` that a time-series statistic, a plot or a free run from
+    its start needs: a TrialSet's longest trial (its trials end to end are not one series); anything
+    else (a Trajectory, an array) as it is."""
+    return data.longest if isinstance(data, TrialSet) else data
 
 
 def standardize_trials(trials: TrialSet, mean=None, std=None) -> TrialSet:

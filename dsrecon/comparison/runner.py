@@ -125,14 +125,6 @@ def load_part(data_dir: Path, part: str, meta: dict | None = None):
                     dt=meta["dt"], name=meta["label"])
 
 
-def longest_series(data) -> np.ndarray:
-    """The one continuous series of a part to plot or estimate a time-series statistic on: the
-    Trajectory's ``x``, or the longest trial's (trials end to end are not one series)."""
-    from dsrecon.trials import TrialSet
-
-    return (data.longest if isinstance(data, TrialSet) else data).x
-
-
 def _load(source: str, simulate_kwargs: dict | None, dt):
     from dsrecon.data import load
 
@@ -397,7 +389,9 @@ def dataset_lambda_max(entry: dict, data_dir: Path, eval_fields: dict) -> float:
     from dsrecon.rosenstein import rosenstein_lambda_max
 
     meta = json.loads((Path(data_dir) / "meta.json").read_text())
-    x = torch.as_tensor(longest_series(load_part(data_dir, "test", meta))[: cfg.rosenstein_points])  # (T, N)
+    from dsrecon.trials import continuous_series
+
+    x = torch.as_tensor(continuous_series(load_part(data_dir, "test", meta)).x[: cfg.rosenstein_points])  # (T, N)
     try:
         value = float(rosenstein_lambda_max(x, emb_dim=cfg.rosenstein_emb_dim,
                                             trajectory_len=cfg.rosenstein_trajectory_len,
@@ -412,5 +406,5 @@ def dataset_lambda_max(entry: dict, data_dir: Path, eval_fields: dict) -> float:
     return value
 
 
-__all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "load_part", "longest_series",
+__all__ = ["execute_task", "execute_run", "execute_group", "prepare_dataset", "load_part",
            "is_finished", "report_metrics", "dataset_lambda_max", "record_failure"]

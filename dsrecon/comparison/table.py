@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dsrecon.comparison.runner import ERROR, RESULT, SAMPLE, load_part, longest_series
+from dsrecon.comparison.runner import ERROR, RESULT, SAMPLE, load_part
+from dsrecon.trials import continuous_series
 
 # column name -> (table heading, what it is)
 METRICS = {
@@ -200,7 +201,7 @@ def plot_comparison(result: CompareResult, data_dirs: dict, path) -> list[Path]:
     datasets = [d for d in dict.fromkeys(r["dataset"] for r in result.runs) if d in data_dirs]  # prepared ones
     written = []
     for dataset in datasets:
-        x_true = longest_series(load_part(data_dirs[dataset], "test"))[:5000]  # (T, N), one continuous series
+        x_true = continuous_series(load_part(data_dirs[dataset], "test")).x[:5000]  # (T, N)
         samples = {}
         for r in result.runs:
             if r["dataset"] == dataset and r["status"] == "done":
