@@ -83,3 +83,37 @@ def test_fused_radam_skips_parameters_without_gradient_and_falls_back_where_it_m
             ref.step()
             fused.step()
         assert torch.equal(p, q)
+
+
+def test_fused_radam_marks_its_updates_as_in_place_changes():
+    """The C loop writes through raw pointers; the step then bumps each updated tensor's version
+    counter as torch's in-place update does, so caches keyed on it (the shPLRNN's pseudo-inverse of
+    B) and autograd's saved-tensor check see the change."""
+    ref, o_ref, fused, o_fused = _pair(torch.float32)
+    for params, opt in ((ref, o_ref), (fused, o_fused)):
+        before = [p._version for p in params]
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        assert all(p._version > v for p, v in zip(params, before))
+
+
+def test_single_run_leaves_the_affine_shplrnn_consistent_with_its_observation_matrix():
+    """After a single-model training with validation (which infers states with B's pseudo-inverse
+    and so caches it), the trained model infers initial states from its final B, not the B of the
+    first validation: what evaluate and forecast read."""
+    import numpy as np
+
+    from dsrecon.forcing import make_forcing
+    from dsrecon.models import make_model
+    from dsrecon.training import TrainConfig, train
+
+    t = np.linspace(0, 60, 3000)
+    x = np.stack([np.sin(t), np.cos(1.3 * t), np.sin(0.7 * t) * np.cos(t)], 1)
+    model = make_model("shplrnn", obs_dim=3, latent_dim=4, hidden_dim=8, observation="affine", seed=0)
+    cfg = TrainConfig(epochs=3, batches_per_epoch=10, batch_size=4, seq_len=30, val_every=1, val_steps=200,
+                      backend="fused", seed=0)
+    train(model, x, cfg, make_forcing("gtf", alpha=0.2), val_data=x[-500:], progress=False)
+    x0 = torch.as_tensor(x[:5], dtype=model.B.dtype)
+    expected = x0 @ torch.linalg.pinv(model.B.detach()).T
+    assert torch.equal(model.initial_state(x0), expected)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 
 import torch
+from torch.autograd.graph import increment_version
 
 from dsrecon.fast import _kernels
 
@@ -44,6 +45,10 @@ class FusedRAdam(torch.optim.RAdam):
                ptrs(*(st["exp_avg"].data_ptr() for st in states)), ptrs(*(st["exp_avg_sq"].data_ptr() for st in states)),
                (ctypes.c_longlong * n)(*(p.numel() for p in params)), ptrs(*(st["step"].data_ptr() for st in states)),
                int(step_dtype == torch.float64), float(group["lr"]), float(beta1), float(beta2), float(group["eps"]))
+            # the writes went through raw pointers: bump the version counters as torch's in-place
+            # update does, so autograd's saved-tensor check and caches keyed on them see the change
+            increment_version([t for p, st in zip(params, states)
+                               for t in (p, st["exp_avg"], st["exp_avg_sq"], st["step"])])
         return loss
 
     def _fused_calls(self):
