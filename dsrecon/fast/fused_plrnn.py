@@ -11,28 +11,27 @@ How
 Write one step with the forcing folded in. With ``F_t = (1 - alpha_t) I + alpha_t Q`` and
 ``c_t = state_from_obs(x_t, 0)``, where ``state_from_obs(x, z) = c(x) + z Q`` (row vectors; ``Q``
 is the detached linear part: a coordinate selector for the identity observation, ``I - B^T B^{+T}``
-for the affine one), the forced state is ``z~_t = z_t F_t + alpha_t c_t``. The clipped step
-``z_{t+1} = A z~ + W1 [relu(W2 z~ + h2) - relu(W2 z~)] + h1`` then reads, with the stacked weights
-``Wbig = [W2^T, W2^T, diag(A)]`` (M, D), ``b = [h2, 0, h1]``, ``W1c = [W1, -W1]`` (M, 2L)::
+for the affine one), the forced state is ``z~_t = z_t F_t + alpha_t c_t``, and the clipped step
+reads (unclipped: ``phi_t = relu(u_t + h2)``)::
 
-    v_t     = z_t (F_t Wbig) + (alpha_t c_t Wbig + b)          (B, D), D = 2L + M
-    z_{t+1} = relu(v_t[:2L]) W1c^T + v_t[2L:]
+    u_t     = z~_t W2^T,   phi_t = relu(u_t + h2) - relu(u_t)          (B, L)
+    z_{t+1} = A * z~_t + phi_t W1^T + h1                               (B, M)
 
-(unclipped: ``Wbig = [W2^T, diag(A)]``, ``b = [h2, h1]``, ``W1c = W1``). The data term
-``c_t`` is computed for all t at once, in the windows' own (window-major) layout; the sequential
-loop (forcing, two small matrix products and a ReLU per step) runs in the C kernel
-(:mod:`dsrecon.fast._kernels`; float32/float64 CPU tensors, M <= 64, a C compiler: without one,
-:func:`fused_forced_rollout` raises and the trainers take the generic paths). The backward pass is the adjoint recursion with the analytic vector-Jacobian product of that step::
+The data term ``c_t`` is computed for all t at once, in the windows' own (window-major) layout;
+the sequential loop runs in the C kernel (:mod:`dsrecon.fast._kernels`; float32/float64 CPU
+tensors, M <= 64, a C compiler: without one, :func:`fused_forced_rollout` raises and the trainers
+take the generic paths). The backward pass is the adjoint recursion with the analytic
+vector-Jacobian product of that step::
 
-    gv_t  = [(lam_{t+1} W1c) * 1[v_t[:2L] > 0], lam_{t+1}]       dL/dv_t
-    lam_t = dL/dz_t (direct) + gv_t Wbig^T F_t^T                 dL/dz_t
+    gu_t  = (lam_{t+1} W1) * (1[u_t + h2 > 0] - 1[u_t > 0])           dL/du_t
+    lam_t = dL/dz_t (direct) + (A * lam_{t+1} + gu_t W2) F_t^T         dL/dz_t
 
-accumulating ``dWbig += z~_t^T gv_t``, ``db += gv_t``, ``dW1c += lam_{t+1}^T relu(v_t[:2L])`` on the
-way, then mapped back to ``A, W1, W2, h1, h2`` through the stacking above; ``dL/dz_1`` flows on
+accumulating ``dW1 += lam_{t+1}^T phi_t``, ``dW2^T += z~_t^T gu_t``, ``dA += lam_{t+1} * z~_t``,
+``dh1 += lam_{t+1}``, ``dh2 += (lam_{t+1} W1) * 1[u_t + h2 > 0]`` on the way; ``dL/dz_1`` flows on
 through autograd into ``initial_state`` (the learned map ``C`` of the identity observation).
 ReLU derivatives are 0 at 0, as autograd's.
 
-Memory per update: the forced and unforced states, ``2 K T B M`` floats (v is recomputed in the
+Memory per update: the forced and unforced states, ``2 K T B M`` floats (u is recomputed in the
 backward pass), freed after it; nothing accumulates across updates.
 
 Reference: Hess et al. (2023), Generalized Teacher Forcing for Learning Chaotic Dynamics, ICML
