@@ -18,13 +18,14 @@ def _as_tensor(x, model: Model) -> torch.Tensor:
     return t.to(device=model._device(), dtype=model._dtype())
 
 
-def _kernel_available(model: Model) -> bool:
-    """Whether ``model`` is a shPLRNN and the compiled kernel builds here (no compiler: False, and
-    one warning per process)."""
+def _kernel_runs(model: Model, x0: torch.Tensor) -> bool:
+    """Whether ``model`` is a shPLRNN whose free run the C kernel takes (CPU, float32/float64,
+    M <= 64) and the kernel builds here (no compiler: False, and one warning per process)."""
     from dsrecon.fast import _kernels
     from dsrecon.fast.free_run import is_fusable
 
-    return is_fusable(model) and _kernels.available(stacklevel=4)  # names generate's caller (past torch.no_grad's wrapper)
+    # stacklevel 4 names generate's caller (past this function, generate and torch.no_grad's wrapper)
+    return is_fusable(model) and _kernels.usable(x0.device, x0.dtype, model.state_dim, stacklevel=4)
 
 
 @torch.no_grad()
@@ -46,10 +47,11 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
     out_device : torch.device, optional
         Where the result lives (default: the model's device).
     fast : bool
-        For a shPLRNN on the CPU, run the time loop in the compiled kernel
+        For a shPLRNN on the CPU, run the time loop in the C kernel
         (:func:`dsrecon.fast.free_run.fused_generate`: the same map; float rounding differs, so a
         chaotic orbit parts from the eager one after a few hundred steps while its statistics
-        agree). False keeps the eager loop.
+        agree). False keeps the eager loop, which also runs where the kernel cannot (no C
+        compiler, M > 64, another device).
 
     Returns
     -------
@@ -64,10 +66,10 @@ def generate(model: Model, x0, n_steps: int, *, chunk: int = 10_000, out_device=
     if x0.ndim != 2 or x0.shape[1] != model.obs_dim:
         raise ValueError(f"x0 must have shape (N,) or (B, N) with N = {model.obs_dim}, got {tuple(x0.shape)}")
     out_device = torch.device(out_device) if out_device is not None else x0.device
-    if fast and x0.device.type == "cpu" and out_device.type == "cpu" and _kernel_available(model):
+    if fast and out_device.type == "cpu" and _kernel_runs(model, x0):
         from dsrecon.fast.free_run import fused_generate
 
-        x = fused_generate(model, x0, n_steps, backend="c")  # (B, n_steps, N)
+        x = fused_generate(model, x0, n_steps)  # (B, n_steps, N)
         return x.squeeze(0) if squeeze else x
     z = model.initial_state(x0)  # (B, M)
     chunks, buf = [], []

@@ -6,9 +6,11 @@ their gradient-norm and finiteness checks from here (the one-model trainer's los
 function comes from the backend registry, :data:`dsrecon.train_config.BACKENDS`); no trainer
 imports a kernel, and no kernel imports a trainer.
 A family with a hand-written kernel registers its stack class in ``KERNEL_STACKS`` (registry name
--> ``"module:Class"``); every other registered model, present or future, trains through the
-generic stack (:class:`dsrecon.vmap_stack.VmapStack`: autograd batched over the member axis with
-``torch.func.vmap``).
+-> ``"module:Class"``); that class's static ``kernel_runs(models) -> bool`` says whether its kernel
+can train these members here (a compiler, their device, dtype and sizes). Every other registered
+model, present or future, and a kernel family whose kernel cannot run trains through the generic
+stack (:class:`dsrecon.vmap_stack.VmapStack`: autograd batched over the member axis with
+``torch.func.vmap``; it runs on CUDA too).
 
 A member stack holds the K members' parameters stacked as ``(K, ...)`` ``nn.Parameter`` leaves
 and provides:
@@ -61,8 +63,13 @@ def stack_class(name: str, backend: str = "auto") -> type:
 
 
 def stack_members(models: Sequence, backend: str = "auto"):
-    """A member stack holding copies of ``models``' parameters (see the module docstring)."""
-    return stack_class(models[0].name, backend)(models)
+    """A member stack holding copies of ``models``' parameters (see the module docstring): the class
+    :func:`stack_class` names, or the generic stack where that class's kernel cannot run them."""
+    cls = stack_class(models[0].name, backend)
+    generic = _load(GENERIC_STACK)
+    if cls is not generic and not cls.kernel_runs(models):
+        cls = generic
+    return cls(models)
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Optimizer:

@@ -43,7 +43,7 @@ _CACHE_ENV: dict = {}
 def pytest_configure(config):
     """Simulation and kernel caches of the test session go to a temp folder, not the user's cache.
 
-    Set here, before collection: test modules build the C kernel at import (``test_fast.BACKENDS``),
+    Set here, before collection: test modules build the C kernel at import (``kernel_marks.KERNEL_BUILDS``),
     which a session fixture would only redirect after the fact."""
     _CACHE_ENV["old"] = os.environ.get("DSRECON_CACHE_DIR")
     _CACHE_ENV["dir"] = tempfile.mkdtemp(prefix="dsrecon_test_cache_")

@@ -233,7 +233,7 @@ def test_kernel_threads_change_nothing_but_speed():
             ens = EnsembleShPLRNN(_models(5, M=4, observation="affine"))
             for _ in range(3):  # back to back: the second and third calls find the pool awake
                 ens.zero_grad(set_to_none=True)
-                ensemble_loss_and_grads(ens, x, alphas, 1e-3, backend="c")
+                ensemble_loss_and_grads(ens, x, alphas, 1e-3)
             grads.append([p.grad.clone() for p in ens.parameters()])
     finally:
         _kernels.set_kernel_threads(None)
@@ -281,7 +281,7 @@ def _pool_job(seed):
     _kernels.set_kernel_threads(4)
     x = torch.randn(5, 20, 31, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     ens = EnsembleShPLRNN(_models(5, M=4))
-    ensemble_loss_and_grads(ens, x, torch.full((5, 31), 0.2), 1e-3, backend="c")
+    ensemble_loss_and_grads(ens, x, torch.full((5, 31), 0.2), 1e-3)
     return [p.grad.clone() for p in ens.parameters()]
 
 
@@ -294,7 +294,7 @@ def _kernel_forward_4_threads():
     from dsrecon.fast import _kernels
 
     _kernels.set_kernel_threads(4)
-    return _kernels.forward("c", *_FORK_INPUTS)[1].numpy()
+    return _kernels.forward(*_FORK_INPUTS)[1].numpy()
 
 
 def test_kernel_thread_pool_is_safe_across_threads_and_fork():

@@ -11,28 +11,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsrecon.fast import fused_forced_loss, fused_forced_rollout, loss_and_grads
-from dsrecon.fast._kernels import c_library
+from dsrecon.fast import _kernels, fused_forced_loss, fused_forced_rollout, loss_and_grads
 from dsrecon.forcing import make_forcing
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.rollout import forced_rollout
 from dsrecon.training import loss_and_grads as plain_loss_and_grads
+from kernel_marks import KERNEL_BUILDS, needs_kernel
 from reference_models import forcing_alphas
 
 RTOL = 1e-5  # the issue's tolerance on gradients (relative, per parameter tensor)
 
 
-def _backends():
-    names = ["numpy", "torch"]
-    try:
-        c_library()
-        names.insert(0, "c")
-    except RuntimeError:
-        pass
-    return names
-
-
-BACKENDS = _backends()
 
 
 def _grads(model):
@@ -43,14 +32,14 @@ def _rel(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-def _fused_vs_plain(model, x, alphas, reg_weight, *, loss_rel, grad_rel=RTOL, backend="auto"):
+def _fused_vs_plain(model, x, alphas, reg_weight, *, loss_rel, grad_rel=RTOL):
     """One fused and one plain step from zeroed gradients: losses and every gradient agree.
     Returns ``(fused result, plain result, plain gradients)``."""
     model.zero_grad()
     ref = plain_loss_and_grads(model, x, alphas, reg_weight)
     g_ref = _grads(model)
     model.zero_grad()
-    res = loss_and_grads(model, x, alphas, reg_weight, backend=backend)
+    res = loss_and_grads(model, x, alphas, reg_weight)
     g = _grads(model)
     assert res.loss == pytest.approx(ref.loss, rel=loss_rel)
     assert set(g) == set(g_ref)  # every parameter, the initial-state map C / observation B included
@@ -59,11 +48,11 @@ def _fused_vs_plain(model, x, alphas, reg_weight, *, loss_rel, grad_rel=RTOL, ba
     return res, ref, g_ref
 
 
-def _check_against_plain(backend, observation, M, clipped, kind, reg_weight):
+def _check_against_plain(observation, M, clipped, kind, reg_weight):
     model = ShPLRNN(3, M, 20, clipped=clipped, observation=observation, seed=3, dtype=torch.float64)
     x = torch.randn(5, 41, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     alphas = forcing_alphas(kind, 41, model, x)
-    res, ref, _ = _fused_vs_plain(model, x, alphas, reg_weight, loss_rel=1e-12, backend=backend)
+    res, ref, _ = _fused_vs_plain(model, x, alphas, reg_weight, loss_rel=1e-12)
     assert res.mse == pytest.approx(ref.mse, rel=1e-12)
     torch.testing.assert_close(res.z_hat, ref.z_hat, rtol=1e-12, atol=1e-12)
 
@@ -74,16 +63,8 @@ def _check_against_plain(backend, observation, M, clipped, kind, reg_weight):
 @pytest.mark.parametrize("kind", ["gtf", "agtf", "stf", "none", "tf"])
 @pytest.mark.parametrize("reg_weight", [0.0, 1e-2])
 def test_fused_gradients_equal_plain(observation, M, clipped, kind, reg_weight):
-    """The default backend (the C kernel where it builds) over every option."""
-    _check_against_plain(BACKENDS[0], observation, M, clipped, kind, reg_weight)
-
-
-@pytest.mark.parametrize("backend", BACKENDS[1:])
-@pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
-@pytest.mark.parametrize("clipped", [True, False])
-def test_other_backends_equal_plain(backend, observation, M, clipped):
-    """NumPy and PyTorch loops; STF alphas contain both 0 and 1, and the regularizer is on."""
-    _check_against_plain(backend, observation, M, clipped, "stf", 1e-2)
+    """The fused backend (the C kernel where it builds) over every option."""
+    _check_against_plain(observation, M, clipped, kind, reg_weight)
 
 
 @pytest.mark.parametrize("kind", ["gtf", "stf"])
@@ -112,6 +93,7 @@ def test_target_differs_from_inputs():
         assert _rel(g, g_ref[name]) < RTOL, name
 
 
+@needs_kernel
 def test_rollout_values_and_loss_helper():
     model = ShPLRNN(3, 3, 30, seed=2, dtype=torch.float64)
     x = torch.randn(4, 51, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -124,6 +106,7 @@ def test_rollout_values_and_loss_helper():
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
 
 
+@needs_kernel
 def test_free_running_equals_generate():
     """alpha = 0 is free running from the inferred start: the fused states equal ``generate``."""
     from dsrecon.rollout import generate
@@ -152,8 +135,8 @@ def test_input_checks():
         fused_forced_rollout(model, torch.zeros(4, 3), 0.1)
     with pytest.raises(ValueError, match="one value per window step"):
         fused_forced_rollout(model, torch.zeros(2, 11, 3), torch.zeros(5))
-    with pytest.raises(ValueError, match="unknown backend"):
-        fused_forced_rollout(model, torch.zeros(2, 11, 3), 0.1, backend="cuda-magic")
+    with pytest.raises(ValueError, match=r"C kernel only: the kernel supports latent_dim <= 64, got 65"):
+        fused_forced_rollout(ShPLRNN(3, 65, 10), torch.zeros(2, 11, 3), 0.1)
 
 
 def test_train_fused_backend_equals_plain():
@@ -173,7 +156,7 @@ def test_train_fused_backend_equals_plain():
     assert [h["alpha"] for h in r1.history] == pytest.approx([h["alpha"] for h in r0.history], rel=1e-9)
 
 
-@pytest.mark.skipif("c" not in BACKENDS, reason="no C compiler")
+@needs_kernel
 @pytest.mark.parametrize("flush", [False, True])
 def test_c_kernel_restores_the_callers_denormal_mode(flush):
     """The kernel flushes subnormals (FTZ/DAZ) only inside the call: the caller's mode survives it."""
@@ -182,13 +165,14 @@ def test_c_kernel_restores_the_callers_denormal_mode(flush):
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32 (< 1.18e-38)
     try:
         torch.set_flush_denormal(flush)
-        fused_forced_loss(model, x, 0.1, backend="c").backward()
+        fused_forced_loss(model, x, 0.1).backward()
         halved = float((tiny * 0.5)[0])
         assert (halved == 0.0) == flush  # flushed only when the caller asked for it
     finally:
         torch.set_flush_denormal(False)
 
 
+@needs_kernel
 @pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 4)])
 @pytest.mark.parametrize("clipped", [True, False])
 def test_fused_generate_equals_generate(observation, M, clipped):
@@ -205,24 +189,98 @@ def test_fused_generate_equals_generate(observation, M, clipped):
     assert fused_generate(model, x0[0], 5).shape == (5, 3)
 
 
-def test_auto_backend_without_compiler_warns_and_uses_numpy(monkeypatch):
-    """No C compiler: 'auto' says so, once, in one line, and takes the NumPy loops (not a silent fallback)."""
-    from dsrecon.fast import _kernels
-    from dsrecon.fast.fused_plrnn import fused_generate
+NO_COMPILER = "no C compiler found (set CC or install gcc)"
 
-    monkeypatch.setattr(_kernels, "_LIB", "no C compiler found (set CC or install gcc)")
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    """The C kernel looks unbuildable (as without a compiler), and its one warning not yet given."""
+    monkeypatch.setattr(_kernels, "_LIB", NO_COMPILER)
     monkeypatch.setattr(_kernels, "_WARNED_FALLBACK", False)
-    def falls_back():  # a function with a fallback path: the warning names its caller's line
-        return _kernels.available()
 
-    with pytest.warns(RuntimeWarning, match="NumPy backend") as seen:
-        assert not falls_back()
-        assert fused_generate(ShPLRNN(3, 3, 8, seed=0), torch.zeros(3), 4).shape == (4, 3)  # "auto": NumPy loops
-        assert _kernels.resolve_backend("auto", torch.device("cpu")) == "numpy"
-    assert len(seen) == 1 and "\n" not in str(seen[0].message)  # one warning, one line
-    assert seen[0].filename == __file__ and "falls_back()" in open(__file__).read().splitlines()[seen[0].lineno - 1]
-    with pytest.raises(RuntimeError, match="'c' backend is unavailable"):
-        _kernels.c_library()
+
+def _kernel_warnings(seen) -> list[str]:
+    return [str(w.message) for w in seen if "C kernel is unavailable" in str(w.message)]
+
+
+def test_without_compiler_one_shplrnn_trains_on_the_affine_path(no_kernel):
+    """No C compiler: backends 'auto' and 'fused' train a shPLRNN on the affine-forcing path, the same
+    function as backend='affine', so the parameters are equal bit for bit; one one-line warning
+    per process says what runs instead and how to get the kernel."""
+    from dsrecon.training import TrainConfig, train
+
+    series = torch.randn(400, 3, generator=torch.Generator().manual_seed(5)).cumsum(0).numpy() * 0.05
+    models = {}
+    with pytest.warns(RuntimeWarning) as seen:
+        for backend in ("auto", "fused", "affine"):
+            models[backend] = ShPLRNN(3, 3, 20, seed=0)
+            cfg = TrainConfig(epochs=2, batches_per_epoch=3, batch_size=4, seq_len=30, backend=backend)
+            train(models[backend], series, cfg, make_forcing("agtf"), progress=False)
+    (message,) = _kernel_warnings(seen)
+    assert NO_COMPILER in message and "generic" in message and "slower" in message and "$CC" in message
+    assert "\n" not in message
+    for backend in ("auto", "fused"):
+        for (name, p), q in zip(models["affine"].named_parameters(), models[backend].parameters()):
+            assert torch.equal(p, q), (backend, name)
+    with pytest.raises(RuntimeError, match="C kernel is unavailable.*use dsrecon.rollout.forced_rollout"):
+        fused_forced_rollout(models["auto"], torch.zeros(2, 11, 3), 0.1)
+
+
+def test_without_compiler_an_ensemble_trains_on_the_generic_stack(no_kernel):
+    """No C compiler: an ensemble of shPLRNNs trains through the generic member stack (VmapStack),
+    exactly as backend='plain' (which always takes it) does."""
+    import warnings
+
+    from dsrecon.ensemble import Ensemble
+    from dsrecon.stacking import stack_members
+    from dsrecon.training import TrainConfig, train
+    from dsrecon.vmap_stack import VmapStack
+
+    series = torch.randn(400, 3, generator=torch.Generator().manual_seed(6)).cumsum(0).numpy() * 0.05
+    results = {}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for backend in ("auto", "plain"):
+            ens = Ensemble("shplrnn", k=2, obs_dim=3, latent_dim=3, hidden_dim=8)
+            assert isinstance(stack_members(list(ens.members), backend), VmapStack)
+            cfg = TrainConfig(epochs=2, batches_per_epoch=3, batch_size=4, seq_len=30, backend=backend)
+            results[backend] = (ens, train(ens, series, cfg, make_forcing("gtf", alpha=0.2), progress=False))
+    assert len(_kernel_warnings(seen)) == 1
+    (ens_auto, res_auto), (ens_plain, res_plain) = results["auto"], results["plain"]
+    assert [r.n_updates for r in res_auto.members] == [6, 6]
+    assert [[h["loss"] for h in r.history] for r in res_auto.members] == \
+        [[h["loss"] for h in r.history] for r in res_plain.members]
+    for m_auto, m_plain in zip(ens_auto.members, ens_plain.members):
+        for p, q in zip(m_auto.parameters(), m_plain.parameters()):
+            assert torch.equal(p, q)
+
+
+def test_members_the_kernel_cannot_take_get_the_generic_stack():
+    """A latent size beyond the kernel's (M > 64): the generic stack, without building anything."""
+    from dsrecon.fast.ensemble import EnsembleShPLRNN
+    from dsrecon.stacking import stack_members
+    from dsrecon.vmap_stack import VmapStack
+
+    assert isinstance(stack_members([ShPLRNN(3, 65, 4, seed=s) for s in (0, 1)]), VmapStack)
+    if KERNEL_BUILDS:
+        assert isinstance(stack_members([ShPLRNN(3, 64, 4, seed=s) for s in (0, 1)]), EnsembleShPLRNN)
+
+
+@pytest.mark.parametrize("M", [3, 65])
+def test_generate_falls_back_to_the_eager_loop(M, no_kernel):
+    """generate(fast=True) runs the eager loop, bit for bit, where the kernel cannot run (no compiler;
+    M > 64), and warns only about the missing compiler."""
+    import warnings
+
+    from dsrecon.rollout import generate
+
+    model = ShPLRNN(3, M, 8, seed=0, dtype=torch.float64)
+    x0 = torch.randn(2, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fast = generate(model, x0, 50)
+    assert torch.equal(fast, generate(model, x0, 50, fast=False))
+    assert len(_kernel_warnings(seen)) == (1 if M <= 64 else 0)
 
 
 def test_fused_step_follows_replaced_parameters():
@@ -252,6 +310,7 @@ def test_fused_float32_specialized_and_generic_latent_sizes(M):
     _fused_vs_plain(model, x, alphas, 1e-5, loss_rel=1e-5)
 
 
+@needs_kernel
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("M,dtype", [(3, torch.float32), (5, torch.float32), (3, torch.float64)])
 def test_identity_step_kernel(M, dtype, threads):
@@ -259,10 +318,6 @@ def test_identity_step_kernel(M, dtype, threads):
     separate forward and backward kernels with dL/dZ = scale (Z[..., :N] - X[:, :, 1:]), zero-padded
     past N (M = N takes the contiguous SIMD loss loop), bit for bit; a model whose squared error is
     not finite gets no loss gradient and leaves the other models' results alone."""
-    if "c" not in BACKENDS:
-        pytest.skip("no C compiler")
-    from dsrecon.fast import _kernels
-
     K, B, T, N, L = 3, 5, 9, 3, 7
     g = torch.Generator().manual_seed(M)
     r = lambda *shape: (0.3 * torch.randn(*shape, generator=g)).to(dtype)  # noqa: E731
@@ -273,11 +328,11 @@ def test_identity_step_kernel(M, dtype, threads):
     _kernels.set_kernel_threads(threads)
     try:
         Zt, Z, sse, *grads = _kernels.identity_step(z1, A, W1, W2t, h1, h2, True, alpha, Q, c, X, 0.25)
-        Zt_ref, Z_ref = _kernels.forward("c", z1, A, W1, W2t, h1, h2, True, alpha, Q, c)
+        Zt_ref, Z_ref = _kernels.forward(z1, A, W1, W2t, h1, h2, True, alpha, Q, c)
         resid = Z_ref[..., :N] - X[:, :, 1:]
         G = torch.cat([resid * 0.25, resid.new_zeros(K, B, T, M - N)], dim=-1)
         G[1] = 0
-        ref = _kernels.backward("c", G.contiguous(), Zt_ref, A, W1, W2t, h1, h2, True, alpha, Q)
+        ref = _kernels.backward(G.contiguous(), Zt_ref, A, W1, W2t, h1, h2, True, alpha, Q)
     finally:
         _kernels.set_kernel_threads(None)
     assert torch.equal(Zt, Zt_ref) and torch.equal(Z, Z_ref)

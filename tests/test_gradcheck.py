@@ -23,7 +23,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsrecon.fast import _kernels
 from dsrecon.fast.affine_forcing import loss_and_grads as affine_loss_and_grads
 from dsrecon.fast.ensemble import EnsembleShPLRNN, ensemble_loss_and_grads
 from dsrecon.fast.fused_plrnn import FusedShPLRNNRollout
@@ -31,13 +30,12 @@ from dsrecon.fast.fused_plrnn import loss_and_grads as fused_loss_and_grads
 from dsrecon.models import make_model
 from dsrecon.models.plrnn import ShPLRNN
 from dsrecon.vmap_stack import VmapStack
+from kernel_marks import needs_kernel
 
 N, B, T = 3, 2, 6  # observed dimension, windows, steps per window (T + 1 observations)
 REG = 0.01
 
 
-def _kernel_backends() -> list[str]:
-    return [b for b in _kernels.BACKENDS if b != "c" or _kernels.available()]
 
 
 def _windows(seed: int, k: int | None = None) -> torch.Tensor:
@@ -80,9 +78,9 @@ def _gradcheck_written(run, named_params, skip=READOUT) -> None:
                                     eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", _kernel_backends())
+@needs_kernel
 @pytest.mark.parametrize("clipped", [True, False])
-def test_fused_rollout_function(backend, clipped):
+def test_fused_rollout_function(clipped):
     """FusedShPLRNNRollout (the kernel's forward and adjoint passes as an autograd Function)."""
     g = torch.Generator().manual_seed(1)
     K, M, L = 2, 4, 5
@@ -92,18 +90,18 @@ def test_fused_rollout_function(backend, clipped):
     Q = torch.diag(torch.tensor([0.0] * N + [1.0] * (M - N), dtype=torch.float64)).expand(K, M, M)
     c = torch.cat([_windows(2, K), torch.zeros(K, B, T + 1, M - N, dtype=torch.float64)], dim=-1)
     assert torch.autograd.gradcheck(
-        lambda *w: FusedShPLRNNRollout.apply(*w, alpha, Q, c, clipped, backend), (z1, A, W1, W2, h1, h2),
+        lambda *w: FusedShPLRNNRollout.apply(*w, alpha, Q, c, clipped), (z1, A, W1, W2, h1, h2),
         eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", _kernel_backends())
+@needs_kernel
 @pytest.mark.parametrize("observation,M", [("identity", 3), ("identity", 5), ("affine", 2)])
-def test_shplrnn_stack_gradients(backend, observation, M):
+def test_shplrnn_stack_gradients(observation, M):
     """EnsembleShPLRNN (hand-written loss, regularizer, initial-state and observation gradients), K = 2."""
     models = [ShPLRNN(N, M, 5, seed=s, dtype=torch.float64, observation=observation) for s in (3, 4)]
     ens = EnsembleShPLRNN(models)
     x, target = _windows(5, 2), _windows(6, 2)
-    _gradcheck_written(lambda: ensemble_loss_and_grads(ens, x, _alphas(2), REG, target, backend=backend)[0].sum(),
+    _gradcheck_written(lambda: ensemble_loss_and_grads(ens, x, _alphas(2), REG, target)[0].sum(),
                        ens.named_parameters())
 
 

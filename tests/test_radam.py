@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsrecon.fast._kernels import BACKENDS
 from dsrecon.fast.radam import FusedRAdam
+from kernel_marks import needs_kernel
 
-pytestmark = pytest.mark.skipif("c" not in BACKENDS, reason="no C compiler")
+pytestmark = needs_kernel
 
 SHAPES = [(4, 3), (4, 3, 7), (4, 7, 3), (4, 7)]
 

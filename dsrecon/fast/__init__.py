@@ -6,6 +6,12 @@ which :func:`dsrecon.train` trains an ensemble of K shPLRNNs in one batched comp
 (:mod:`dsrecon.stacking`); :class:`~dsrecon.fast.radam.FusedRAdam` is the optimizer both use
 (RAdam's update in one C loop). Not part of the promised public API (``dsrecon/__init__.py``).
 
+The kernels are C only (:mod:`dsrecon.fast._kernels`, built on first use). Where they cannot run
+(no C compiler, which is said once per process in one line; tensors off the CPU, as on CUDA; a
+latent size beyond the kernel's) the shPLRNN takes the generic paths every other model takes: the
+affine-forcing rollout for one model, the batched autograd stack for an ensemble, the eager loop
+for free running.
+
 Layers: the kernel modules (``_build``, ``_kernels``, ``free_run``, ``jacobian_norms``,
 ``radam``) import nothing above the models, so :mod:`dsrecon.rollout` and the models may use
 them; the fast training paths (``fused_plrnn``, ``affine_forcing``, ``ensemble``) sit above

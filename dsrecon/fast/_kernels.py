@@ -1,5 +1,4 @@
-"""The time recursions of the fused shPLRNN rollout in three interchangeable backends, and the
-growth bound's Jacobian norms (C only).
+"""The C kernel of the shPLRNN's time recursions, and the growth bound's Jacobian norms.
 
 Only the sequential part of the rollout lives here; :mod:`dsrecon.fast.fused_plrnn` builds the
 inputs and maps the gradients back to the model's parameters. Shapes (K models, T steps, B windows,
@@ -16,34 +15,30 @@ windows themselves, so no caller transposes::
         s = lam_{t+1} W1,  gu = s * (1[u + h2 > 0] - 1[u > 0]),  dh2 += s * 1[u + h2 > 0]
         dW1 += lam^T phi,  dW2t += zt^T gu,  dA += lam * zt,  dh1 += lam
         lam_t = G_{t-1} + lt + alpha_t (lt Q^T - lt),  lt = A * lam_{t+1} + gu W2t^T
-    identity_step(z1, A, W1, W2t, h1, h2, clipped, alpha, Q, c, X (K,B,T+1,N), scale)   (C only)
+    identity_step(z1, A, W1, W2t, h1, h2, clipped, alpha, Q, c, X (K,B,T+1,N), scale)
         forward, the identity observation's squared error and dL/dZ, and backward of each model
         in one call (one model's three passes on one thread, while its arrays are in cache)
 
-Backends
---------
-``"c"``
-    A small C kernel (``dsrecon/fast/csrc/``) compiled once with the system C compiler
-    (``cc -O3 -march=native``) into a per-user cache and called through ``ctypes``; building,
-    caching and loading are :mod:`dsrecon.fast._build`'s, and every wrapper below checks its
-    arrays' dtype, shape, device and contiguity before the call (``ValueError`` naming the
-    argument). No per-step interpreter overhead; ``u`` recomputed in the backward pass so only the
-    states (O(T B M)) are stored; the clipped difference of ReLUs evaluated from one product
-    ``zt W2t`` (half the work of the stacked form below). Windows are processed in blocks of 16
-    with every per-window quantity stored window-innermost, so the inner loops are fixed-length
-    SIMD loops (no horizontal sums; weight gradients summed per lane over chunks of 4 stored steps,
-    reduced once per block). For float32 the latent sizes M <= 8, 10, 12, 16 are compile-time
-    constants (fully unrolled M-loops). The K models of an ensemble run on the threads of a
-    persistent pool that sleeps between calls after a 50-microsecond spin (:func:`set_kernel_threads`);
-    each thread takes the next model not yet taken, so a thread that
-    wakes late takes fewer. It flushes denormals (FTZ/DAZ) inside the call and restores the
-    caller's floating-point state on return. Without a compiler (or when the build fails),
-    ``"auto"`` warns once and takes ``"numpy"`` (:func:`available`).
-``"numpy"``
-    The same loops, on the stacked form ``v = zt [W2t, W2t, diag(A)] + [h2, 0, h1]``,
-    ``z' = relu(v[:2L]) [W1, -W1]^T + v[2L:]`` (:func:`stack_weights`), with NumPy calls; no compiler needed.
-``"torch"``
-    The same loops with PyTorch calls; the only one that runs on a GPU.
+The kernel (``dsrecon/fast/csrc/``) is compiled once with the system C compiler
+(``cc -O3 -march=native``) into a per-user cache and called through ``ctypes``; building, caching
+and loading are :mod:`dsrecon.fast._build`'s, and every wrapper below checks its arrays' dtype,
+shape, device and contiguity before the call (``ValueError`` naming the argument). No per-step
+interpreter overhead; ``u`` recomputed in the backward pass so only the states (O(T B M)) are
+stored; the clipped difference of ReLUs evaluated from one product ``zt W2t``. Windows are
+processed in blocks of 16 with every per-window quantity stored window-innermost, so the inner
+loops are fixed-length SIMD loops (no horizontal sums; weight gradients summed per lane over
+chunks of 4 stored steps, reduced once per block). For float32 the latent sizes M <= 8, 10, 12, 16
+are compile-time constants (fully unrolled M-loops). The K models of an ensemble run on the
+threads of a persistent pool that sleeps between calls after a 50-microsecond spin
+(:func:`set_kernel_threads`); each thread takes the next model not yet taken, so a thread that
+wakes late takes fewer. It flushes denormals (FTZ/DAZ) inside the call and restores the caller's
+floating-point state on return.
+
+The kernel takes float32/float64 CPU tensors with M <= 64. Where it cannot run (no C compiler or
+a failed build, other devices, larger M: :func:`unsupported`, :func:`available`), the shPLRNN
+trains and runs on the generic paths (the affine-forcing rollout, the batched autograd member
+stack, the eager ``generate`` loop), which are slower; without a compiler that is said once per
+process, in one line.
 """
 
 from __future__ import annotations
@@ -57,7 +52,6 @@ import torch
 
 from dsrecon.fast import _build
 
-BACKENDS = ("c", "numpy", "torch")
 _MAX_M = 64  # the C kernel keeps one M-vector on the stack
 
 _LIB = None  # the loaded ctypes library, or the reason it could not be built (str)
@@ -101,7 +95,7 @@ def c_library():
         except (RuntimeError, OSError) as err:
             _LIB = str(err)
     if isinstance(_LIB, str):
-        raise RuntimeError(f"the 'c' backend is unavailable: {_LIB}")
+        raise RuntimeError(f"the C kernel is unavailable: {_LIB}")
     return _LIB
 
 
@@ -110,8 +104,8 @@ _WARNED_FALLBACK = False
 
 def available(stacklevel: int = 2) -> bool:
     """Whether the C kernel builds (or is built) here. When it does not, the first call in this
-    process warns once, in one line, that the NumPy / PyTorch paths run instead; ``stacklevel``
-    as for :func:`warnings.warn`, counted from the caller of this function."""
+    process warns once, in one line, that the generic paths run instead and how to get the kernel;
+    ``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function."""
     global _WARNED_FALLBACK
     try:
         c_library()
@@ -119,24 +113,27 @@ def available(stacklevel: int = 2) -> bool:
     except RuntimeError as err:
         if not _WARNED_FALLBACK:
             _WARNED_FALLBACK = True
-            warnings.warn(f"{err}; using the NumPy backend and PyTorch loops instead (slower)", RuntimeWarning,
-                          stacklevel=stacklevel + 1)
+            warnings.warn(f"{err}; dsrecon runs its generic autograd paths instead (slower); install a C compiler "
+                          "or point $CC at one to use the kernel", RuntimeWarning, stacklevel=stacklevel + 1)
         return False
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn ``"auto"`` into a concrete backend: ``"c"`` on CPU when it builds, else ``"numpy"``
-    (with the one warning of :func:`available`); ``"torch"`` off the CPU. An explicit name is
-    checked against the device."""
-    if backend not in ("auto", *BACKENDS):
-        raise ValueError(f"unknown backend {backend!r}; valid: auto, {', '.join(BACKENDS)}")
-    if device.type != "cpu":
-        if backend not in ("auto", "torch"):
-            raise ValueError(f"backend {backend!r} runs on the CPU only; the tensors are on {device}: use 'torch'")
-        return "torch"
-    if backend != "auto":
-        return backend
-    return "c" if available(stacklevel=3) else "numpy"
+def unsupported(device: torch.device, dtype: torch.dtype, latent_dim: int) -> str | None:
+    """Why the C kernel cannot take a shPLRNN's tensors (device, dtype, latent size), or None when
+    it can; checks the arguments only, never builds the library (see :func:`available`)."""
+    if torch.device(device).type != "cpu":
+        return f"the kernel runs on the CPU, the tensors are on {device}"
+    if dtype not in (torch.float32, torch.float64):
+        return f"the kernel takes float32 or float64, got {dtype}"
+    if latent_dim > _MAX_M:
+        return f"the kernel supports latent_dim <= {_MAX_M}, got {latent_dim}"
+    return None
+
+
+def usable(device: torch.device, dtype: torch.dtype, latent_dim: int, stacklevel: int = 2) -> bool:
+    """Whether the C kernel runs a shPLRNN with these tensors here: :func:`unsupported` finds
+    nothing and the library builds (:func:`available`, which warns once when it does not)."""
+    return unsupported(device, dtype, latent_dim) is None and available(stacklevel + 1)
 
 
 def _ptr(t: torch.Tensor) -> int:
@@ -170,75 +167,51 @@ def _dims(kernel: str, **args) -> None:
 
 def _check_status(status: int, M: int) -> None:
     if status == 1:
-        raise ValueError(f"the 'c' backend supports latent_dim <= {_MAX_M}, got {M}; use backend='numpy'")
+        raise ValueError(f"the C kernel supports latent_dim <= {_MAX_M}, got {M}")
     if status:
-        raise MemoryError("the 'c' kernel could not allocate its scratch memory")
+        raise MemoryError("the C kernel could not allocate its scratch memory")
 
 
-def stack_weights(A, W1, W2t, h1, h2, clipped: bool):
-    """The step as one product for the NumPy/PyTorch loops: ``v = zt Wbig + bias``,
-    ``z' = relu(v[:R]) W1c^T + v[R:]`` with ``Wbig = [W2t, W2t, diag(A)]``, ``bias = [h2, 0, h1]``,
-    ``W1c = [W1, -W1]`` (clipped; ``R = 2L``) or ``[W2t, diag(A)]``, ``[h2, h1]``, ``W1`` (``R = L``).
-    Shapes ``(K, M, D)``, ``(K, D)``, ``(K, M, R)``."""
-    diagA = torch.diag_embed(A)  # (K, M, M)
-    if clipped:
-        return (torch.cat([W2t, W2t, diagA], dim=2), torch.cat([h2, torch.zeros_like(h2), h1], dim=1),
-                torch.cat([W1, -W1], dim=2).contiguous())
-    return torch.cat([W2t, diagA], dim=2), torch.cat([h2, h1], dim=1), W1.contiguous()
-
-
-# ----------------------------------------------------------------------------- forward
-def forward(backend: str, z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, c):
-    """Forward recursion (module docstring); all inputs contiguous, one dtype. ``c (K, B, Tc, M)``
-    holds the data term of steps 0..Tc-1 (only the first T = ``alpha.shape[1]`` are read). Returns
-    ``(Zt, Z)``, the forced states z~_1..z~_T and the unforced states z_2..z_{T+1}, each ``(K, B, T, M)``."""
-    if backend == "c":
-        _dims("forward", alpha=(alpha, 2), c=(c, 4), W1=(W1, 3))
+# ----------------------------------------------------------------------------- the kernel's entry points
+def forward(z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, c):
+    """Forward recursion (module docstring); all inputs contiguous CPU tensors of one dtype.
+    ``c (K, B, Tc, M)`` holds the data term of steps 0..Tc-1 (only the first T = ``alpha.shape[1]``
+    are read). Returns ``(Zt, Z)``, the forced states z~_1..z~_T and the unforced states
+    z_2..z_{T+1}, each ``(K, B, T, M)``."""
+    _dims("forward", alpha=(alpha, 2), c=(c, 4), W1=(W1, 3))
     K, T = alpha.shape
     _, B, Tc, M = c.shape
     L = W1.shape[-1]
     if Tc < T:
         raise ValueError(f"c covers {Tc} steps, the recursion needs T = {T}")
-    if backend == "c":
-        _check_args("forward", c.dtype, z1=(z1, (K, B, M)), A=(A, (K, M)), W1=(W1, (K, M, L)), W2t=(W2t, (K, M, L)),
-                    h1=(h1, (K, M)), h2=(h2, (K, L)), alpha=(alpha, (K, T)), Q=(Q, (K, M, M)), c=(c, (K, B, Tc, M)))
-        Zt = torch.empty((K, B, T, M), dtype=c.dtype, device=c.device)
-        Z = torch.empty_like(Zt)
-        lib = c_library()
-        fn = lib.forward_f32 if c.dtype == torch.float32 else lib.forward_f64
-        status = fn(K, T, B, M, L, Tc, int(clipped), kernel_threads(),
-                    *map(_ptr, (z1, A, W1, W2t, h1, h2, alpha, Q, c, Zt, Z)))
-        _check_status(status, M)
-        return Zt, Z
-    Wbig, bias, W1c = stack_weights(A, W1, W2t, h1, h2, clipped)
-    return _forward_stacked(backend, z1, Wbig, bias, W1c, alpha, Q, c[:, :, :T])
+    _check_args("forward", c.dtype, z1=(z1, (K, B, M)), A=(A, (K, M)), W1=(W1, (K, M, L)), W2t=(W2t, (K, M, L)),
+                h1=(h1, (K, M)), h2=(h2, (K, L)), alpha=(alpha, (K, T)), Q=(Q, (K, M, M)), c=(c, (K, B, Tc, M)))
+    Zt = torch.empty((K, B, T, M), dtype=c.dtype)
+    Z = torch.empty_like(Zt)
+    lib = c_library()
+    fn = lib.forward_f32 if c.dtype == torch.float32 else lib.forward_f64
+    status = fn(K, T, B, M, L, Tc, int(clipped), kernel_threads(),
+                *map(_ptr, (z1, A, W1, W2t, h1, h2, alpha, Q, c, Zt, Z)))
+    _check_status(status, M)
+    return Zt, Z
 
 
-def backward(backend: str, G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
+def backward(G, Zt, A, W1, W2t, h1, h2, clipped: bool, alpha, Q):
     """Adjoint recursion (module docstring); ``G, Zt (K, B, T, M)``. Returns ``(dz1 (K,B,M), dA, dW1,
     dW2t, dh1, dh2)``."""
-    if backend == "c":
-        _dims("backward", G=(G, 4), W1=(W1, 3))
+    _dims("backward", G=(G, 4), W1=(W1, 3))
     K, B, T, M = G.shape
     L = W1.shape[-1]
-    if backend == "c":
-        _check_args("backward", G.dtype, G=(G, (K, B, T, M)), Zt=(Zt, (K, B, T, M)), A=(A, (K, M)), W1=(W1, (K, M, L)),
-                    W2t=(W2t, (K, M, L)), h1=(h1, (K, M)), h2=(h2, (K, L)), alpha=(alpha, (K, T)), Q=(Q, (K, M, M)))
-        lib = c_library()
-        fn = lib.backward_f32 if G.dtype == torch.float32 else lib.backward_f64
-        dz1 = torch.empty((K, B, M), dtype=G.dtype)
-        dA, dW1, dW2t, dh1, dh2 = (torch.zeros_like(p) for p in (A, W1, W2t, h1, h2))
-        status = fn(K, T, B, M, L, int(clipped), kernel_threads(),
-                    *map(_ptr, (G, Zt, A, W1, W2t, h2, alpha, Q, dz1, dA, dW1, dW2t, dh1, dh2)))
-        _check_status(status, M)
-        return dz1, dA, dW1, dW2t, dh1, dh2
-    Wbig, bias, W1c = stack_weights(A, W1, W2t, h1, h2, clipped)
-    dz1, dWbig, db, dW1c = _backward_stacked(backend, G, Zt, Wbig, bias, W1c, alpha, Q)
-    R = W1c.shape[-1]
-    dA = torch.diagonal(dWbig[:, :, R:], dim1=1, dim2=2)  # (K, M)
-    dW2t = dWbig[:, :, :L] + dWbig[:, :, L:R] if clipped else dWbig[:, :, :L]  # (K, M, L)
-    dW1 = dW1c[:, :, :L] - dW1c[:, :, L:] if clipped else dW1c  # (K, M, L)
-    return dz1, dA, dW1, dW2t, db[:, R:], db[:, :L]
+    _check_args("backward", G.dtype, G=(G, (K, B, T, M)), Zt=(Zt, (K, B, T, M)), A=(A, (K, M)), W1=(W1, (K, M, L)),
+                W2t=(W2t, (K, M, L)), h1=(h1, (K, M)), h2=(h2, (K, L)), alpha=(alpha, (K, T)), Q=(Q, (K, M, M)))
+    lib = c_library()
+    fn = lib.backward_f32 if G.dtype == torch.float32 else lib.backward_f64
+    dz1 = torch.empty((K, B, M), dtype=G.dtype)
+    dA, dW1, dW2t, dh1, dh2 = (torch.zeros_like(p) for p in (A, W1, W2t, h1, h2))
+    status = fn(K, T, B, M, L, int(clipped), kernel_threads(),
+                *map(_ptr, (G, Zt, A, W1, W2t, h2, alpha, Q, dz1, dA, dW1, dW2t, dh1, dh2)))
+    _check_status(status, M)
+    return dz1, dA, dW1, dW2t, dh1, dh2
 
 
 def identity_step(z1, A, W1, W2t, h1, h2, clipped: bool, alpha, Q, c, X, scale: float):
@@ -288,7 +261,7 @@ def jacobian_norms(z, A, W1, W2t, h2, clipped: bool) -> torch.Tensor:
     (closed form for M <= 2, Newton's method on the characteristic polynomial for M = 3, Jacobi
     rotations above): agrees with ``eigvalsh`` to ~1e-15 relative, ~1e-8 where the two largest
     singular values of a 3 x 3 J coincide. Raises ``RuntimeError`` when the kernel cannot be built
-    (callers fall back to PyTorch).
+    (callers check :func:`usable` first and take PyTorch's eigensolver otherwise).
     """
     _dims("jacobian_norms", z=(z, 3), W1=(W1, 3))
     K, S, M = z.shape
@@ -327,90 +300,3 @@ def stacked_sumsq(tensors, K: int) -> tuple[np.ndarray, np.ndarray] | None:
     fn(K, n, (ctypes.c_void_p * n)(*[t.data_ptr() for t in tensors]),
        (ctypes.c_longlong * n)(*[t.numel() for t in tensors]), sumsq.ctypes.data, finite.ctypes.data)
     return sumsq, finite
-
-
-# ----------------------------------------------------------------------------- NumPy / PyTorch loops
-def _forward_stacked(backend: str, z1, Wbig, bias, W1c, alpha, Q, c) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward recursion on the stacked weights (:func:`stack_weights`); ``c (K, B, T, M)``. Returns ``(Zt, Z)``."""
-    K, B, T, M = c.shape
-    R = W1c.shape[-1]
-    Zt = torch.empty_like(c)  # (K, B, T, M) forced states z~_1 .. z~_T
-    Z = torch.empty_like(c)  # (K, B, T, M) unforced states z_2 .. z_{T+1}
-    if backend == "numpy":
-        z1n, Wn, bn, W1n, an, Qn, cn, Ztn, Zn = (t.numpy() for t in (z1, Wbig, bias, W1c, alpha, Q, c, Zt, Z))
-        W1t = np.ascontiguousarray(W1n.transpose(0, 2, 1))  # (K, R, M)
-        bn = bn[:, None, :]  # (K, 1, D)
-        a = an[:, :, None, None]  # (K, T, 1, 1)
-        z = z1n
-        for t in range(T):
-            zt = np.matmul(z, Qn)  # (K, B, M)
-            zt -= z
-            zt *= a[:, t]
-            zt += z
-            zt += a[:, t] * cn[:, :, t]
-            Ztn[:, :, t] = zt
-            v = np.matmul(zt, Wn)  # (K, B, D)
-            v += bn
-            z = np.matmul(np.maximum(v[..., :R], 0), W1t)
-            z += v[..., R:]
-            Zn[:, :, t] = z
-    else:
-        W1t = W1c.transpose(1, 2)  # (K, R, M)
-        a = alpha[:, :, None, None]  # (K, T, 1, 1)
-        z = z1
-        for t in range(T):
-            zt = z + a[:, t] * (torch.bmm(z, Q) - z) + a[:, t] * c[:, :, t]  # (K, B, M)
-            Zt[:, :, t] = zt
-            v = torch.baddbmm(bias[:, None, :], zt, Wbig)  # (K, B, D)
-            z = torch.baddbmm(v[..., R:], torch.relu(v[..., :R]), W1t)  # (K, B, M)
-            Z[:, :, t] = z
-    return Zt, Z
-
-
-def _backward_stacked(backend: str, G, Zt, Wbig, bias, W1c, alpha, Q):
-    """Adjoint recursion on the stacked weights; ``G, Zt (K, B, T, M)``. Returns ``(dz1 (K,B,M),
-    dWbig (K,M,D), db (K,D), dW1c (K,M,R))``."""
-    K, B, T, M = G.shape
-    R = W1c.shape[-1]
-    D = R + M
-    # numpy / torch: pre-activations for all steps at once, then the recursion storing dL/dv
-    V = torch.baddbmm(bias[:, None, :], Zt.reshape(K, B * T, M), Wbig).reshape(K, B, T, D)  # (K, B, T, D)
-    GV = torch.empty_like(V)  # (K, B, T, D)
-    if backend == "numpy":
-        Gn, Vn, GVn, Wn, W1n, Qn, an = (t.numpy() for t in (G, V, GV, Wbig, W1c, Q, alpha))
-        WT, QT = np.ascontiguousarray(Wn.transpose(0, 2, 1)), np.ascontiguousarray(Qn.transpose(0, 2, 1))
-        mask = Vn[..., :R] > 0  # (K, B, T, R)
-        a = an[:, :, None, None]  # (K, T, 1, 1)
-        lam = Gn[:, :, T - 1].copy()  # (K, B, M)
-        for t in range(T - 1, -1, -1):
-            gv = np.empty((K, B, D), dtype=Gn.dtype)
-            np.matmul(lam, W1n, out=gv[..., :R])
-            gv[..., :R] *= mask[:, :, t]
-            gv[..., R:] = lam
-            GVn[:, :, t] = gv
-            lt = np.matmul(gv, WT)  # (K, B, M)
-            lam = np.matmul(lt, QT)
-            lam -= lt
-            lam *= a[:, t]
-            lam += lt
-            if t > 0:
-                lam += Gn[:, :, t - 1]
-        dz1 = torch.from_numpy(lam)
-    else:
-        mask = V[..., :R] > 0  # (K, B, T, R)
-        a = alpha[:, :, None, None]  # (K, T, 1, 1)
-        WT, QT = Wbig.transpose(1, 2), Q.transpose(1, 2)
-        lam = G[:, :, T - 1]
-        for t in range(T - 1, -1, -1):
-            gv = torch.cat([torch.bmm(lam, W1c) * mask[:, :, t], lam], dim=-1)  # (K, B, D)
-            GV[:, :, t] = gv
-            lt = torch.bmm(gv, WT)  # (K, B, M)
-            lam = lt + a[:, t] * (torch.bmm(lt, QT) - lt)
-            if t > 0:
-                lam = lam + G[:, :, t - 1]
-        dz1 = lam
-    gv = GV.reshape(K, B * T, D)
-    dWbig = Zt.reshape(K, B * T, M).transpose(1, 2) @ gv  # (K, M, D)
-    db = gv.sum(1)  # (K, D)
-    dW1c = GV[..., R:].reshape(K, B * T, M).transpose(1, 2) @ V[..., :R].clamp(min=0).reshape(K, B * T, R)
-    return dz1, dWbig, db, dW1c  # dW1c (K, M, R)

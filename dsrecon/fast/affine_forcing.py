@@ -57,7 +57,7 @@ def forcing_terms(model: Model, x: torch.Tensor, alphas: torch.Tensor, with_ac: 
     ----------
     x : (B, T + 1, N); alphas : (T + 1,)
     with_ac : bool
-        Also form ``ac`` (the step-major product the PyTorch loop reads; the fused kernel reads
+        Also form ``ac`` (the step-major product the affine-forcing loop reads; the C kernel reads
         ``a`` and ``c`` and needs none: None is returned in its place).
 
     Returns

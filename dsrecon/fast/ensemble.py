@@ -1,7 +1,7 @@
 r"""Ensembles: K shPLRNNs of one shape (different seeds) trained in one batched computation.
 
 Users train 10-20 seeds per configuration. Stacking the K models' parameters along a leading axis
-lets one pass of the fused kernel (:mod:`dsrecon.fast.fused_plrnn`) serve all of them, so the
+lets one call of the C kernel (:mod:`dsrecon.fast._kernels`) serve all of them, so the
 per-update fixed costs (Python, autograd, optimizer bookkeeping) are paid once instead of K times.
 Nothing couples the models: the ensemble loss is the sum of the K per-model losses, so each
 stacked slice receives exactly its own model's gradient, and RAdam (elementwise, no weight decay,
@@ -12,7 +12,9 @@ Notes): every batched product over the member axis is computed per member (:func
 
 The per-update fixed cost is paid once per ensemble and the kernel's arithmetic once per member,
 so the gain over K separate runs grows with K and falls as the fixed cost falls; the measured
-figures are in ``docs/performance.md``.
+figures are in ``docs/performance.md``. Where the kernel cannot run these members
+(:meth:`EnsembleShPLRNN.kernel_runs`: no C compiler, tensors off the CPU, M > 64),
+:func:`dsrecon.stacking.stack_members` takes the generic stack instead.
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ class EnsembleShPLRNN(nn.Module):
             else:
                 stacked = torch.stack([getattr(m, name).detach() for m in models]).clone()
             setattr(self, name, nn.Parameter(stacked))
+
+    @staticmethod
+    def kernel_runs(models: Sequence[ShPLRNN]) -> bool:
+        """Whether the C kernel can train these members here (CPU, float32/float64, M <= 64, and it
+        builds: without a compiler :func:`dsrecon.fast._kernels.available` warns once per process)."""
+        p = models[0].A
+        return _kernels.usable(p.device, p.dtype, models[0].state_dim, stacklevel=4)
 
     @property
     def K(self) -> int:
@@ -146,7 +155,7 @@ class EnsembleShPLRNN(nn.Module):
     # ----------------------------------------------------------------- the member-stack seam (dsrecon.stacking)
     def loss_and_grads(self, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
                        target: torch.Tensor | None = None, *, need_z_hat: bool = True):
-        """:func:`ensemble_loss_and_grads` with the kernel chosen for ``x``'s device: ``(K,) loss, (K,) mse, z_hat``."""
+        """:func:`ensemble_loss_and_grads`: ``(K,) loss, (K,) mse, z_hat``."""
         return ensemble_loss_and_grads(self, x, alphas, reg_weight, target, need_z_hat=need_z_hat)
 
     def grad_norms(self) -> torch.Tensor:
@@ -186,10 +195,11 @@ class EnsembleShPLRNN(nn.Module):
 
 
 def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
-                            target: torch.Tensor | None = None, *, backend: str = "auto", need_z_hat: bool = True):
+                            target: torch.Tensor | None = None, *, need_z_hat: bool = True):
     """Per-model forced-rollout losses of one batch each, gradients into the stacked ``.grad``.
 
-    No autograd graph: the loss gradient ``dL/dZ`` is formed directly (``2 (x_pred - x) / (T B N)``
+    Runs in the C kernel (CPU tensors, float32/float64, M <= 64; ``RuntimeError`` without a C
+    compiler). No autograd graph: the loss gradient ``dL/dZ`` is formed directly (``2 (x_pred - x) / (T B N)``
     through the observation), the kernel's adjoint pass returns the weight gradients, and the
     gradients of the regularizer and of the observation/initial-state maps (``B``, ``C``) are
     written out analytically. Equal to ``loss.sum().backward()`` through
@@ -206,7 +216,6 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
     reg_weight : float
     target : torch.Tensor, shape ``(K, B, T + 1, N)``, optional
         Clean windows for the loss (default ``x``).
-    backend : {"auto", "c", "numpy", "torch"}
     need_z_hat : bool
         Return the data-inferred states (an adaptive forcing or the growth diagnostic needs them);
         False skips that product and returns None in its place.
@@ -229,7 +238,6 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
         raise ValueError(f"alphas must have shape (K, T + 1) = ({ens.K}, {x.shape[2]}), got {tuple(alphas.shape)}")
     K, Bsz, n, N = x.shape
     T, M = n - 1, ens.state_dim
-    backend = _kernels.resolve_backend(backend, x.device)
     target = x if target is None else target
     Q, c, a = ens.forcing_terms(x, alphas)
     with torch.no_grad():
@@ -239,13 +247,13 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
         forcing = [t.contiguous() for t in (a, Q, c)]
         scale = 2.0 / (T * Bsz * N)  # dMSE/dx_pred = scale * residual
         # the C kernel runs forward, loss and backward of the identity observation in one call
-        one_call = backend == "c" and ens.observation == "identity"
+        one_call = ens.observation == "identity"
         if one_call:
             Zt, Z, sse, *kernel_grads = _kernels.identity_step(z1, *weights, ens.clipped, *forcing,
                                                                target.contiguous(), scale)
             mse, d_obs = (sse / (T * Bsz * N)).to(x.dtype), None
         else:
-            Zt, Z = _kernels.forward(backend, z1, *weights, ens.clipped, *forcing)  # (K, B, T, M) each
+            Zt, Z = _kernels.forward(z1, *weights, ens.clipped, *forcing)  # (K, B, T, M) each
             mse, G, d_obs = _loss_gradient(ens, Z, target, scale)
         loss = mse + reg_weight * ens.regularization() if reg_weight else mse  # (K,)
         finite = torch.isfinite(loss)  # (K,)
@@ -257,7 +265,7 @@ def ensemble_loss_and_grads(ens: EnsembleShPLRNN, x: torch.Tensor, alphas: torch
             if ens.observation == "affine":
                 d_obs = torch.where(finite[:, None, None], d_obs, 0.0)
         if not one_call:
-            kernel_grads = _kernels.backward(backend, G.contiguous(), Zt, *weights, ens.clipped, *forcing[:2])
+            kernel_grads = _kernels.backward(G.contiguous(), Zt, *weights, ens.clipped, *forcing[:2])
         dz1, dA, dW1, dW2t, dh1, dh2 = kernel_grads
         grads = {"A": dA, "W1": dW1, "W2": dW2t.transpose(1, 2), "h1": dh1, "h2": dh2}
         if reg_weight:  # d/dp of ||1 - A||^2 + sum ||p||^2, for the models with a finite loss

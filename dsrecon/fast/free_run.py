@@ -1,7 +1,8 @@
-"""Free running of a shPLRNN in the compiled kernel: ``fused_generate``, and ``is_fusable``.
+"""Free running of a shPLRNN in the C kernel: ``fused_generate``, and ``is_fusable``.
 
 The kernel side of :func:`dsrecon.rollout.generate` (``fast=True``), which imports this module; so
-it imports nothing of the rollout or training code, only the kernels and the model.
+it imports nothing of the rollout or training code, only the kernels and the model. Where the
+kernel cannot run (no C compiler, a model off the CPU, M > 64) ``generate`` keeps its eager loop.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ def is_fusable(model) -> bool:
 
 
 @torch.no_grad()
-def fused_generate(model: Model, x0, n_steps: int, *, chunk: int = 100_000, backend: str = "auto") -> torch.Tensor:
+def fused_generate(model: Model, x0, n_steps: int, *, chunk: int = 100_000) -> torch.Tensor:
     """Free-running shPLRNN trajectory through the fused kernel; same result as :func:`dsrecon.rollout.generate`.
 
-    The time loop runs in compiled code (the forward recursion of :mod:`dsrecon.fast._kernels` with
-    alpha = 0), in chunks of ``chunk`` steps whose states are carried over, so memory stays
+    The time loop runs in the C kernel (the forward recursion of :mod:`dsrecon.fast._kernels` with
+    alpha = 0; a CPU model, float32/float64, M <= 64, a C compiler), in chunks of ``chunk`` steps whose states are carried over, so memory stays
     O(chunk) however long the run.
 
     Parameters
@@ -36,7 +37,6 @@ def fused_generate(model: Model, x0, n_steps: int, *, chunk: int = 100_000, back
         Observations returned, the first being ``observe(initial_state(x0))``.
     chunk : int
         Steps per kernel call.
-    backend : {"auto", "c", "numpy", "torch"}
 
     Returns
     -------
@@ -52,7 +52,9 @@ def fused_generate(model: Model, x0, n_steps: int, *, chunk: int = 100_000, back
     x0 = x0.unsqueeze(0) if squeeze else x0
     if x0.ndim != 2 or x0.shape[1] != model.obs_dim:
         raise ValueError(f"x0 must have shape (N,) or (B, N) with N = {model.obs_dim}, got {tuple(x0.shape)}")
-    backend = _kernels.resolve_backend(backend, x0.device)
+    why = _kernels.unsupported(x0.device, x0.dtype, model.state_dim)
+    if why is not None:
+        raise ValueError(f"fused_generate runs in the C kernel only: {why}; use dsrecon.rollout.generate")
     Bsz, M = x0.shape[0], model.state_dim
     weights = [t.detach().unsqueeze(0).contiguous() for t in (model.A, model.W1, model.W2.T, model.h1, model.h2)]
     Q = torch.zeros(1, M, M, dtype=x0.dtype, device=x0.device)
@@ -63,7 +65,7 @@ def fused_generate(model: Model, x0, n_steps: int, *, chunk: int = 100_000, back
         n = min(chunk, n_steps - done)
         alpha = torch.zeros(1, n, dtype=x0.dtype, device=x0.device)
         c = torch.zeros(1, Bsz, n, M, dtype=x0.dtype, device=x0.device)
-        _, Z = _kernels.forward(backend, z, *weights, model.clipped, alpha, Q, c)  # (1, B, n, M)
+        _, Z = _kernels.forward(z, *weights, model.clipped, alpha, Q, c)  # (1, B, n, M)
         out.append(model.observe(Z[0].reshape(Bsz * n, M)).reshape(Bsz, n, -1))
         z = Z[:, :, -1].contiguous()
         done += n

@@ -11,28 +11,27 @@ How
 Write one step with the forcing folded in. With ``F_t = (1 - alpha_t) I + alpha_t Q`` and
 ``c_t = state_from_obs(x_t, 0)``, where ``state_from_obs(x, z) = c(x) + z Q`` (row vectors; ``Q``
 is the detached linear part: a coordinate selector for the identity observation, ``I - B^T B^{+T}``
-for the affine one), the forced state is ``z~_t = z_t F_t + alpha_t c_t``. The clipped step
-``z_{t+1} = A z~ + W1 [relu(W2 z~ + h2) - relu(W2 z~)] + h1`` then reads, with the stacked weights
-``Wbig = [W2^T, W2^T, diag(A)]`` (M, D), ``b = [h2, 0, h1]``, ``W1c = [W1, -W1]`` (M, 2L)::
+for the affine one), the forced state is ``z~_t = z_t F_t + alpha_t c_t``, and the clipped step
+reads (unclipped: ``phi_t = relu(u_t + h2)``)::
 
-    v_t     = z_t (F_t Wbig) + (alpha_t c_t Wbig + b)          (B, D), D = 2L + M
-    z_{t+1} = relu(v_t[:2L]) W1c^T + v_t[2L:]
+    u_t     = z~_t W2^T,   phi_t = relu(u_t + h2) - relu(u_t)          (B, L)
+    z_{t+1} = A * z~_t + phi_t W1^T + h1                               (B, M)
 
-(unclipped: ``Wbig = [W2^T, diag(A)]``, ``b = [h2, h1]``, ``W1c = W1``). The data term
-``c_t`` is computed for all t at once, in the windows' own (window-major) layout; the sequential
-loop (forcing, two small matrix products and a ReLU per step) runs in a compiled kernel
-(:mod:`dsrecon.fast._kernels`). The
-backward pass is the adjoint recursion with the analytic vector-Jacobian product of that step::
+The data term ``c_t`` is computed for all t at once, in the windows' own (window-major) layout;
+the sequential loop runs in the C kernel (:mod:`dsrecon.fast._kernels`; float32/float64 CPU
+tensors, M <= 64, a C compiler: without one, :func:`fused_forced_rollout` raises and the trainers
+take the generic paths). The backward pass is the adjoint recursion with the analytic
+vector-Jacobian product of that step::
 
-    gv_t  = [(lam_{t+1} W1c) * 1[v_t[:2L] > 0], lam_{t+1}]       dL/dv_t
-    lam_t = dL/dz_t (direct) + gv_t Wbig^T F_t^T                 dL/dz_t
+    gu_t  = (lam_{t+1} W1) * (1[u_t + h2 > 0] - 1[u_t > 0])           dL/du_t
+    lam_t = dL/dz_t (direct) + (A * lam_{t+1} + gu_t W2) F_t^T         dL/dz_t
 
-accumulating ``dWbig += z~_t^T gv_t``, ``db += gv_t``, ``dW1c += lam_{t+1}^T relu(v_t[:2L])`` on the
-way, then mapped back to ``A, W1, W2, h1, h2`` through the stacking above; ``dL/dz_1`` flows on
+accumulating ``dW1 += lam_{t+1}^T phi_t``, ``dW2^T += z~_t^T gu_t``, ``dA += lam_{t+1} * z~_t``,
+``dh1 += lam_{t+1}``, ``dh2 += (lam_{t+1} W1) * 1[u_t + h2 > 0]`` on the way; ``dL/dz_1`` flows on
 through autograd into ``initial_state`` (the learned map ``C`` of the identity observation).
 ReLU derivatives are 0 at 0, as autograd's.
 
-Memory per update: the forced and unforced states, ``2 K T B M`` floats (v is recomputed in the
+Memory per update: the forced and unforced states, ``2 K T B M`` floats (u is recomputed in the
 backward pass), freed after it; nothing accumulates across updates.
 
 Reference: Hess et al. (2023), Generalized Teacher Forcing for Learning Chaotic Dynamics, ICML
@@ -65,24 +64,24 @@ class FusedShPLRNNRollout(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z1, A, W1, W2, h1, h2, alpha, Q, c, clipped: bool, backend: str):
+    def forward(ctx, z1, A, W1, W2, h1, h2, alpha, Q, c, clipped: bool):
         dtype = c.dtype
         weights = [t.detach().contiguous() for t in (A, W1, W2.transpose(1, 2), h1, h2)]  # W2 as W2^T
         forcing = [t.detach().to(dtype).contiguous() for t in (alpha, Q, c)]
-        Zt, Z = _kernels.forward(backend, z1.detach().contiguous(), *weights, clipped, *forcing)
+        Zt, Z = _kernels.forward(z1.detach().contiguous(), *weights, clipped, *forcing)
         ctx.save_for_backward(Zt, *weights, *forcing[:2])
-        ctx.clipped, ctx.backend = clipped, backend
+        ctx.clipped = clipped
         return Z  # (K, B, T, M)
 
     @staticmethod
     def backward(ctx, gZ):
         Zt, A, W1, W2t, h1, h2, alpha, Q = ctx.saved_tensors
-        dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(ctx.backend, gZ.contiguous(), Zt, A, W1, W2t, h1, h2,
-                                                         ctx.clipped, alpha, Q)
-        return dz1, dA, dW1, dW2t.transpose(1, 2), dh1, dh2, None, None, None, None, None
+        dz1, dA, dW1, dW2t, dh1, dh2 = _kernels.backward(gZ.contiguous(), Zt, A, W1, W2t, h1, h2, ctx.clipped,
+                                                         alpha, Q)
+        return dz1, dA, dW1, dW2t.transpose(1, 2), dh1, dh2, None, None, None, None
 
 
-def fused_forced_rollout(model: Model, x: torch.Tensor, alphas, *, backend: str = "auto") -> ForcedRollout:
+def fused_forced_rollout(model: Model, x: torch.Tensor, alphas) -> ForcedRollout:
     r"""Forced rollout of a shPLRNN with the fused kernel and hand-written backward pass.
 
     Same contract as :func:`dsrecon.rollout.forced_rollout` (docs/method.md section 3): with
@@ -97,28 +96,38 @@ def fused_forced_rollout(model: Model, x: torch.Tensor, alphas, *, backend: str 
         Windows on the model's device and dtype.
     alphas : float or sequence or tensor of shape ``(T + 1,)``
         Forcing strength per window step (``alphas[k]`` acts on the state at step k).
-    backend : {"auto", "c", "numpy", "torch"}
-        Which implementation runs the time loops (see :mod:`dsrecon.fast._kernels`); ``"auto"``
-        takes the compiled kernel on the CPU and ``"torch"`` elsewhere.
 
     Returns
     -------
     ForcedRollout
         ``x_pred (B, T, N)`` (differentiable), ``z (B, T, M)``, ``z_hat (B, T + 1, M)`` detached.
+
+    Raises
+    ------
+    ValueError
+        Tensors the C kernel does not take (not on the CPU, not float32/float64, M > 64).
+    RuntimeError
+        The C kernel cannot be built (no C compiler).
     """
     if not is_fusable(model):
         raise ValueError(f"the fused rollout handles ShPLRNN models only, got {type(model).__name__}; "
                          "use dsrecon.rollout.forced_rollout for other models")
     check_windows(model, x)
     Bsz, n, N = x.shape
-    backend = _kernels.resolve_backend(backend, x.device)
+    why = _kernels.unsupported(x.device, x.dtype, model.state_dim)
+    if why is not None:
+        raise ValueError(f"the fused rollout runs in the C kernel only: {why}; use dsrecon.rollout.forced_rollout")
+    try:
+        _kernels.c_library()
+    except RuntimeError as err:
+        raise RuntimeError(f"{err}; the fused rollout needs it: use dsrecon.rollout.forced_rollout") from None
     a = check_alphas(alphas, n)
     Q, c, a, _ = forcing_terms(model, x, a, with_ac=False)
     z1 = model.initial_state(x[:, 0])  # (B, M)
     Z = FusedShPLRNNRollout.apply(
         z1.unsqueeze(0), model.A.unsqueeze(0), model.W1.unsqueeze(0), model.W2.unsqueeze(0),
         model.h1.unsqueeze(0), model.h2.unsqueeze(0), a.unsqueeze(0), Q.unsqueeze(0), c.unsqueeze(0),
-        model.clipped, backend)[0]  # (B, T, M)
+        model.clipped)[0]  # (B, T, M)
     x_pred = model.observe(Z.reshape(-1, model.state_dim)).reshape(Bsz, n - 1, N)  # (B, T, N)
     with torch.no_grad():
         z_all = torch.cat([z1.detach().unsqueeze(1), Z.detach()], dim=1)  # (B, T + 1, M)
@@ -126,35 +135,34 @@ def fused_forced_rollout(model: Model, x: torch.Tensor, alphas, *, backend: str 
     return ForcedRollout(x_pred, Z, z_hat)
 
 
-def fused_forced_loss(model: Model, x: torch.Tensor, alphas, reg_weight: float = 0.0, *,
-                      backend: str = "auto") -> torch.Tensor:
+def fused_forced_loss(model: Model, x: torch.Tensor, alphas, reg_weight: float = 0.0) -> torch.Tensor:
     """``MSE(x_pred, x[:, 1:]) + reg_weight * model.regularization()`` through the fused rollout.
 
     Calling ``.backward()`` on the result fills the parameters' ``.grad`` as the plain autograd
     loop does. Shapes and arguments as in :func:`fused_forced_rollout`.
     """
-    out = fused_forced_rollout(model, x, alphas, backend=backend)
+    out = fused_forced_rollout(model, x, alphas)
     loss = torch.mean((out.x_pred - x[:, 1:]) ** 2)
     if reg_weight:
         loss = loss + reg_weight * model.regularization()
     return loss
 
 
-_WARNED_FALLBACK: set = set()
+_WARNED_FALLBACK: set = set()  # the fallback warnings given (one per model class and reason)
 
 
-def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, target: torch.Tensor | None = None,
-                   *, backend: str = "auto", warn_fallback: bool = True):
+def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, target: torch.Tensor | None = None):
     """The ``"fused"`` training backend: :func:`dsrecon.training.loss_and_grads` through the fused kernel.
 
     Same signature, result and ``.grad`` as the plain reference (``TrainConfig.backend="fused"``).
     The shPLRNN's update runs as a one-model ensemble sharing the model's parameter storage
     (:func:`dsrecon.fast.ensemble.ensemble_loss_and_grads`: kernel forward and adjoint passes, the
     loss gradient and the regularizer's written out, no autograd graph: cheaper per update than
-    the autograd route through :class:`FusedShPLRNNRollout`). Models without a fused kernel
-    (everything but the shPLRNN) run the affine-forcing path (:mod:`dsrecon.fast.affine_forcing`;
-    the plain one if they lack ``affine_forcing``), with a warning once per model class unless
-    ``warn_fallback=False`` (the trainer's ``"auto"`` backend).
+    the autograd route through :class:`FusedShPLRNNRollout`). Where the kernel cannot run (models
+    other than the shPLRNN, tensors off the CPU, M > 64, no C compiler) the affine-forcing path
+    runs (:mod:`dsrecon.fast.affine_forcing`; the plain one for models without ``affine_forcing``),
+    with a warning once per model class and reason (once per process without a compiler,
+    :func:`dsrecon.fast._kernels.available`).
 
     Parameters
     ----------
@@ -174,13 +182,17 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
     from dsrecon.fast import affine_forcing
     from dsrecon.fast.ensemble import ensemble_loss_and_grads
 
+    name = type(model).__name__
     if not is_fusable(model):
-        name = type(model).__name__
-        path = "affine-forcing" if has_affine_forcing(model) else "plain autograd"
-        if warn_fallback and name not in _WARNED_FALLBACK:
-            _WARNED_FALLBACK.add(name)
-            warnings.warn(f"backend 'fused' has no kernel for {name}; using the {path} path",
-                          RuntimeWarning, stacklevel=2)
+        why = f"has no kernel for {name}"
+    else:
+        why = _kernels.unsupported(x.device, x.dtype, model.state_dim)
+        why = None if why is None else f"cannot run the kernel for this {name} ({why})"
+    if why is not None or not _kernels.available(stacklevel=2):  # no compiler: available() has warned
+        if why is not None and why not in _WARNED_FALLBACK:
+            _WARNED_FALLBACK.add(why)
+            path = "affine-forcing" if has_affine_forcing(model) else "plain autograd"
+            warnings.warn(f"backend 'fused' {why}; using the {path} path", RuntimeWarning, stacklevel=2)
         return affine_forcing.loss_and_grads(model, x, alphas, reg_weight, target=target)
     check_windows(model, x)
     a = check_alphas(alphas, x.shape[1])
@@ -188,7 +200,7 @@ def loss_and_grads(model: Model, x: torch.Tensor, alphas, reg_weight: float, tar
     for p in view.parameters():
         p.grad = None
     loss, mse, z_hat = ensemble_loss_and_grads(view, x.unsqueeze(0), a.unsqueeze(0), reg_weight,
-                                               None if target is None else target.unsqueeze(0), backend=backend)
+                                               None if target is None else target.unsqueeze(0))
     loss, mse = float(loss[0]), float(mse[0])
     if math.isfinite(loss):
         with torch.no_grad():

@@ -48,8 +48,7 @@ def stacked_jacobian_norms(A, W1, W2, h2, clipped: bool, z: torch.Tensor) -> tor
     from dsrecon.fast import _kernels
     from dsrecon.forcing import spectral_norms
 
-    if z.device.type == "cpu" and z.shape[-1] <= _kernels._MAX_M and z.dtype in (torch.float32, torch.float64):
-        if _kernels.available(stacklevel=3):  # else (warned once) PyTorch's eigvalsh below
-            weights = [t.detach().to(z.dtype).contiguous() for t in (A, W1, W2.transpose(1, 2), h2)]
-            return _kernels.jacobian_norms(z.detach().contiguous(), *weights, clipped)
+    if _kernels.usable(z.device, z.dtype, z.shape[-1], stacklevel=3):  # else (no compiler: warned once) eigvalsh
+        weights = [t.detach().to(z.dtype).contiguous() for t in (A, W1, W2.transpose(1, 2), h2)]
+        return _kernels.jacobian_norms(z.detach().contiguous(), *weights, clipped)
     return per_member(lambda *t: spectral_norms(_jacobians(*t, clipped)), A, W1, W2, h2, z)
