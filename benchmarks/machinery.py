@@ -9,7 +9,11 @@ with and without it, repetitions interleaved so a neighbour's load hits all vari
   one C pass (:func:`dsrecon.fast._kernels.stacked_sumsq`);
 - ``torch Jacobian norms``: the growth bound's spectral norms with PyTorch's ``eigvalsh`` instead of
   the C kernel (:mod:`dsrecon.fast.jacobian_norms`); matters for adaptive GTF, which evaluates the
-  bound every 5 updates, and little for GTF, which logs it once per epoch.
+  bound every 5 updates, and little for GTF, which logs it once per epoch;
+- ``torch log``: the growth bound's geometric mean with torch's log instead of NumPy's
+  (:func:`dsrecon.forcing.reduce_norms`);
+- ``run-time M``: the float32 kernel built without its compile-time latent sizes (M <= 8, 10, 12,
+  16: fully unrolled M-loops), every M a run-time value as in the float64 kernel.
 
 Cases: Lorenz-63 sizes (M = 3, L = 50, identity observation, the GTF paper's files) and the ECG's
 (M = 5, L = 250, affine observation), one model and an ensemble of K = 10 seeds, GTF and adaptive GTF;
@@ -93,8 +97,57 @@ def torch_jacobian_norms():
         _kernels._MAX_M = saved
 
 
+@contextlib.contextmanager
+def torch_log():
+    """The growth bound's reduction with torch's log on every device (the NumPy branch skipped)."""
+    import dsrecon.forcing as forcing
+
+    saved = forcing.reduce_norms
+
+    def reduce_norms(norms, estimator="geometric_mean"):
+        if estimator != "geometric_mean":
+            return saved(norms, estimator)
+        return torch.exp(torch.log(norms.double()).mean(-1)).amax(-1)
+
+    forcing.reduce_norms = reduce_norms
+    try:
+        yield
+    finally:
+        forcing.reduce_norms = saved
+
+
+_RUNTIME_M_LIB = None
+
+
+@contextlib.contextmanager
+def runtime_m():
+    """The kernel library built from the same source with the float32 loops' compile-time latent sizes
+    replaced by the run-time M of the float64 loops (built once, cached under its own key)."""
+    global _RUNTIME_M_LIB
+    from dsrecon.fast import _build
+
+    if _RUNTIME_M_LIB is None:
+        source = _build.c_source()
+        variant = source.replace("(float, f32, SPECIALIZE_M)", "(float, f32, RUNTIME_M)")
+        if variant.count("(float, f32, RUNTIME_M)") != 2:
+            raise RuntimeError("the kernel source no longer has the two float32 SPECIALIZE_M definitions")
+        saved_source = _build.c_source
+        _build.c_source = lambda: variant
+        try:
+            _RUNTIME_M_LIB = _build.build_library()
+        finally:
+            _build.c_source = saved_source
+    saved = _kernels._LIB
+    _kernels._LIB = _RUNTIME_M_LIB
+    try:
+        yield
+    finally:
+        _kernels._LIB = saved
+
+
 VARIANTS = {"all pieces": contextlib.nullcontext, "torch RAdam": torch_radam,
-            "no stacked_sumsq": no_stacked_sumsq, "torch Jacobian norms": torch_jacobian_norms}
+            "no stacked_sumsq": no_stacked_sumsq, "torch Jacobian norms": torch_jacobian_norms,
+            "torch log": torch_log, "run-time M": runtime_m}
 
 
 # ------------------------------------------------------------------------------- the cases
@@ -127,6 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=4, help="epochs (x 50 updates) per timed run")
     p.add_argument("--K", type=int, default=10, help="ensemble size")
     p.add_argument("--threads", type=int, default=1, help="kernel threads (1: the other core may be busy)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS)[1:], help="pieces to switch off (default: all)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     if not DATA.is_dir():
@@ -144,23 +198,26 @@ def main(argv=None) -> int:
         f"({args.epochs} epochs x 50 updates, B = 16, T = 200) over {args.reps} interleaved repetitions, and the "
         "change against `all pieces` in the same row.")
     say("")
+    variants = {"all pieces": VARIANTS["all pieces"],
+                **{v: VARIANTS[v] for v in (args.variants or list(VARIANTS)[1:])}}
+    with variants.get("run-time M", contextlib.nullcontext)():
+        pass  # builds the variant library before any timing
     cases = [(d, f, k) for d in ("lorenz63", "ecg") for f in ("GTF", "aGTF") for k in (1, args.K)]
-    say("| case | " + " | ".join(VARIANTS) + " |")
-    say("|---|" + "---|" * len(VARIANTS))
+    say("| case | " + " | ".join(variants) + " |")
+    say("|---|" + "---|" * len(variants))
     for data_name, forcing, k in cases:
         run = run_fn(data_name, forcing, k, args.epochs)
-        with VARIANTS["all pieces"]():
-            run()  # warm-up: first-call costs (kernel load, allocations) outside the timing
-        times = {v: [] for v in VARIANTS}
+        run()  # warm-up: first-call costs (kernel load, allocations) outside the timing
+        times = {v: [] for v in variants}
         for _ in range(args.reps):
-            for name, switch in VARIANTS.items():
+            for name, switch in variants.items():
                 with switch():
                     t0 = time.perf_counter()
                     run()
                     times[name].append(time.perf_counter() - t0)
         med = {v: statistics.median(t) for v, t in times.items()}
         base = med["all pieces"]
-        cells = [f"{base:.2f} s"] + [f"{med[v]:.2f} s ({100 * (med[v] / base - 1):+.0f} %)" for v in list(VARIANTS)[1:]]
+        cells = [f"{base:.2f} s"] + [f"{med[v]:.2f} s ({100 * (med[v] / base - 1):+.0f} %)" for v in list(variants)[1:]]
         say(f"| {data_name}, {forcing}, K = {k} | " + " | ".join(cells) + " |")
     if args.out:
         args.out.write_text("\n".join(LINES) + "\n")
