@@ -6,8 +6,9 @@ one-model run draws them, has its own forcing policy (its own alpha: the members
 different policies) and its own per-epoch history; the K members share one RAdam optimizer over
 the stacked parameters (elementwise, so no coupling) and the learning-rate schedule. The losses and
 gradients come from the family's member stack (:func:`dsrecon.stacking.stack_members`: the
-shPLRNN's C kernel, bit-identical to separate runs; autograd vmapped over the members for every
-other family, equal to separate runs to float rounding).
+shPLRNN's C kernel; autograd vmapped over the members for every other family, whose one-model runs
+take the same path as a one-member stack: in both cases a member is bit-identical to its separate
+run, the GRU excepted).
 
 Unlike a one-model run, a member whose loss, gradient or parameters turn non-finite does not stop
 the ensemble or lower the shared learning rate: it is restored to its state at the start of the

@@ -65,8 +65,8 @@ class TrainConfig:
     checkpoint_every : int
         Epochs between checkpoints (when ``run_dir`` is given); the last epoch is always saved.
     backend : str
-        ``"auto"`` (default: fused for a shPLRNN, affine for the other models, plain for a model
-        without ``affine_forcing``), ``"plain"`` (autograd reference), ``"fused"`` (``dsrecon.fast``;
+        ``"auto"`` (default: fused for a shPLRNN, the generic one-member stack for the other models,
+        bit-identical to an ensemble member), ``"plain"`` (autograd reference), ``"fused"`` (``dsrecon.fast``;
         the shPLRNN's compiled kernel) or ``"affine"`` (the forcing folded into one product per step,
         for LEM, RNN, LSTM, GRU, ALRNN); same gradients (tests); speed: docs/performance.md.
     lr_recovery_factor : float

@@ -15,9 +15,11 @@ The rollout is :func:`dsrecon.fast.affine_forcing.affine_forced_rollout`'s for m
 :func:`dsrecon.rollout.forced_rollout`'s otherwise (``z~_t = z_t + alpha_t (state_from_obs(x_t, z_t) - z_t)``),
 without their data-dependent shortcuts (a vmapped function cannot branch on a member's alpha):
 alpha = 0 multiplies by the identity, which is exact. Same objective as the one-model trainer
-(MSE of the unforced predictions plus ``reg_weight * regularization()``); gradients agree with a
-separate run's to float rounding (batched kernels may sum in another order, so unlike the
-shPLRNN's kernel a member is not bit-identical to its separate run; tests/test_engine.py).
+(MSE of the unforced predictions plus ``reg_weight * regularization()``). A model trained alone with
+``backend="auto"`` runs as a one-member stack (:func:`one_model_loss_and_grads`), and the batched
+kernels give a member's numbers independently of its position and of the member count, so a member
+equals its separate run bit for bit (tests/test_member_identity.py; not the GRU, one of whose
+batched gradients rounds differently for one member than for several).
 
 Device-agnostic: the stack lives on the members' device (CPU or CUDA).
 """
@@ -25,16 +27,20 @@ Device-agnostic: the stack lives on the members' device (CPU or CUDA).
 from __future__ import annotations
 
 import copy
+import math
+import weakref
 from typing import Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from dsrecon.fast.affine_forcing import forcing_terms
+from dsrecon.fast.affine_forcing import check_alphas, forcing_terms
 from dsrecon.fast.members import per_member_grad_norms, per_member_params_finite
 from dsrecon.forcing import growth_bound
+from dsrecon.loss import StepResult
 from dsrecon.models.base import Model
+from dsrecon.rollout import check_windows
 
 
 def member_rollout_loss(model: Model, x: torch.Tensor, alphas: torch.Tensor, target: torch.Tensor,
@@ -115,6 +121,9 @@ class VmapStack(nn.Module):
     ----------
     models : sequence of Model
         The members (same class and ``config()``); their values are copied, :meth:`write_to` goes back.
+    share_storage : bool
+        With one model: the stacked parameters are ``(1, ...)`` views of the model's own (no copy),
+        so the model's single-run training can use the stack (:func:`one_model_loss_and_grads`).
 
     Attributes
     ----------
@@ -122,11 +131,13 @@ class VmapStack(nn.Module):
     member with dots replaced by ``__``.
     """
 
-    def __init__(self, models: Sequence[Model]):
+    def __init__(self, models: Sequence[Model], *, share_storage: bool = False):
         super().__init__()
         models = list(models)
         if not models:
             raise ValueError("VmapStack needs at least one model")
+        if share_storage and len(models) != 1:
+            raise ValueError(f"share_storage needs exactly one model, got {len(models)}")
         self._names = [name for name, _ in models[0].named_parameters()]
         # buffers (constants of a model's configuration, e.g. the ALRNN's ReLU floor) are shared: the
         # template's are used for every member, so they must be equal across the members
@@ -137,7 +148,10 @@ class VmapStack(nn.Module):
                              "dsrecon.stacking")
         self._template = [copy.deepcopy(models[0])]  # a list: not a submodule, its own tensors are never used
         for name in self._names:
-            stacked = torch.stack([m.get_parameter(name).detach() for m in models]).clone()
+            if share_storage:  # a (1, ...) view of the model's own parameter: no copy
+                stacked = models[0].get_parameter(name).detach().unsqueeze(0)
+            else:
+                stacked = torch.stack([m.get_parameter(name).detach() for m in models]).clone()
             self.register_parameter(_flat(name), nn.Parameter(stacked))
 
     @property
@@ -199,4 +213,37 @@ class VmapStack(nn.Module):
         return per_member_params_finite(list(self.parameters()), self.K)
 
 
-__all__ = ["VmapStack", "member_rollout_loss"]
+def one_model_loss_and_grads(model: Model, x: torch.Tensor, alphas: torch.Tensor, reg_weight: float,
+                             target: torch.Tensor | None = None) -> StepResult:
+    """One model's update as a one-member stack: the ``"auto"`` backend of a model without a kernel.
+
+    Same signature and result as :func:`dsrecon.loss.loss_and_grads` (``x, target (B, T + 1, N)``,
+    ``alphas (T + 1,)``; gradients added to the parameters' ``.grad`` when the loss is finite). The
+    computation is the one a member of an ensemble of any size and position runs
+    (:class:`VmapStack`), so a model trained alone equals that member bit for bit
+    (``tests/test_member_identity.py``).
+    """
+    check_windows(model, x)
+    a = check_alphas(alphas, x.shape[1])
+    view = _VIEWS.get(model)
+    if view is None or any(p.data_ptr() != model.get_parameter(name).data_ptr()
+                           for name, p in zip(view._names, view.parameters())):
+        view = VmapStack([model], share_storage=True)  # rebuilt when a parameter got new storage
+        _VIEWS[model] = view
+    for p in view.parameters():
+        p.grad = None
+    loss, mse, z_hat = view.loss_and_grads(x.unsqueeze(0), a.unsqueeze(0), reg_weight,
+                                           None if target is None else target.unsqueeze(0))
+    loss, mse = float(loss[0]), float(mse[0])
+    if math.isfinite(loss):
+        with torch.no_grad():
+            for name, p in zip(view._names, view.parameters()):
+                q = model.get_parameter(name)
+                q.grad = p.grad[0] if q.grad is None else q.grad + p.grad[0]
+    return StepResult(loss, mse, z_hat[0])
+
+
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+__all__ = ["VmapStack", "member_rollout_loss", "one_model_loss_and_grads"]

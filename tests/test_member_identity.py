@@ -71,3 +71,34 @@ def test_member_equals_separate_run_bit_for_bit(dtype, observation, M, forcing):
             _assert_same_run(models[position], results[position], alone, ref)
     finally:
         set_kernel_threads(threads_before)
+
+
+GENERIC = {"lstm": dict(hidden_dim=6), "gru": dict(hidden_dim=6), "rnn": dict(hidden_dim=6), "lem": dict(hidden_dim=6),
+           "alrnn": dict(latent_dim=6, n_relu=2)}
+
+
+# the GRU's batched backward differs in the last bit between one member and several (its loss does not):
+# some batched kernel under vmap sums in another order for K = 1 than for K >= 2; not yet traced
+GRU_NOT_YET = pytest.mark.xfail(strict=True, reason="GRU gradients under vmap depend on the member count")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("family", [pytest.param(f, marks=GRU_NOT_YET) if f == "gru" else f for f in sorted(GENERIC)])
+def test_generic_member_equals_separate_run_bit_for_bit(family, dtype):
+    """The families without a kernel: a model trained alone (backend "auto": a one-member generic
+    stack) equals its member of an ensemble of 1, 2 or 5, at the first position and beyond."""
+    from dsrecon.models import make_model
+
+    series = _series().astype(np.float32 if dtype == "float32" else np.float64)
+    config = TrainConfig(**{**CONFIG.__dict__, "epochs": 2, "batches_per_epoch": 10, "seq_len": 20})
+    kw = dict(obs_dim=3, dtype=dtype, **GENERIC[family])
+    alone = make_model(family, seed=SEED, **kw)
+    ref = train(alone, series, TrainConfig(**{**config.__dict__, "seed": SEED}), make_forcing("gtf", alpha=0.2),
+                progress=False)
+    for K, position in [(1, 0), (2, 1), (5, 3)]:
+        seeds = [100 + k for k in range(K)]
+        seeds[position] = SEED
+        ens = Ensemble(family, k=K, seeds=seeds, **kw)
+        results = train(ens, series, config, make_forcing("gtf", alpha=0.2), progress=False).members
+        assert ref.n_updates == results[position].n_updates == 20
+        _assert_same_run(ens.members[position], results[position], alone, ref)

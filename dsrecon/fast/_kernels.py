@@ -70,11 +70,6 @@ def set_kernel_threads(n: int | None) -> None:
     _THREADS = n
 
 
-def _loaded_library():
-    """The C library if it is already loaded, else None; unlike :func:`c_library`, never builds it."""
-    return None if _LIB is None or isinstance(_LIB, str) else _LIB
-
-
 def kernel_threads() -> int:
     """The thread count the next kernel call uses (see :func:`set_kernel_threads`)."""
     if _THREADS is not None:
@@ -282,18 +277,20 @@ def stacked_sumsq(tensors, K: int) -> tuple[np.ndarray, np.ndarray] | None:
     ``tensors``: CPU tensors of one dtype (float32 or float64), each contiguous with leading axis K
     (model k's slice is ``t[k]``). Returns ``sumsq (K,) float64`` (over every tensor) and
     ``finite (K,) bool`` (every element of model k finite), or None where the C kernel does not
-    apply (not built yet, another device or dtype, a non-contiguous tensor): callers use torch then.
-    It never builds the library: the trainers call it after a kernel step has loaded it, and a
-    model without a kernel (an LSTM's training) should not wait ~15 s for a compiler.
+    apply (no C compiler, another device or dtype, a non-contiguous tensor): callers use torch then.
+    CPU tensors load (or build) the library on the first call, as the optimizer's first step would,
+    so a run's first gradient norm is computed as its later ones are.
     """
     tensors = list(tensors)
-    lib = _loaded_library()
-    if not tensors or lib is None:
+    if not tensors:
         return None
     dtype = tensors[0].dtype
     if dtype not in (torch.float32, torch.float64) or not all(
             t.dtype == dtype and t.is_cpu and t.is_contiguous() and t.dim() > 0 and t.shape[0] == K for t in tensors):
         return None
+    if not available(stacklevel=3):  # no compiler: warned once
+        return None
+    lib = c_library()
     n = len(tensors)
     sumsq, finite = np.empty(K, dtype=np.float64), np.empty(K, dtype=np.bool_)  # bool_ is one byte
     fn = lib.stacked_sumsq_f32 if dtype == torch.float32 else lib.stacked_sumsq_f64
