@@ -38,8 +38,16 @@ LR_END = 1e-5
 # trains in well under a minute, a large recording is capped with a message instead of running hours
 BUDGET_S = 600.0
 
+# which parameters dsrecon.fit keeps: those of the validation epoch whose VAL_STARTS free runs, from
+# states spread over the last 20 % of the training part, scored best (dsrecon.selection), since a run's
+# last epoch can land on a collapsed or spurious orbit beside the attractor it learned; chosen on the
+# reconstruction zoo and the GTF paper's ECG (benchmarks/results/zoo_2026-12-07_analysis.md,
+# ecg_gtf_2026-12-07_analysis.md). TrainConfig keeps "last", the paper's protocol: dsrecon.train may
+# run without validation data.
+SELECT = "best_val"
+VAL_STARTS = 8
 # the GTF paper's schedule (Hess et al., ICML 2023), to use with AdaptiveGTF()
 PAPER_TRAINING = {"epochs": 5000, "lr_start": 1e-3, "lr_end": 1e-6}
 
 __all__ = ["SEED", "LATENT_DIM", "HIDDEN_DIM", "FORCING", "ALPHA", "EPOCHS", "LR_START", "LR_END",
-           "BUDGET_S", "PAPER_TRAINING"]
+           "BUDGET_S", "SELECT", "VAL_STARTS", "PAPER_TRAINING"]

@@ -49,7 +49,7 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         epochs: int = defaults.EPOCHS, batches_per_epoch: int = 50, batch_size: int = 16, seq_len: int | str = 200,
         lr: float = defaults.LR_START, lr_end: float = defaults.LR_END, seed: int = defaults.SEED,
         device: str = "cpu", val_every: int = 25, backend: str = "auto", threads: int | None = 1,
-        select: str = "last", val_starts: int = 1, noise_std: float = 0.0,
+        select: str = defaults.SELECT, val_starts: int = defaults.VAL_STARTS, noise_std: float = 0.0,
         n_steps: int = 100_000, noise: float = 0.0, test_fraction: float = 0.2, test_trials=None, dt: float | None = None,
         embed: str = "auto", eval_config=None, run_dir=None, resume=None, progress: bool = True,
         verbose: bool = True, budget: float | str | None = defaults.BUDGET_S) -> Reconstruction:
@@ -86,9 +86,9 @@ def fit(data=None, *, test=None, model: str = "shplrnn", latent_dim: int | None 
         ``seq_len="auto"``: the window length from the data's mutual-information time
         (:func:`dsrecon.preparation.choose_seq_len`).
     select, val_starts, noise_std
-        ``TrainConfig`` fields: ``select="best_val"`` keeps the parameters of the validation epoch
-        whose free runs (``val_starts`` of them, from states spread over the validation series)
-        scored best, instead of the last ones. The validation series is then the last
+        ``TrainConfig`` fields: ``select="best_val"`` (default, :data:`dsrecon.defaults.SELECT`) keeps
+        the parameters of the validation epoch whose free runs (``val_starts`` of them, default 8,
+        from states spread over the validation series) scored best, instead of the last ones. The validation series is then the last
         ``VALIDATION_FRACTION`` of the training part (of its longest trial), never the test part, so
         the test scores stay unbiased; with ``"last"`` the validations are made on the test part and
         only recorded. ``noise_std``: Gaussian noise (standardized units) added to the windows that

@@ -87,10 +87,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=defaults.SEED, help="seed of model initialization, windows, test data")
     g.add_argument("--device", default="cpu")
     g.add_argument("--val-every", type=positive_int, default=25, help="epochs between D_stsp/D_H validations")
-    g.add_argument("--select", choices=("last", "best_val"), default="last",
-                   help="keep the last parameters (default) or those of the best validation (best_val: validated "
-                        "on the tail of the training part, never on the test part)")
-    g.add_argument("--val-starts", type=positive_int, default=1, help="free runs per validation (default 1)")
+    g.add_argument("--select", choices=("last", "best_val"), default=defaults.SELECT,
+                   help="keep the parameters of the best validation (best_val, default: validated on the tail of "
+                        "the training part, never on the test part) or the last ones")
+    g.add_argument("--val-starts", type=positive_int, default=defaults.VAL_STARTS,
+                   help=f"free runs per validation (default {defaults.VAL_STARTS})")
     g.add_argument("--noise-std", type=nonnegative_float, default=0.0,
                    help="Gaussian noise (standardized units) added to the inputs of the forcing (default 0)")
     g.add_argument("--backend", choices=("auto", "plain", "fused", "affine"), default="auto",
