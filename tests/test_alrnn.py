@@ -172,7 +172,7 @@ def test_forcing_is_affine_in_the_state(observation):
 @pytest.mark.parametrize("observation", ["identity", "affine"])
 @pytest.mark.parametrize("kind", ["gtf", "agtf", "stf", "tf", "none"])
 def test_affine_backend_gradients_equal_plain(kind, observation):
-    # the "auto" backend trains the ALRNN on the affine-forcing path: same loss and gradients as autograd
+    # the "affine" backend (the fold the generic stack also uses): same loss and gradients as autograd
     # through the plain loop, to the 1e-5 relative tolerance the other model families meet
     m = _model(M=6, P=2, observation=observation)
     x = torch.randn(4, 31, 3, generator=torch.Generator().manual_seed(1), dtype=F64)

@@ -204,9 +204,10 @@ def _kernel_warnings(seen) -> list[str]:
 
 
 def test_without_compiler_one_shplrnn_trains_on_the_affine_path(no_kernel):
-    """No C compiler: backends 'auto' and 'fused' train a shPLRNN on the affine-forcing path, the same
-    function as backend='affine', so the parameters are equal bit for bit; one one-line warning
-    per process says what runs instead and how to get the kernel."""
+    """No C compiler: backend 'fused' trains a shPLRNN on the affine-forcing path (backend='affine'),
+    'auto' on the generic one-member stack, which for the shPLRNN computes the same numbers, so the
+    parameters are equal bit for bit; one one-line warning per process says what runs instead and
+    how to get the kernel."""
     from dsrecon.training import TrainConfig, train
 
     series = torch.randn(400, 3, generator=torch.Generator().manual_seed(5)).cumsum(0).numpy() * 0.05

@@ -96,7 +96,7 @@ def test_fused_backend_beyond_the_kernels_latent_size_trains_on_the_affine_path(
 
 def test_auto_backend_trains_a_latent_size_beyond_the_fused_kernel(series_file):
     x = np.load(series_file)[:1200]
-    with pytest.warns(RuntimeWarning, match="backend 'auto' uses the affine-forcing path"):
+    with pytest.warns(RuntimeWarning, match="backend 'auto' uses the generic path"):
         res = dsrecon.train(_model(latent_dim=70), x, dsrecon.TrainConfig(epochs=1, **CFG), dsrecon.GTF(0.1),
                             progress=False)
     assert res.n_updates == 2 and np.isfinite(res.final_loss)
