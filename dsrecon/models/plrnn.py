@@ -59,7 +59,7 @@ class ShPLRNN(LatentObservation, Model):
         *identity*: ``x_hat = z[:, :N]``; forcing sets the first N coordinates; when ``M > N`` the
         initial unobserved coordinates are a learned linear map ``C x0`` (``C (M-N, N)``, initialised
         U(+-1/sqrt(N)) like ``nn.Linear``). *affine*: ``x_hat = B z`` with ``B (N, M)``
-        Kaiming-normal; the initial state is ``B^+ x0`` and forcing uses
+        initialised semi-orthogonal (Notes); the initial state is ``B^+ x0`` and forcing uses
         ``state_from_obs(x, z) = z + B^+ (x - B z)`` with ``B`` detached (for ``M = N``: ``B^-1 x``).
     generator : torch.Generator, optional
         Source of all initial values. ``seed`` is a shortcut that makes one.
@@ -74,6 +74,11 @@ class ShPLRNN(LatentObservation, Model):
     Initialization (paper): ``A = diag(K)`` with ``K = (R^T R / M + I) / lambda_max(R^T R / M + I)``,
     ``R`` standard normal ``(M, M)``, so ``0 < A_i <= 1``; ``W1 ~ U(+-1/sqrt(L))``,
     ``W2 ~ U(+-1/sqrt(M))``; ``h1 = 0``; ``h2 = 0`` (unclipped) or ``U(+-1/sqrt(L))`` (clipped).
+    The affine observation's ``B`` is a random semi-orthogonal matrix (``torch.nn.init.orthogonal_``)
+    scaled to the mean Frobenius norm of a Kaiming-normal one: GTF forces the latent states with
+    ``B^+ x``, and a Gaussian ``B`` is often nearly singular (for 5 x 5, 4 % of draws have a condition
+    number above 200), which multiplies the data and its noise by ``1 / sigma_min(B)`` and can keep the
+    training from ever leaving a fixed point; equal singular values make ``B^+`` a scaled ``B^T``.
     Parameter count: ``M + 2 M L + M + L`` plus ``N M`` (affine) or ``(M - N) N`` (identity, M > N);
     the GTF paper's ECG model (M=5, L=250, affine 5->5, clipped) has 2785.
     """
@@ -105,8 +110,10 @@ class ShPLRNN(LatentObservation, Model):
         h2 = _uniform((L,), 1 / math.sqrt(L), generator, dtype) if clipped else torch.zeros(L, dtype=dtype)
         self.h2 = nn.Parameter(h2)  # (L,)
         if observation == "affine":
+            # equal singular values sqrt(2 N / min(N, M)): the Frobenius norm Kaiming's normal init
+            # (std sqrt(2 / M)) has on average, without its near-singular draws (Notes)
             B = torch.empty(N, M, dtype=torch.float64)
-            nn.init.kaiming_normal_(B, generator=generator)  # std sqrt(2 / M)
+            nn.init.orthogonal_(B, gain=math.sqrt(2 * N / min(N, M)), generator=generator)
             self.B = nn.Parameter(B.to(dtype))  # (N, M)
         elif M > N:
             self.C = nn.Parameter(_uniform((M - N, N), 1 / math.sqrt(N), generator, dtype))  # (M-N, N)
